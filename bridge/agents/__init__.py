@@ -1,0 +1,1 @@
+"""The adapter registry: one module per vendor CLI, all exposing the same names."""

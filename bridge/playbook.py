@@ -1,0 +1,278 @@
+"""Playbook format v1: the pydantic models. Raw YAML is turned into these by `bridge.loader`."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+SANDBOXES = ("read-only", "workspace-write", "full-access")
+MERGE_STRATEGIES = ("merge", "squash", "rebase", "none")
+OVERLAPS = ("skip", "queue", "cancel")
+CATCH_UPS = ("none", "last", "all")
+
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m(?!s))?\s*"
+                       r"(?:(\d+(?:\.\d+)?)\s*s)?\s*(?:(\d+)\s*ms)?\s*$")
+_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+def parse_duration(value: Any) -> float:
+    """'20m', '1h30m', '45s', '500ms' or a bare number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 30s, 20m or 1h30m, got a boolean")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f"expected a duration like 30s, 20m or 1h30m, got {type(value).__name__}")
+    m = _DURATION.match(value)
+    if not value.strip() or not m or not any(m.groups()):
+        raise ValueError(f"{value!r} is not a duration; write it like 30s, 20m, 1h30m or 500ms")
+    h, mins, s, ms = (float(g) if g else 0.0 for g in m.groups())
+    return h * 3600 + mins * 60 + s + ms / 1000
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+StrList = Annotated[list[str], BeforeValidator(_as_list)]
+
+
+class Model(BaseModel):
+    """Base: unknown keys are errors, values are frozen once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class AgentProfile(Model):
+    """A named way of running one CLI: which CLI, which model, under which policy."""
+
+    cli: str = Field(description="codex | claude | gemini | command, or a CLI defined in configs/clis.yaml")
+    description: str = ""
+    model: str | None = Field(None, description="Model name passed to the CLI (-m / --model).")
+    sandbox: Literal["read-only", "workspace-write", "full-access"] = Field(
+        "read-only",
+        description="Portable policy: read-only (default), workspace-write, or full-access. "
+        "Each adapter maps it to its CLI's own sandbox / permission flags.",
+    )
+    permission_mode: str | None = Field(
+        None,
+        description="Vendor-native override of the policy: Claude's --permission-mode "
+        "(default|acceptEdits|dontAsk|bypassPermissions|plan) or Gemini's --approval-mode.",
+    )
+    allowed_tools: StrList = Field(default_factory=list)
+    disallowed_tools: StrList = Field(default_factory=list)
+    args: StrList = Field(default_factory=list, description="Extra arguments appended to argv.")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment, e.g. a proxy or gateway base URL."
+    )
+    max_turns: int | None = Field(None, ge=1)
+    system_prompt: str | None = Field(None, description="Appended to the CLI's system prompt.")
+    command: StrList | None = Field(
+        None,
+        description="For cli: command — the argv to run; items are jinja templates "
+        "({{ prompt }}, {{ prompt_file }}, {{ shared }}, {{ model }}).",
+    )
+    interactive: bool = Field(False, description="Drive the CLI through a terminal (pexpect).")
+
+    @model_validator(mode="after")
+    def _command_needs_argv(self) -> AgentProfile:
+        if self.cli == "command" and not self.command:
+            raise ValueError("cli: command needs `command:`, the argv to run (a list of strings)")
+        return self
+
+
+class OutputSpec(Model):
+    """A file a stage must leave in the shared folder, optionally checked against a JSON schema."""
+
+    path: str
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    description: str = ""
+    required: bool = True
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("an output path cannot be empty")
+        if v.startswith("/") or v.startswith("~"):
+            raise ValueError(f"{v!r} is absolute; outputs are paths relative to the shared folder")
+        if ".." in re.split(r"[\\/]", v):
+            raise ValueError(f"{v!r} climbs out of the shared folder with '..'")
+        return v
+
+
+def _as_output(value: Any) -> Any:
+    return {"path": value} if isinstance(value, str) else value
+
+
+Output = Annotated[OutputSpec, BeforeValidator(_as_output)]
+
+
+class Summary(Model):
+    """Caps on what a stage hands downstream (the 'token tax' control)."""
+
+    max_lines: int | None = Field(None, ge=1)
+    max_bytes: int | None = Field(None, ge=1)
+    source: Literal["final_message", "outputs"] = Field(
+        "final_message", alias="from", description="Summarise the final message or the output files."
+    )
+
+
+class Retry(Model):
+    limit: int = Field(0, ge=0, description="Extra attempts after the first.")
+    backoff: Duration = Field(5.0, description="Wait before the first retry; doubles each time.")
+    factor: float = Field(2.0, ge=1.0)
+
+
+def _as_retry(value: Any) -> Any:
+    return {"limit": value} if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class Worktree(Model):
+    """Run the stage in its own git worktree and merge the work back."""
+
+    merge: Literal["merge", "squash", "rebase", "none"] = "merge"
+    copy_: StrList = Field(
+        default_factory=lambda: [".env"], alias="copy",
+        description="Ignored files copied into the worktree (e.g. .env).",
+    )
+    on_conflict: str = Field(
+        "fail", description="fail | continue | the id of a stage that resolves the conflict"
+    )
+    order: int = Field(0, description="Merge order among parallel implementers (lower first).")
+
+
+def _as_worktree(value: Any) -> Any:
+    if value is True:
+        return {}
+    if isinstance(value, str):
+        return {"merge": value}
+    return value
+
+
+class Budget(Model):
+    max_cost_usd: float | None = Field(None, gt=0)
+    max_tokens: int | None = Field(None, gt=0)
+
+
+class Stage(Model):
+    """One node of the DAG: an agent run, or a loop over a group of stages."""
+
+    name: str | None = None
+    agent: str | None = None
+    prompt: str | None = None
+    prompt_file: str | None = None
+    needs: StrList = Field(default_factory=list)
+    if_: str | None = Field(None, alias="if", description="Jinja expression; the stage is skipped when false.")
+    matrix: dict[str, list[Any]] | None = None
+    max_parallel: int | None = Field(None, ge=1)
+    fail_fast: bool = True
+    outputs: list[Output] = Field(default_factory=list)
+    summary: Summary = Field(default_factory=Summary)
+    timeout: Duration | None = None
+    idle_timeout: Duration | None = None
+    retry: Annotated[Retry, BeforeValidator(_as_retry)] = Field(default_factory=Retry)
+    continue_on_error: bool = False
+    worktree: Annotated[Worktree | None, BeforeValidator(_as_worktree)] = None
+    env: dict[str, str] = Field(default_factory=dict)
+    max_cost_usd: float | None = Field(None, gt=0)
+    max_tokens: int | None = Field(None, gt=0)
+    loop: Loop | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Stage:
+        if self.loop is not None:
+            extra = [k for k in ("agent", "prompt", "prompt_file", "matrix", "worktree") if getattr(self, k)]
+            if extra:
+                raise ValueError(f"a loop stage groups other stages; it cannot also set {', '.join(extra)}")
+            return self
+        if not self.agent:
+            raise ValueError("a stage needs `agent:` (or `loop:` to group stages)")
+        if self.prompt is None and self.prompt_file is None:
+            raise ValueError("a stage needs `prompt:` or `prompt_file:`")
+        if self.prompt is not None and self.prompt_file is not None:
+            raise ValueError("give `prompt:` or `prompt_file:`, not both")
+        if self.matrix is not None:
+            if not self.matrix:
+                raise ValueError("`matrix:` is empty; give at least one key with a list of values")
+            for key, values in self.matrix.items():
+                if not values:
+                    raise ValueError(f"matrix key {key!r} has no values")
+        return self
+
+
+class Loop(Model):
+    """Repeat a group of stages until a condition holds (e.g. implement -> verify)."""
+
+    until: str = Field(description="Jinja expression over this iteration's stages; true ends the loop.")
+    max_iterations: int = Field(3, ge=1, le=100)
+    stages: dict[str, Stage]
+
+
+Stage.model_rebuild()
+
+
+class Schedule(Model):
+    cron: str = Field(description="Five-field cron expression, or @hourly / @daily / @weekly / @monthly.")
+    timezone: str = "UTC"
+    overlap: Literal["skip", "queue", "cancel"] = "skip"
+    jitter: Duration = 0.0
+    catch_up: Literal["none", "last", "all"] = "none"
+    vars: dict[str, Any] = Field(default_factory=dict)
+
+
+class Notify(Model):
+    on: Annotated[list[Literal["success", "failure"]], BeforeValidator(_as_list)] = Field(
+        default_factory=lambda: ["success", "failure"]
+    )
+    webhook: str | None = None
+    command: StrList | None = None
+
+    @model_validator(mode="after")
+    def _target(self) -> Notify:
+        if not self.webhook and not self.command:
+            raise ValueError("a notify entry needs `webhook:` or `command:`")
+        return self
+
+
+class Playbook(Model):
+    """A whole playbook file."""
+
+    version: Literal[1]
+    name: str
+    description: str = ""
+    vars: dict[str, Any] = Field(default_factory=dict)
+    agents: dict[str, AgentProfile]
+    stages: dict[str, Stage]
+    finally_: dict[str, Stage] = Field(default_factory=dict, alias="finally")
+    max_parallel: int | None = Field(None, ge=1)
+    max_cost_usd: float | None = Field(None, gt=0)
+    max_tokens: int | None = Field(None, gt=0)
+    tasks: str | None = Field(None, description="Shared task list file (Markdown checklist) in the shared folder.")
+    schedule: list[Schedule] = Field(default_factory=list)
+    notify: list[Notify] = Field(default_factory=list)
+
+    @field_validator("stages", "finally_", "agents")
+    @classmethod
+    def _ids(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            if not _ID.match(key):
+                raise ValueError(f"{key!r} is not a valid id: use letters, digits, '-' and '_'")
+        return v
+
+
+def iter_stages(stages: dict[str, Stage], prefix: str = "") -> list[tuple[str, Stage]]:
+    """Every stage, loop members included, as (id, stage)."""
+    out: list[tuple[str, Stage]] = []
+    for sid, stage in stages.items():
+        out.append((sid, stage))
+        if stage.loop is not None:
+            out.extend(iter_stages(stage.loop.stages))
+    return out
