@@ -110,13 +110,14 @@ def run(
     rehearse: bool = typer.Option(False, "--rehearse", help="Run the real CLIs against the scripted local model."),
     script: Optional[Path] = typer.Option(None, "--script", help="Rehearsal script (default: the playbook's own)."),
     json_out: bool = typer.Option(False, "--json", help="One JSON event per line on stdout."),
+    trigger: Optional[Path] = typer.Option(None, "--trigger", hidden=True, help="File that triggered this run."),
     directory: Optional[Path] = DirOpt,
 ) -> None:
     """Run a playbook."""
     _call(
         "run", playbook=playbook, var=var or [], only=only or [], from_stage=from_stage,
         max_parallel=max_parallel, rehearse=rehearse, script=script, json_out=json_out,
-        directory=directory,
+        trigger=trigger, directory=directory,
     )
 
 
