@@ -1,0 +1,145 @@
+"""The events a run emits, as frozen values. The runner emits them; ui.py renders them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any, Callable, Union
+
+
+class Status(str, Enum):
+    """Where a stage (or matrix item, or loop iteration) stands."""
+
+    PENDING = "pending"
+    WAITING = "waiting"  # rate limited, sleeping until a reset time
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+    @property
+    def done(self) -> bool:
+        return self in (Status.SUCCESS, Status.FAILURE, Status.SKIPPED, Status.CANCELLED)
+
+
+def _now() -> float:
+    return time.time()
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    run_id: str
+    playbook: str
+    run_dir: str
+    units: tuple[str, ...]  # every unit key known up front (matrix items included)
+    resumed: bool = False
+    t: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
+class UnitStarted:
+    """An attempt of one unit (a stage, a matrix item, a loop iteration's stage) began."""
+
+    key: str
+    stage_id: str
+    agent: str
+    attempt: int
+    iteration: int | None = None
+    matrix: dict[str, Any] = field(default_factory=dict)
+    t: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
+class UnitActivity:
+    """What the running agent is doing now: its last tool call or message line."""
+
+    key: str
+    kind: str
+    text: str
+    tokens: int = 0
+    cost_usd: float = 0.0
+    t: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
+class UnitWaiting:
+    """Rate limited: sleeping until `until` (epoch seconds); not counted as an attempt."""
+
+    key: str
+    until: float
+    reason: str
+    t: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
+class UnitRetrying:
+    key: str
+    attempt: int  # the attempt that failed
+    delay: float
+    reason: str
+    t: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
+class UnitFinished:
+    key: str
+    stage_id: str
+    status: Status
+    reason: str = ""
+    error: str | None = None  # an ErrorKind value
+    attempts: int = 0
+    duration: float = 0.0
+    tokens: int = 0
+    cost_usd: float = 0.0
+    reused: bool = False  # succeeded in an earlier session of this run (resume)
+    t: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
+class LoopIteration:
+    stage_id: str
+    iteration: int
+    done: bool  # `until` held (or max_iterations reached) after this iteration
+    t: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
+class RunCancelling:
+    reason: str
+    force: bool = False
+    t: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    run_id: str
+    status: Status
+    reason: str
+    duration: float
+    tokens: int
+    cost_usd: float
+    summary_path: str | None = None
+    resumable: bool = False
+    t: float = field(default_factory=_now)
+
+
+Event = Union[RunStarted, UnitStarted, UnitActivity, UnitWaiting, UnitRetrying, UnitFinished,
+              LoopIteration, RunCancelling, RunFinished]
+Emit = Callable[[Event], None]
+
+
+def event_name(event: Event) -> str:
+    """'unit_started' for UnitStarted: the `event` field of the JSON form."""
+    name = type(event).__name__
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+
+
+def to_dict(event: Event) -> dict[str, Any]:
+    """A JSON-ready dict with an `event` name first."""
+    data = asdict(event)
+    for key, value in data.items():
+        if isinstance(value, Enum):
+            data[key] = value.value
+    return {"event": event_name(event), **data}

@@ -1,0 +1,372 @@
+"""The run ledger: SQLite in .bridge/ledger.db, written as things happen, one short transaction each.
+
+WAL mode with synchronous=NORMAL survives the writer being SIGKILLed at any moment (only a power
+loss can drop the last commits), and lets `bridge runs` read while a run writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Iterator
+
+from bridge.errors import RunError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    playbook TEXT NOT NULL,
+    playbook_path TEXT NOT NULL,
+    project TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    started REAL NOT NULL,
+    ended REAL,
+    pid INTEGER,
+    vars_json TEXT NOT NULL DEFAULT '{}',
+    options_json TEXT NOT NULL DEFAULT '{}',
+    tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    trigger TEXT
+);
+CREATE TABLE IF NOT EXISTS stages (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    key TEXT NOT NULL,
+    stage_id TEXT NOT NULL,
+    iteration INTEGER,
+    matrix_json TEXT NOT NULL DEFAULT '{}',
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    started REAL,
+    ended REAL,
+    tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    final_message TEXT NOT NULL DEFAULT '',
+    summary TEXT NOT NULL DEFAULT '',
+    session_id TEXT,
+    handoff_bytes INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, key)
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    started REAL NOT NULL,
+    ended REAL,
+    argv_json TEXT NOT NULL DEFAULT '[]',
+    session_id TEXT,
+    pid INTEGER,
+    pgid INTEGER,
+    exit_code INTEGER,
+    ended_by TEXT,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cached_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL,
+    error TEXT,
+    reason TEXT NOT NULL DEFAULT '',
+    handoff_bytes INTEGER NOT NULL DEFAULT 0,
+    upstream_transcript_bytes INTEGER NOT NULL DEFAULT 0,
+    dir TEXT,
+    stdout_path TEXT,
+    stderr_path TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_by_unit ON attempts (run_id, key, n);
+CREATE TABLE IF NOT EXISTS artifacts (
+    run_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    recorded REAL NOT NULL,
+    PRIMARY KEY (run_id, key, path)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    t REAL NOT NULL,
+    name TEXT NOT NULL,
+    json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schedule_fires (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    playbook TEXT NOT NULL,
+    scheduled_for REAL NOT NULL,
+    fired_at REAL NOT NULL,
+    action TEXT NOT NULL,
+    run_id TEXT,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS fires_by_playbook ON schedule_fires (playbook, scheduled_for);
+"""
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: str
+    playbook: str
+    playbook_path: str
+    project: str
+    status: str
+    reason: str
+    started: float
+    ended: float | None
+    pid: int | None
+    vars_json: str
+    options_json: str
+    tokens: int
+    cost_usd: float
+    trigger: str | None
+
+    @property
+    def vars(self) -> dict[str, Any]:
+        return json.loads(self.vars_json)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return json.loads(self.options_json)
+
+
+@dataclass(frozen=True)
+class UnitRow:
+    run_id: str
+    key: str
+    stage_id: str
+    iteration: int | None
+    matrix_json: str
+    status: str
+    reason: str
+    error: str | None
+    attempts: int
+    started: float | None
+    ended: float | None
+    tokens: int
+    cost_usd: float
+    final_message: str
+    summary: str
+    session_id: str | None
+    handoff_bytes: int
+
+    @property
+    def matrix(self) -> dict[str, Any]:
+        return json.loads(self.matrix_json)
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    id: int
+    run_id: str
+    key: str
+    n: int
+    status: str
+    started: float
+    ended: float | None
+    argv_json: str
+    session_id: str | None
+    pid: int | None
+    pgid: int | None
+    exit_code: int | None
+    ended_by: str | None
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cost_usd: float | None
+    error: str | None
+    reason: str
+    handoff_bytes: int
+    upstream_transcript_bytes: int
+    dir: str | None
+    stdout_path: str | None
+    stderr_path: str | None
+
+    @property
+    def argv(self) -> list[str]:
+        return json.loads(self.argv_json)
+
+
+def _row(cls: type, row: sqlite3.Row) -> Any:
+    return cls(**{f.name: row[f.name] for f in fields(cls)})
+
+
+class Ledger:
+    """One connection to .bridge/ledger.db; every write is its own short transaction."""
+
+    def __init__(self, project_dir: Path, *, timeout: float = 30.0) -> None:
+        self.path = Path(project_dir) / ".bridge" / "ledger.db"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        try:
+            # isolation_level=None: autocommit, so each statement is one transaction.
+            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            with self._lock:
+                self._db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+        except sqlite3.DatabaseError as exc:
+            raise RunError(f"cannot open the run ledger {self.path}: {exc}. "
+                           "Move the file aside to start a fresh ledger.") from exc
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db.execute(sql, args)
+
+    def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # runs -----------------------------------------------------------------------------------
+    def start_run(self, run_id: str, playbook: str, playbook_path: Path, project: Path, *,
+                  vars: dict[str, Any], options: dict[str, Any], pid: int,
+                  trigger: str | None = None) -> None:
+        self._exec(
+            "INSERT INTO runs (id, playbook, playbook_path, project, status, started, pid, vars_json,"
+            " options_json, trigger) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+            (run_id, playbook, str(playbook_path), str(project), time.time(), pid,
+             json.dumps(vars, default=str), json.dumps(options, default=str), trigger),
+        )
+
+    def reopen_run(self, run_id: str, pid: int) -> None:
+        """A resumed run: running again, driven by this process."""
+        self._exec("UPDATE runs SET status = 'running', reason = '', ended = NULL, pid = ? WHERE id = ?",
+                   (pid, run_id))
+
+    def finish_run(self, run_id: str, status: str, reason: str, *, tokens: int, cost_usd: float) -> None:
+        self._exec("UPDATE runs SET status = ?, reason = ?, ended = ?, tokens = ?, cost_usd = ?"
+                   " WHERE id = ?", (status, reason, time.time(), tokens, cost_usd, run_id))
+
+    def mark_run(self, run_id: str, status: str, reason: str) -> None:
+        self._exec("UPDATE runs SET status = ?, reason = ?, ended = COALESCE(ended, ?) WHERE id = ?",
+                   (status, reason, time.time(), run_id))
+
+    def run(self, run_id: str) -> RunRow | None:
+        rows = self._all("SELECT * FROM runs WHERE id = ?", (run_id,))
+        return _row(RunRow, rows[0]) if rows else None
+
+    def runs(self, limit: int = 20) -> list[RunRow]:
+        rows = self._all("SELECT * FROM runs ORDER BY started DESC, id DESC LIMIT ?", (limit,))
+        return [_row(RunRow, r) for r in rows]
+
+    def find_run(self, ref: str) -> RunRow:
+        """A run by id, unique id prefix, or `last`; raises RunError naming the choices."""
+        if ref == "last":
+            rows = self._all("SELECT * FROM runs ORDER BY started DESC, id DESC LIMIT 1")
+            if not rows:
+                raise RunError("there are no runs in this project yet; start one with `bridge run PLAYBOOK`")
+            return _row(RunRow, rows[0])
+        rows = self._all("SELECT * FROM runs WHERE substr(id, 1, ?) = ? ORDER BY started DESC",
+                         (len(ref), ref))
+        exact = [r for r in rows if r["id"] == ref]
+        if exact:
+            return _row(RunRow, exact[0])
+        if not rows:
+            raise RunError(f"no run matches {ref!r}; `bridge runs` lists them")
+        if len(rows) > 1:
+            ids = ", ".join(r["id"] for r in rows[:5])
+            raise RunError(f"{ref!r} matches {len(rows)} runs ({ids}); give more of the id")
+        return _row(RunRow, rows[0])
+
+    # units (stages, matrix items, loop iterations) -------------------------------------------
+    def upsert_unit(self, run_id: str, key: str, stage_id: str, *, status: str,
+                    iteration: int | None = None, matrix: dict[str, Any] | None = None,
+                    **values: Any) -> None:
+        """Create or update one unit's row; `values` are column names of `stages`."""
+        cols = {"status": status, **values}
+        sets = ", ".join(f"{c} = excluded.{c}" for c in cols)
+        names = ["run_id", "key", "stage_id", "iteration", "matrix_json", *cols]
+        args = (run_id, key, stage_id, iteration, json.dumps(matrix or {}, default=str), *cols.values())
+        self._exec(f"INSERT INTO stages ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+                   f" ON CONFLICT (run_id, key) DO UPDATE SET {sets}", args)
+
+    def units(self, run_id: str) -> list[UnitRow]:
+        rows = self._all("SELECT * FROM stages WHERE run_id = ? ORDER BY started IS NULL, started, key",
+                         (run_id,))
+        return [_row(UnitRow, r) for r in rows]
+
+    def unit(self, run_id: str, key: str) -> UnitRow | None:
+        rows = self._all("SELECT * FROM stages WHERE run_id = ? AND key = ?", (run_id, key))
+        return _row(UnitRow, rows[0]) if rows else None
+
+    # attempts -----------------------------------------------------------------------------
+    def start_attempt(self, run_id: str, key: str, n: int, *, dir: Path | None = None) -> int:
+        cur = self._exec("INSERT INTO attempts (run_id, key, n, status, started, dir)"
+                         " VALUES (?, ?, ?, 'running', ?, ?)",
+                         (run_id, key, n, time.time(), str(dir) if dir else None))
+        return int(cur.lastrowid or 0)
+
+    def update_attempt(self, attempt_id: int, **values: Any) -> None:
+        """Set columns of one attempt (pid, pgid, argv_json, session_id, ...)."""
+        if "argv" in values:
+            values["argv_json"] = json.dumps(list(values.pop("argv")))
+        sets = ", ".join(f"{c} = ?" for c in values)
+        self._exec(f"UPDATE attempts SET {sets} WHERE id = ?", (*values.values(), attempt_id))
+
+    def finish_attempt(self, attempt_id: int, status: str, **values: Any) -> None:
+        self.update_attempt(attempt_id, status=status, ended=time.time(), **values)
+
+    def attempts(self, run_id: str, key: str | None = None) -> list[AttemptRow]:
+        if key is None:
+            rows = self._all("SELECT * FROM attempts WHERE run_id = ? ORDER BY id", (run_id,))
+        else:
+            rows = self._all("SELECT * FROM attempts WHERE run_id = ? AND key = ? ORDER BY id",
+                             (run_id, key))
+        return [_row(AttemptRow, r) for r in rows]
+
+    def open_attempts(self, run_id: str) -> list[AttemptRow]:
+        """Attempts still marked running: after a crash, their process groups may have survived."""
+        rows = self._all("SELECT * FROM attempts WHERE run_id = ? AND status = 'running' ORDER BY id",
+                         (run_id,))
+        return [_row(AttemptRow, r) for r in rows]
+
+    # artifacts and events ------------------------------------------------------------------
+    def add_artifact(self, run_id: str, key: str, path: str, size: int, sha256: str) -> None:
+        self._exec("INSERT OR REPLACE INTO artifacts (run_id, key, path, size, sha256, recorded)"
+                   " VALUES (?, ?, ?, ?, ?, ?)", (run_id, key, path, size, sha256, time.time()))
+
+    def artifacts(self, run_id: str, key: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM artifacts WHERE run_id = ?" + (" AND key = ?" if key else "") + " ORDER BY path"
+        return [dict(r) for r in self._all(sql, (run_id, key) if key else (run_id,))]
+
+    def add_event(self, run_id: str, name: str, data: dict[str, Any]) -> None:
+        self._exec("INSERT INTO events (run_id, t, name, json) VALUES (?, ?, ?, ?)",
+                   (run_id, time.time(), name, json.dumps(data, default=str)))
+
+    def events(self, run_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        for r in self._all("SELECT name, json FROM events WHERE run_id = ? ORDER BY id", (run_id,)):
+            yield r["name"], json.loads(r["json"])
+
+    # schedule fires (for bridge.scheduler) ---------------------------------------------------
+    def record_fire(self, playbook: str, scheduled_for: float, fired_at: float, action: str,
+                    run_id: str | None, detail: str = "") -> None:
+        self._exec("INSERT INTO schedule_fires (playbook, scheduled_for, fired_at, action, run_id, detail)"
+                   " VALUES (?, ?, ?, ?, ?, ?)", (playbook, scheduled_for, fired_at, action, run_id, detail))
+
+    def last_fire(self, playbook: str) -> float | None:
+        """The latest scheduled time that fired (or was deliberately skipped) for a playbook."""
+        rows = self._all("SELECT MAX(scheduled_for) AS t FROM schedule_fires WHERE playbook = ?", (playbook,))
+        return rows[0]["t"] if rows and rows[0]["t"] is not None else None
+
+    def fires(self, playbook: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._all(
+            "SELECT * FROM schedule_fires WHERE playbook = ? ORDER BY scheduled_for, id", (playbook,))]
