@@ -1,0 +1,349 @@
+"""The only module that spawns agent processes: argv tuples, own process group, staged stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from bridge.errors import AgentNotFound
+from bridge.redact import Redactor
+
+POLL = 0.1
+DRAIN = 1.0  # after the leader exits, how long its pipes may stay open before the group is stopped
+MAX_LINE = 64 * 1024 * 1024
+TAIL = 8192
+
+INSTALL_HINTS = {
+    "codex": "npm install -g @openai/codex",
+    "claude": "npm install -g @anthropic-ai/claude-code",
+    "gemini": "npm install -g @google/gemini-cli",
+    "aider": "python -m pip install aider-install && aider-install",
+}
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One process to run: argv (no shell), extra env over os.environ, logs and limits."""
+
+    argv: tuple[str, ...]
+    cwd: Path
+    env: dict[str, str] = field(default_factory=dict)
+    stdout_log: Path | None = None
+    stderr_log: Path | None = None
+    timeout: float | None = None
+    idle_timeout: float | None = None
+    grace: float = 5.0
+    run_id: str = ""
+    stage: str = ""
+    stdin_file: Path | None = None  # default /dev/null: Codex hangs forever on an open pipe
+    inherit_env: bool = True
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    pid: int
+    exit_code: int | None  # None when killed by a signal
+    signal: int | None
+    duration: float
+    ended_by: str  # exit | timeout | idle_timeout | cancelled | stopped
+    stop_reason: str = ""
+    stderr_tail: str = ""
+    leftovers: int = 0  # processes of the group still found (and killed) after the leader ended
+
+
+def which(binary: str, extra_path: str | os.PathLike[str] | None = None) -> str:
+    """Absolute path of `binary` (extra_path searched first), or AgentNotFound with how to install it."""
+    if os.sep in binary:
+        if os.access(binary, os.X_OK) and Path(binary).is_file():
+            return str(Path(binary).resolve())
+        raise AgentNotFound(f"{binary} does not exist or is not executable.")
+    search = os.environ.get("PATH", os.defpath)
+    if extra_path:
+        search = f"{extra_path}{os.pathsep}{search}"
+    found = shutil.which(binary, path=search)
+    if found is None:
+        hint = INSTALL_HINTS.get(binary, f"install {binary} and make sure it is on PATH")
+        raise AgentNotFound(f"the agent CLI {binary!r} is not on PATH. Install it: {hint}"
+                            " (or run `bridge doctor` to check every CLI).")
+    return found
+
+
+def child_env(spec: ProcessSpec) -> dict[str, str]:
+    env = dict(os.environ) if spec.inherit_env else {}
+    env.update(spec.env)
+    env["BRIDGE_RUN_ID"] = spec.run_id
+    env["BRIDGE_STAGE"] = spec.stage
+    return env
+
+
+# ---------------------------------------------------------------- the process table (/proc)
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, pgid) of a live pid, or None."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(")") + 2:].split()
+    return fields[0], int(fields[2])
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    out = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep:
+            out[key.decode(errors="replace")] = value.decode(errors="replace")
+    return out
+
+
+def _pids() -> Iterator[int]:
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            yield int(name)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is `pgid`."""
+    out = []
+    for pid in _pids():
+        st = _stat(pid)
+        if st and st[1] == pgid and st[0] not in ("Z", "X"):
+            out.append(pid)
+    return out
+
+
+def run_processes(run_id: str, stage: str | None = None) -> list[int]:
+    """Live processes carrying BRIDGE_RUN_ID=run_id (and BRIDGE_STAGE=stage when given)."""
+    if not run_id:
+        return []
+    me = os.getpid()
+    out = []
+    for pid in _pids():
+        if pid == me:
+            continue
+        st = _stat(pid)
+        if not st or st[0] in ("Z", "X"):
+            continue
+        env = _environ(pid)
+        if env.get("BRIDGE_RUN_ID") == run_id and (stage is None or env.get("BRIDGE_STAGE") == stage):
+            out.append(pid)
+    return out
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _signal_pids(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def _wait_gone(pgid: int, extra: Callable[[], list[int]], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = group_members(pgid) + extra()
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.02)
+
+
+def kill_group(pgid: int, run_id: str = "", stage: str | None = None, grace: float = 0.0) -> int:
+    """SIGTERM (if grace) then SIGKILL a group and any stray process of this run/stage; count found."""
+    strays = (lambda: run_processes(run_id, stage)) if run_id else (lambda: [])
+    found = len(set(group_members(pgid) + strays()))
+    if not found:
+        return 0
+    if grace > 0:
+        _signal_group(pgid, signal.SIGTERM)
+        _signal_pids(strays(), signal.SIGTERM)
+        if not _wait_gone(pgid, strays, grace):
+            return found
+    for _ in range(50):
+        _signal_group(pgid, signal.SIGKILL)
+        _signal_pids(strays(), signal.SIGKILL)
+        if not _wait_gone(pgid, strays, 0.1):
+            break
+    return found
+
+
+def kill_leftovers(pgid: int, run_id: str) -> bool:
+    """Stop a group that outlived a killed bridge, only if it carries BRIDGE_RUN_ID=run_id."""
+    ours = [pid for pid in group_members(pgid) if _environ(pid).get("BRIDGE_RUN_ID") == run_id]
+    if not ours:
+        return False
+    _signal_pids(ours, signal.SIGTERM)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline and any(_stat(p) and _stat(p)[0] not in "ZX" for p in ours):
+        time.sleep(0.05)
+    _signal_pids([p for p in ours if _stat(p)], signal.SIGKILL)
+    return True
+
+
+# ---------------------------------------------------------------- supervision
+
+class _Stream:
+    """Reads one pipe, splits lines, logs them redacted, tracks the last activity."""
+
+    def __init__(self, reader: asyncio.StreamReader, log: IO[str] | None, redact: Redactor,
+                 on_line: Callable[[str], None] | None, touch: Callable[[], None]) -> None:
+        self.reader, self.log, self.redact, self.on_line, self.touch = reader, log, redact, on_line, touch
+        self.tail = ""
+
+    def _emit(self, raw: bytes) -> None:
+        line = raw.decode("utf-8", errors="replace").rstrip("\r")
+        if self.log is not None:
+            self.log.write(self.redact(line) + "\n")
+            self.log.flush()
+        self.tail = (self.tail + line + "\n")[-TAIL:]
+        if self.on_line is not None:
+            self.on_line(line)
+
+    async def pump(self) -> None:
+        buf = b""
+        while True:
+            chunk = await self.reader.read(65536)
+            if not chunk:
+                break
+            self.touch()
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                self._emit(line)
+            if len(buf) > MAX_LINE:
+                self._emit(buf)
+                buf = b""
+        if buf:
+            self._emit(buf)
+
+
+def _open_log(path: Path | None) -> IO[str] | None:
+    if path is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in supervise's finally
+
+
+async def supervise(
+    spec: ProcessSpec,
+    on_line: Callable[[str], None],
+    *,
+    should_stop: Callable[[], str | None] | None = None,
+    cancel: asyncio.Event | None = None,
+) -> ProcessResult:
+    """Run one agent process to its end; afterwards no process of its group is left running.
+
+    Cancelling the awaiting task stops the group too (then CancelledError propagates)."""
+    env = child_env(spec)
+    redact = Redactor.for_env(env)
+    last = [time.monotonic()]
+    start = last[0]
+
+    def touch() -> None:
+        last[0] = time.monotonic()
+
+    out_log, err_log = _open_log(spec.stdout_log), _open_log(spec.stderr_log)
+    stdin = open(spec.stdin_file, "rb") if spec.stdin_file else open(os.devnull, "rb")  # noqa: SIM115
+    proc: asyncio.subprocess.Process | None = None
+    ended_by, reason = "exit", ""
+    leftovers = 0
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *spec.argv, stdin=stdin, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            cwd=str(spec.cwd), env=env, start_new_session=True,
+        )
+        stdin.close()
+        assert proc.stdout is not None and proc.stderr is not None
+        out = _Stream(proc.stdout, out_log, redact, on_line, touch)
+        err = _Stream(proc.stderr, err_log, redact, None, touch)
+        pumps = [asyncio.ensure_future(out.pump()), asyncio.ensure_future(err.pump())]
+        waiter = asyncio.ensure_future(proc.wait())
+        exited_at: float | None = None
+        while True:
+            await asyncio.wait([waiter, *pumps], timeout=POLL, return_when=asyncio.FIRST_COMPLETED)
+            now = time.monotonic()
+            if waiter.done() and all(p.done() for p in pumps):
+                break
+            if waiter.done():
+                exited_at = exited_at or now
+                if now - exited_at > DRAIN:  # a grandchild keeps the pipes open
+                    break
+                continue
+            if cancel is not None and cancel.is_set():
+                ended_by, reason = "cancelled", "cancelled"
+            elif spec.timeout is not None and now - start > spec.timeout:
+                ended_by, reason = "timeout", f"no result after {spec.timeout:g}s (timeout)"
+            elif spec.idle_timeout is not None and now - last[0] > spec.idle_timeout:
+                ended_by, reason = "idle_timeout", f"no output for {spec.idle_timeout:g}s (idle timeout)"
+            elif should_stop is not None and (why := should_stop()):
+                ended_by, reason = "stopped", why
+            else:
+                continue
+            await _stop(proc.pid, waiter, spec.grace)
+            break
+        # the leader is gone: stop whatever of its group (or run/stage) remains, then drain the pipes
+        leftovers = await asyncio.to_thread(kill_group, proc.pid, spec.run_id, spec.stage, 0.5)
+        await asyncio.wait(pumps, timeout=2.0)
+        for p in pumps:
+            p.cancel()
+        await proc.wait()
+        rc = proc.returncode
+        assert rc is not None
+        return ProcessResult(
+            pid=proc.pid, exit_code=rc if rc >= 0 else None, signal=-rc if rc < 0 else None,
+            duration=time.monotonic() - start, ended_by=ended_by, stop_reason=reason,
+            stderr_tail=redact(err.tail), leftovers=leftovers,
+        )
+    except BaseException:
+        if proc is not None:  # cancelled, interrupted or a bug: never leave the group behind
+            if proc.returncode is None:
+                _signal_group(proc.pid, signal.SIGTERM)
+            kill_group(proc.pid, spec.run_id, spec.stage, grace=min(spec.grace, 1.0))
+        raise
+    finally:
+        stdin.close()
+        for fh in (out_log, err_log):
+            if fh is not None:
+                fh.close()
+
+
+async def _stop(pgid: int, waiter: asyncio.Future, grace: float) -> None:
+    """Staged stop of a group: SIGTERM, then SIGKILL after `grace` (Gemini ignores SIGTERM in tools)."""
+    _signal_group(pgid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(asyncio.shield(waiter), timeout=grace)
+    except asyncio.TimeoutError:
+        _signal_group(pgid, signal.SIGKILL)
+        await waiter
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within this block SIGTERM to bridge raises KeyboardInterrupt, so agent groups get stopped."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
