@@ -1,0 +1,429 @@
+"""The DAG scheduler: stages in, results out, events emitted. Scheduling only; never prints.
+
+Each stage is an asyncio task that waits for its needs, so a stage starts the moment its own needs
+are met, not when a whole layer is. Agent runs are bounded by one global semaphore plus one per
+stage (matrix `max_parallel`). Running one attempt is delegated to an `Execute` callable
+(bridge.stage_exec.StageExecutor in real runs; a fake in scheduler tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bridge.agents.base import AgentEvent, ErrorKind, EventKind
+from bridge.budget import BudgetTracker, Spend, spend_from_event
+from bridge.events import (Emit, LoopIteration, RunCancelling, Status, UnitActivity, UnitFinished,
+                           UnitRetrying, UnitStarted, UnitWaiting)
+from bridge.playbook import Playbook, Stage
+from bridge.unit import AttemptReport, RunResult, StageResult, Unit, UnitResult
+from bridge.views import Contexts, evaluate, unit_key
+
+DEFAULT_MAX_PARALLEL = 4
+NOT_RETRIED = (ErrorKind.AUTH, ErrorKind.NOT_FOUND, ErrorKind.BUDGET, ErrorKind.CANCELLED)
+# an `if:` that looks at statuses replaces the default "needs went well" gate, as in GitHub Actions
+_STATUS_AWARE = re.compile(r"\bstatus\b")
+
+
+@dataclass
+class AttemptControl:
+    """What the runner hands an attempt: when to stop, how to report activity."""
+
+    should_stop: Callable[[], str | None]
+    cancel: asyncio.Event
+    on_event: Callable[[AgentEvent], None]
+    resume_session: str | None = None
+    upstream: tuple[str, ...] = ()  # unit keys of the needs (for transcript-size accounting)
+
+
+class Execute(Protocol):
+    def __call__(self, unit: Unit, attempt: int, context: dict[str, Any],
+                 control: AttemptControl) -> Awaitable[AttemptReport]: ...
+
+
+@dataclass(frozen=True)
+class Prior:
+    """What an earlier session of this run (or an earlier run, for --from) left for a unit."""
+
+    status: str
+    attempts: int = 0
+    final_message: str = ""
+    summary: str = ""
+    session_id: str | None = None
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    max_parallel: int | None = None
+    selected: frozenset[str] | None = None  # --only / --from; None runs everything
+    rate_limit_waits: int = 5  # at most this many usage-limit waits per unit
+    rate_limit_backoff: float = 60.0  # wait when the CLI gives no reset time (doubles each time)
+    rate_limit_cap: float = 6 * 3600.0  # never wait longer than this for one reset
+
+
+class Scope:
+    """One level of stage results: the run, or one iteration of a loop."""
+
+    def __init__(self, parent: Scope | None = None, *, loop_id: str | None = None,
+                 iteration: int | None = None, previous: dict[str, StageResult] | None = None) -> None:
+        self.parent, self.loop_id, self.iteration, self.previous = parent, loop_id, iteration, previous
+        self.results: dict[str, StageResult] = {}
+        self.done: dict[str, asyncio.Event] = {}
+
+    def event(self, sid: str) -> asyncio.Event:
+        return self.done.setdefault(sid, asyncio.Event())
+
+    def finish(self, result: StageResult) -> None:
+        self.results[result.stage_id] = result
+        self.event(result.stage_id).set()
+
+    def all_results(self) -> dict[str, StageResult]:
+        outer = self.parent.all_results() if self.parent else {}
+        return {**outer, **self.results}
+
+
+class Runner:
+    """Drives one run of a playbook to its end; `cancel()` stops it gracefully, then by force."""
+
+    def __init__(self, playbook: Playbook, run_id: str, *, execute: Execute, emit: Emit,
+                 contexts: Contexts, options: RunnerOptions = RunnerOptions(),
+                 prior: dict[str, Prior] | None = None,
+                 record: Callable[..., None] | None = None) -> None:
+        self.playbook, self.run_id, self.execute, self.emit = playbook, run_id, execute, emit
+        self.contexts, self.options, self.prior = contexts, options, prior or {}
+        self.record = record or (lambda *a, **k: None)
+        limit = options.max_parallel or playbook.max_parallel or DEFAULT_MAX_PARALLEL
+        self.slots = asyncio.Semaphore(limit)
+        self.budget = BudgetTracker(playbook)
+        self.root = Scope()
+        self.home: dict[str, str | None] = {}  # stage id -> id of the loop it belongs to
+        self.units_done: dict[str, UnitResult] = {}
+        self.stage_stop: dict[str, str] = {}  # stage id -> why its running units must stop (fail_fast)
+        self.cancel_reason: str | None = None
+        self.cancel_phase: str | None = None
+        self.phase = "main"
+        self.force = asyncio.Event()
+        self._index(playbook.stages, None)
+        self._index(playbook.finally_, None)
+
+    def _index(self, stages: dict[str, Stage], loop_id: str | None) -> None:
+        for sid, stage in stages.items():
+            self.home[sid] = loop_id
+            if stage.loop is not None:
+                self._index(stage.loop.stages, sid)
+
+    # public ----------------------------------------------------------------------------------
+    def cancel(self, reason: str = "cancelled", force: bool = False) -> None:
+        """First call: stop agents, start nothing new (finally stages still run). With force: kill."""
+        if self.cancel_reason is None:
+            self.cancel_reason, self.cancel_phase = reason, self.phase
+        self.emit(RunCancelling(reason=reason, force=force))
+        if force:
+            self.force.set()
+
+    async def run(self) -> RunResult:
+        start = time.monotonic()
+        await self._run_group(self.playbook.stages, self.root)
+        run_budget = self.budget.run_exceeded()
+        if self.playbook.finally_ and not self.force.is_set() and not run_budget:
+            self.phase = "finally"
+            await self._run_group(self.playbook.finally_, self.root)
+        results = self.root.results
+        status, reason = self._verdict(results)
+        spend = self.budget.run_spend()
+        return RunResult(self.run_id, status, reason, dict(results), time.monotonic() - start,
+                         spend.tokens, spend.cost_usd, resumable=status is Status.CANCELLED)
+
+    def _verdict(self, results: dict[str, StageResult]) -> tuple[Status, str]:
+        if self.cancel_reason is not None:
+            return Status.CANCELLED, self.cancel_reason
+        over = self.budget.run_exceeded()
+        if over:
+            return Status.FAILURE, over
+        for sid, res in results.items():
+            if res.status is Status.FAILURE and not res.continue_on_error:
+                return Status.FAILURE, f"stage {sid} failed: {res.reason}"
+            if res.status is Status.CANCELLED:
+                return Status.FAILURE, f"stage {sid} was stopped: {res.reason}"
+        return Status.SUCCESS, ""
+
+    # stop conditions -------------------------------------------------------------------------
+    def _cancelled(self) -> str | None:
+        if self.force.is_set():
+            return self.cancel_reason or "cancelled"
+        if self.cancel_reason is not None and (self.phase == "main" or self.cancel_phase == "finally"):
+            return self.cancel_reason
+        return None
+
+    def _stop_reason(self, unit: Unit) -> tuple[Status, ErrorKind, str] | None:
+        why = self._cancelled()
+        if why:
+            return Status.CANCELLED, ErrorKind.CANCELLED, why
+        over = self.budget.exceeded(unit.stage_id)
+        if over:
+            return Status.FAILURE, ErrorKind.BUDGET, over
+        sibling = self.stage_stop.get(unit.stage_id)
+        if sibling:
+            return Status.CANCELLED, ErrorKind.CANCELLED, sibling
+        return None
+
+    async def _sleep(self, seconds: float, unit: Unit) -> None:
+        """Sleep, but wake early when the unit must stop."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0 and self._stop_reason(unit) is None:
+            await asyncio.sleep(min(left, 0.05))
+
+    # stages ----------------------------------------------------------------------------------
+    async def _run_group(self, stages: dict[str, Stage], scope: Scope) -> None:
+        for sid in stages:
+            scope.event(sid)
+        await asyncio.gather(*(self._run_stage(sid, st, scope) for sid, st in stages.items()))
+
+    def _scope_of(self, sid: str, scope: Scope) -> Scope:
+        s: Scope | None = scope
+        while s is not None:
+            if self.home.get(sid) == s.loop_id:
+                return s
+            s = s.parent
+        return self.root
+
+    async def _run_stage(self, sid: str, stage: Stage, scope: Scope) -> None:
+        try:
+            result = await self._stage(sid, stage, scope)
+        except Exception as exc:  # a template error or a bug: this stage fails, the run goes on
+            result = StageResult(sid, Status.FAILURE, f"{type(exc).__name__}: {exc}"
+                                 if not hasattr(exc, "problems") else str(exc))
+            self.record(sid, sid, status=Status.FAILURE.value, reason=result.reason)
+            self.emit(UnitFinished(key=sid, stage_id=sid, status=Status.FAILURE, reason=result.reason))
+        scope.finish(result)
+
+    async def _stage(self, sid: str, stage: Stage, scope: Scope) -> StageResult:
+        needs = {}
+        for need in stage.needs:
+            home = self._scope_of(need, scope)
+            await home.event(need).wait()
+            needs[need] = home.results[need]
+        skip = self._gate(sid, stage, needs, scope)
+        if skip is not None:
+            return self._skip(sid, stage, scope, *skip)
+        if self.options.selected is not None and sid not in self.options.selected \
+                and not self._all_prior_succeeded(sid, stage, scope):
+            return self._skip(sid, stage, scope, "not selected (--only / --from)", True)
+        if stage.loop is not None:
+            return await self._run_loop(sid, stage, scope)
+        return await self._run_matrix(sid, stage, scope)
+
+    def _gate(self, sid: str, stage: Stage, needs: dict[str, StageResult],
+              scope: Scope) -> tuple[str, bool] | None:
+        """(why, by_condition) when the stage must be skipped, else None."""
+        why = self._cancelled()
+        if why:
+            return f"not started: {why}", False
+        over = self.budget.exceeded(sid)
+        if over:
+            return f"not started: {over}", False
+        custom = stage.if_ is not None and _STATUS_AWARE.search(stage.if_)
+        if not custom:
+            bad = [f"{n} ({r.status.value})" for n, r in needs.items() if not r.ok_for_dependents]
+            if bad:
+                return f"needs {', '.join(bad)}", False
+        if stage.if_ is not None and not stage.matrix:
+            if not evaluate(stage.if_, self._context(sid, scope, {}), f"stages.{sid}.if"):
+                return f"condition is false: {stage.if_}", True
+        return None
+
+    def _skip(self, sid: str, stage: Stage, scope: Scope, reason: str, by_condition: bool) -> StageResult:
+        status = Status.CANCELLED if reason.startswith("not started") else Status.SKIPPED
+        units = tuple(self._units(sid, stage, scope)) if stage.loop is None else ()
+        for unit in units or (Unit(unit_key(sid, {}, scope.iteration), sid, stage,
+                                   iteration=scope.iteration, loop_id=scope.loop_id),):
+            self.record(unit.key, sid, status=status.value, reason=reason, iteration=unit.iteration,
+                        matrix=unit.matrix)
+            self.emit(UnitFinished(key=unit.key, stage_id=sid, status=status, reason=reason))
+        results = tuple(UnitResult(u, status, reason=reason) for u in units)
+        return StageResult(sid, status, reason, results, by_condition=by_condition,
+                           continue_on_error=stage.continue_on_error)
+
+    def _units(self, sid: str, stage: Stage, scope: Scope) -> list[Unit]:
+        if not stage.matrix:
+            return [Unit(unit_key(sid, {}, scope.iteration), sid, stage, {}, scope.iteration, scope.loop_id)]
+        keys = list(stage.matrix)
+        return [Unit(unit_key(sid, dict(zip(keys, combo)), scope.iteration), sid, stage,
+                     dict(zip(keys, combo)), scope.iteration, scope.loop_id)
+                for combo in itertools.product(*(stage.matrix[k] for k in keys))]
+
+    def _all_prior_succeeded(self, sid: str, stage: Stage, scope: Scope) -> bool:
+        units = self._units(sid, stage, scope) if stage.loop is None else []
+        return bool(units) and all(self.prior.get(u.key, Prior("")).status == "success" for u in units)
+
+    async def _run_matrix(self, sid: str, stage: Stage, scope: Scope) -> StageResult:
+        units = self._units(sid, stage, scope)
+        local = asyncio.Semaphore(stage.max_parallel or len(units))
+        results = await asyncio.gather(*(self._unit(u, scope, local) for u in units))
+        ran = [r for r in results if r.status is not Status.SKIPPED]
+        if not ran:
+            return StageResult(sid, Status.SKIPPED, results[0].reason, tuple(results), by_condition=True,
+                               continue_on_error=stage.continue_on_error)
+        failed = [r for r in ran if r.status is Status.FAILURE]
+        stopped = [r for r in ran if r.status is Status.CANCELLED]
+        status = Status.FAILURE if failed else Status.CANCELLED if stopped else Status.SUCCESS
+        reason = "; ".join(f"{r.key}: {r.reason}" for r in failed or stopped)
+        return StageResult(sid, status, reason, tuple(results), continue_on_error=stage.continue_on_error)
+
+    async def _run_loop(self, sid: str, stage: Stage, scope: Scope) -> StageResult:
+        assert stage.loop is not None
+        previous: dict[str, StageResult] | None = None
+        units: list[UnitResult] = []
+        for i in range(1, stage.loop.max_iterations + 1):
+            inner = Scope(scope, loop_id=sid, iteration=i, previous=previous)
+            await self._run_group(stage.loop.stages, inner)
+            for res in inner.results.values():
+                units.extend(res.units)
+            scope.results.update(inner.results)  # the latest iteration is what `stages.<member>` shows
+            bad = [r for r in inner.results.values() if r.status in (Status.FAILURE, Status.CANCELLED)
+                   and not r.ok_for_dependents]
+            if bad:
+                status = Status.CANCELLED if all(r.status is Status.CANCELLED for r in bad) else Status.FAILURE
+                self.emit(LoopIteration(sid, i, done=True))
+                return StageResult(sid, status, f"iteration {i}: {bad[0].stage_id}: {bad[0].reason}",
+                                   tuple(units), iterations=i, continue_on_error=stage.continue_on_error)
+            ctx = self.contexts.context(sid, inner.all_results(), iteration=i, previous=previous, until=True)
+            held = evaluate(stage.loop.until, ctx, f"stages.{sid}.loop.until")
+            self.emit(LoopIteration(sid, i, done=held))
+            if held:
+                return StageResult(sid, Status.SUCCESS, f"until held after iteration {i}", tuple(units),
+                                   iterations=i, continue_on_error=stage.continue_on_error)
+            previous = dict(inner.results)
+        n = stage.loop.max_iterations
+        return StageResult(sid, Status.FAILURE, f"until never held in {n} iteration{'s' * (n != 1)}",
+                           tuple(units), iterations=n, continue_on_error=stage.continue_on_error)
+
+    # units -----------------------------------------------------------------------------------
+    async def _unit(self, unit: Unit, scope: Scope, local: asyncio.Semaphore) -> UnitResult:
+        result = await self._attempts(unit, scope, local)
+        self.units_done[unit.key] = result
+        self.record(unit.key, unit.stage_id, status=result.status.value, reason=result.reason,
+                    error=result.error.value if result.error else None, attempts=result.attempts,
+                    ended=time.time(), tokens=result.tokens, cost_usd=result.cost_usd,
+                    final_message=result.final_message, summary=result.summary,
+                    session_id=result.session_id, iteration=unit.iteration, matrix=unit.matrix)
+        self.emit(UnitFinished(key=unit.key, stage_id=unit.stage_id, status=result.status,
+                               reason=result.reason, error=result.error.value if result.error else None,
+                               attempts=result.attempts, duration=result.duration, tokens=result.tokens,
+                               cost_usd=result.cost_usd, reused=result.reused))
+        if result.status is Status.FAILURE and unit.stage.fail_fast and unit.stage.matrix \
+                and not unit.stage.continue_on_error:
+            self.stage_stop.setdefault(unit.stage_id, f"fail_fast: {unit.key} failed")
+        return result
+
+    async def _attempts(self, unit: Unit, scope: Scope, local: asyncio.Semaphore) -> UnitResult:
+        stage = unit.stage
+        prior = self.prior.get(unit.key)
+        if prior is not None and prior.status == "success":
+            self.budget.add_settled(unit.stage_id, Spend(prior.tokens, prior.cost_usd))
+            return UnitResult(unit, Status.SUCCESS, reason="reused", attempts=prior.attempts,
+                              final_message=prior.final_message, summary=prior.summary,
+                              session_id=prior.session_id, tokens=prior.tokens, cost_usd=prior.cost_usd,
+                              reused=True)
+        context = self._context(unit.stage_id, scope, unit.matrix)
+        if stage.if_ is not None and stage.matrix and not evaluate(stage.if_, context, f"stages.{unit.stage_id}.if"):
+            return UnitResult(unit, Status.SKIPPED, reason=f"condition is false: {stage.if_}")
+        n = prior.attempts if prior else 0
+        resume = prior.session_id if prior else None
+        failures = waits = 0
+        spend = Spend()
+        start = time.monotonic()
+        report = AttemptReport(Status.CANCELLED)
+
+        def done(status: Status, error: ErrorKind | None, reason: str) -> UnitResult:
+            return UnitResult(unit, status, error, reason, n, time.monotonic() - start,
+                              report.final_message, report.summary, report.session_id,
+                              spend.tokens, spend.cost_usd)
+
+        while True:
+            stop = self._stop_reason(unit)
+            if stop:
+                return done(stop[0], stop[1], f"not started: {stop[2]}" if n == 0 else stop[2])
+            async with local, self.slots:
+                stop = self._stop_reason(unit)
+                if stop:
+                    return done(stop[0], stop[1], f"not started: {stop[2]}" if n == 0 else stop[2])
+                n += 1
+                report = await self._attempt(unit, n, scope, resume)
+            spend = spend + Spend(report.usage.total, report.cost_usd)
+            if report.status is Status.SUCCESS:
+                return done(Status.SUCCESS, None, report.reason)
+            stop = self._stop_reason(unit)
+            if stop:
+                return done(*stop)
+            if report.status is Status.CANCELLED:
+                return done(Status.CANCELLED, report.error or ErrorKind.CANCELLED, report.reason)
+            if report.error is ErrorKind.RATE_LIMIT and waits < self.options.rate_limit_waits:
+                waits += 1
+                await self._wait_for_reset(unit, report, waits)
+                resume = report.session_id or resume
+                continue
+            failures += 1
+            if failures > stage.retry.limit or report.error in NOT_RETRIED:
+                return done(Status.FAILURE, report.error, report.reason)
+            delay = stage.retry.backoff * stage.retry.factor ** (failures - 1)
+            self.emit(UnitRetrying(unit.key, n, delay, report.reason))
+            await self._sleep(delay, unit)
+            resume = None
+
+    async def _wait_for_reset(self, unit: Unit, report: AttemptReport, waits: int) -> None:
+        now = time.time()
+        until = report.reset_at or now + self.options.rate_limit_backoff * 2 ** (waits - 1)
+        until = min(max(until, now), now + self.options.rate_limit_cap)
+        self.record(unit.key, unit.stage_id, status=Status.WAITING.value, reason=report.reason,
+                    iteration=unit.iteration, matrix=unit.matrix)
+        self.emit(UnitWaiting(unit.key, until, report.reason or "usage limit reached"))
+        await self._sleep(until - now, unit)
+
+    async def _attempt(self, unit: Unit, n: int, scope: Scope, resume: str | None) -> AttemptReport:
+        self.record(unit.key, unit.stage_id, status=Status.RUNNING.value, reason="", attempts=n,
+                    started=time.time(), iteration=unit.iteration, matrix=unit.matrix)
+        self.emit(UnitStarted(unit.key, unit.stage_id, unit.stage.agent or "", n, unit.iteration,
+                              dict(unit.matrix)))
+        live = [Spend()]
+
+        def on_event(event: AgentEvent) -> None:
+            if event.kind is EventKind.USAGE:
+                spend = spend_from_event(event.data)
+                if spend is not None:
+                    live[0] = spend
+                    self.budget.set_live(unit.key, unit.stage_id, spend)
+            text = event.text.strip().splitlines()[-1] if event.text.strip() else ""
+            if text or event.kind is EventKind.USAGE:
+                self.emit(UnitActivity(unit.key, event.kind.value, text[:200], live[0].tokens,
+                                       live[0].cost_usd))
+
+        def should_stop() -> str | None:
+            stop = self._stop_reason(unit)
+            return stop[2] if stop else None
+
+        control = AttemptControl(should_stop, self.force, on_event, resume,
+                                 upstream=self._upstream_keys(unit, scope))
+        context = self._context(unit.stage_id, scope, unit.matrix)
+        try:
+            report = await self.execute(unit, n, context, control)
+        except Exception as exc:  # rendering errors and the like fail this attempt, not the run
+            report = AttemptReport(Status.FAILURE, ErrorKind.CRASHED, f"{type(exc).__name__}: {exc}")
+        self.budget.settle(unit.key, unit.stage_id, Spend(report.usage.total, report.cost_usd))
+        return report
+
+    def _upstream_keys(self, unit: Unit, scope: Scope) -> tuple[str, ...]:
+        results = scope.all_results()
+        return tuple(u.key for need in unit.stage.needs if need in results for u in results[need].units)
+
+    # template context ------------------------------------------------------------------------
+    def _context(self, sid: str, scope: Scope, matrix: dict[str, Any]) -> dict[str, Any]:
+        return self.contexts.context(sid, scope.all_results(), matrix=matrix, iteration=scope.iteration,
+                                     previous=scope.previous)

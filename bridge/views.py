@@ -1,0 +1,103 @@
+"""Results -> what templates see: StageViews over finished stages, and each stage's context."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bridge import dag
+from bridge.playbook import Playbook, Stage
+from bridge.templates import (Outputs, OutputValue, StageView, TemplateError, build_context, evaluate,
+                              render)
+from bridge.unit import StageResult, UnitResult
+from bridge.workspace import stage_key
+
+__all__ = ["Contexts", "evaluate", "render", "unit_key"]
+
+
+def unit_key(stage_id: str, matrix: dict[str, Any] | None, iteration: int | None) -> str:
+    """The unit's name in the ledger and the run folder: `audit-security`, `verify@2` in a loop."""
+    key = stage_key(stage_id, matrix or None)
+    return f"{key}@{iteration}" if iteration is not None else key
+
+
+class Contexts:
+    """Builds template contexts for one run; views of finished results are built once and cached."""
+
+    def __init__(self, playbook: Playbook, *, shared: Path, inbox: Path, run_id: str,
+                 vars: dict[str, Any], tasks: Callable[[], list[dict[str, Any]]] = list,
+                 trigger: str | None = None) -> None:
+        self.playbook, self.shared, self.inbox, self.run_id = playbook, shared, inbox, run_id
+        self.vars, self.tasks, self.trigger = vars, tasks, trigger
+        self.places = dag.places(playbook)
+        self._visible: dict[tuple[str, bool], list[str]] = {}
+        self._views: dict[int, StageView] = {}
+
+    def output_rels(self, stage: Stage, matrix: dict[str, Any]) -> list[str]:
+        """The stage's declared output paths for one matrix item (paths may use `matrix` / `vars`)."""
+        ctx = {"vars": self.vars, "matrix": matrix, "shared": str(self.shared),
+               "run": {"id": self.run_id, "playbook": self.playbook.name}}
+        out = []
+        for spec in stage.outputs:
+            try:
+                out.append(render(spec.path, ctx, "outputs") if "{" in spec.path else spec.path)
+            except TemplateError:
+                out.append(spec.path)
+        return out
+
+    def _unit_view(self, sid: str, res: UnitResult) -> StageView:
+        rels = self.output_rels(res.unit.stage, res.unit.matrix)
+        outputs = Outputs({rel: OutputValue.load(self.shared, rel) for rel in rels}, sid)
+        return StageView(sid, res.status.value, outputs, res.summary, res.final_message, res.cost_usd,
+                         dict(res.unit.matrix))
+
+    def view(self, sid: str, result: StageResult | None) -> StageView:
+        if result is None:
+            return StageView(sid, "pending", Outputs({}, sid))
+        cached = self._views.get(id(result))
+        if cached is not None:
+            return cached
+        stage = self.places[sid].stage if sid in self.places else None
+        if stage is not None and stage.matrix:
+            items = tuple(self._unit_view(sid, u) for u in result.units)
+            merged = Outputs({k: v for item in items for k, v in item.outputs.items()}, sid)
+            view = StageView(sid, result.status.value, merged, result.summary, result.final_message,
+                             result.cost_usd, {}, items)
+        elif len(result.units) == 1 and stage is not None and stage.loop is None:
+            unit = self._unit_view(sid, result.units[0])
+            view = StageView(sid, result.status.value, unit.outputs, unit.summary, unit.final_message,
+                             unit.cost_usd)
+        else:
+            view = StageView(sid, result.status.value, Outputs({}, sid), result.summary,
+                             result.final_message, result.cost_usd)
+        self._views[id(result)] = view
+        return view
+
+    def views(self, results: dict[str, StageResult]) -> dict[str, StageView]:
+        return {sid: self.view(sid, res) for sid, res in results.items()}
+
+    def visible(self, sid: str, until: bool = False) -> list[str]:
+        key = (sid, until)
+        if key not in self._visible:
+            self._visible[key] = dag.visible(self.playbook, sid, until=until)
+        return self._visible[key]
+
+    def context(self, sid: str, results: dict[str, StageResult], *, matrix: dict[str, Any] | None = None,
+                iteration: int | None = None, previous: dict[str, StageResult] | None = None,
+                until: bool = False) -> dict[str, Any]:
+        """The context of `sid`'s templates (its prompt, `if`, outputs; its `until` with until=True)."""
+        place = self.places[sid]
+        stages = {v: self.view(v, results.get(v)) for v in self.visible(sid, until)}
+        loop_id = sid if until else place.loop
+        loop_max = None
+        if loop_id is not None:
+            spec = self.places[loop_id].stage.loop
+            loop_max = spec.max_iterations if spec else None
+        return build_context(
+            vars=self.vars, shared=self.shared, inbox=self.inbox, run_id=self.run_id,
+            playbook=self.playbook.name, stage_id=sid, stage_name=place.stage.name, stages=stages,
+            matrix=matrix or {}, loop_iteration=iteration if loop_id is not None else None,
+            loop_max=loop_max, loop_previous=None if previous is None else self.views(previous),
+            tasks=self.tasks(), trigger=self.trigger, known=self.places,
+        )
