@@ -1,1 +1,47 @@
-"""The adapter registry: one module per vendor CLI, all exposing the same names."""
+"""The adapter registry: one module per vendor CLI, all exposing the same names.
+
+Every adapter module has `build_command(profile, inv, cli) -> Command` and `new_parser(cli) -> Parser`,
+where `cli` is the CLI's definition from configs/clis.yaml; its `adapter:` key picks the module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from bridge.agents import claude, codex, command, gemini
+from bridge.agents.base import Command, Invocation, Parser, wiring_parts
+from bridge.config import cli_definition
+from bridge.errors import BridgeError
+
+ADAPTERS: dict[str, ModuleType] = {"codex": codex, "claude": claude, "gemini": gemini, "command": command}
+
+
+def resolve(profile: Any, project: Path | None = None) -> tuple[ModuleType, dict[str, Any]]:
+    """The adapter module and the CLI definition of a profile."""
+    cli = cli_definition(profile.cli, project)
+    name = cli.get("adapter", profile.cli)
+    if name not in ADAPTERS:
+        raise BridgeError(f"CLI {profile.cli!r} names adapter {name!r}; valid adapters: {', '.join(ADAPTERS)}")
+    return ADAPTERS[name], cli
+
+
+def build_command(profile: Any, inv: Invocation, wiring: Any = None, project: Path | None = None) -> Command:
+    """The argv, env and files for one stage attempt, a rehearsal Wiring merged in when given."""
+    module, cli = resolve(profile, project)
+    env, args, files, model = wiring_parts(wiring)
+    if wiring is not None:
+        cli = {**cli, "extra_args": [*cli.get("extra_args", ()), *args]}
+        if model:  # the rehearsal model accepts only the name its wiring gives (Codex: its catalog)
+            profile = profile.model_copy(update={"model": model})
+    cmd = module.build_command(profile, inv, cli)
+    if wiring is None:
+        return cmd
+    return Command(argv=cmd.argv, env={**cmd.env, **env}, files={**cmd.files, **files},
+                   interactive=cmd.interactive, stdin=cmd.stdin, cwd=cmd.cwd)
+
+
+def new_parser(profile: Any, project: Path | None = None) -> Parser:
+    module, cli = resolve(profile, project)
+    return module.new_parser(cli)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
+import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,6 +33,8 @@ class Command:
     env: dict[str, str] = field(default_factory=dict)
     files: dict[Path, str] = field(default_factory=dict)
     interactive: bool = False
+    stdin: Path | None = None  # a file fed as stdin (very long prompts); None means /dev/null
+    cwd: Path | None = None
 
 
 class EventKind(str, Enum):
@@ -103,3 +109,238 @@ class Parser(Protocol):
     def terminal(self) -> bool: ...  # a terminal event has been seen
 
     def finish(self, exit_code: int | None, stderr_tail: str = "") -> Outcome: ...
+
+
+# ------------------------------------------------------------------ shared parsing helpers
+
+MAX_ARG = 100 * 1024  # one argv item must stay under Linux's MAX_ARG_STRLEN (128 KiB)
+
+_AUTH = re.compile(r"\b(401|403)\b|unauthori[sz]ed|authenticat|invalid[ _-]?(api[ _-]?)?key|api key not valid"
+                   r"|not logged in|please (run )?.*login|permission_denied.*key|credential", re.I)
+_RATE = re.compile(r"\b429\b|rate[ _-]?limit|usage[ _-]?limit|quota|too many requests|resource[ _]exhausted"
+                   r"|usage_limit_reached|hit your (usage )?limit", re.I)
+_SECONDS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hr": 3600,
+            "hour": 3600, "ms": 0.001}
+
+
+def classify_error(text: str, status: int | None = None) -> ErrorKind:
+    """An API error message (and HTTP status, when known) -> AUTH, RATE_LIMIT or API."""
+    if status in (401, 403):
+        return ErrorKind.AUTH
+    if status == 429:
+        return ErrorKind.RATE_LIMIT
+    if _RATE.search(text or ""):
+        return ErrorKind.RATE_LIMIT
+    if _AUTH.search(text or ""):
+        return ErrorKind.AUTH
+    return ErrorKind.API
+
+
+def parse_reset(text: str, now: float | None = None) -> float | None:
+    """Epoch seconds at which a rate limit lifts, from hints like `retry-after: 30`, `try again in
+    2 hours`, `resets_in_seconds: 90`, `resets_at: 1700000000`, `retry in 37.5s`, `try again at 3:05 PM`."""
+    if not text:
+        return None
+    now = time.time() if now is None else now
+    m = re.search(r"resets?_?at\W{0,4}(\d{9,11})\b", text, re.I)
+    if m:
+        return float(m.group(1))
+    m = re.search(r"(?:resets?_in_seconds|retry[-_ ]after(?:_seconds)?)\W{0,4}(\d+(?:\.\d+)?)", text, re.I)
+    if m:
+        return now + float(m.group(1))
+    m = re.search(r"retryDelay\W{0,4}(\d+(?:\.\d+)?)s", text)
+    if m:
+        return now + float(m.group(1))
+    m = re.search(r"(?:try again|retry|resets?)\s+in\s+(?:about\s+)?(\d+(?:\.\d+)?)\s*"
+                  r"(ms|s|sec|second|m|min|minute|h|hr|hour)s?\b", text, re.I)
+    if m:
+        return now + float(m.group(1)) * _SECONDS[m.group(2).lower()]
+    m = re.search(r"(?:try again|resets?|retry)\s+(?:at|after)\s+(\d{4}-\d\d-\d\d[T ][\d:.]+(?:Z|[+-]\d\d:?\d\d)?)",
+                  text, re.I)
+    if m:
+        try:
+            dt = datetime.fromisoformat(m.group(1).replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+    m = re.search(r"(?:try again|resets?|retry)\s+(?:at|after)\s+(\d{1,2}):(\d\d)\s*([ap]\.?m\.?)?", text, re.I)
+    if m:
+        hour, minute = int(m.group(1)), int(m.group(2))
+        if m.group(3):
+            hour = hour % 12 + (12 if m.group(3).lower().startswith("p") else 0)
+        local = datetime.fromtimestamp(now).astimezone()
+        at = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        if at.timestamp() <= now:
+            at = datetime.fromtimestamp(at.timestamp() + 86400).astimezone()
+        return at.timestamp()
+    return None
+
+
+class StreamParser:
+    """The common half of a JSONL parser: line splitting, noise, malformed lines, the ending.
+
+    Subclasses implement `handle(obj) -> list[AgentEvent]` and set the fields below."""
+
+    def __init__(self) -> None:
+        self.session_id: str | None = None
+        self.final_message = ""
+        self.usage = Usage()
+        self.cost_usd: float | None = None
+        self.num_turns: int | None = None
+        self.structured_output: Any = None
+        self.permission_denials: tuple[str, ...] = ()
+        self.error: ErrorKind | None = None  # set by a terminal failure (or a fatal error event)
+        self.error_text = ""
+        self.reset_at: float | None = None
+        self.success: bool | None = None  # None until the terminal event
+        self.malformed = ""  # the first broken JSON line, if any
+        self.noise: list[str] = []  # non-JSON lines (warnings some CLIs print), tolerated
+        self.events = 0
+
+    @property
+    def terminal(self) -> bool:
+        return self.success is not None
+
+    def feed(self, line: str) -> list[AgentEvent]:
+        text = line.strip()
+        if not text:
+            return []
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            if text[0] in "{[":  # a JSON line cut short or corrupted: the stream cannot be trusted
+                self.malformed = self.malformed or f"unparseable JSON line: {text[:200]}"
+            else:
+                self.noise.append(text[:500])
+            return []
+        if not isinstance(obj, dict):
+            self.noise.append(text[:500])
+            return []
+        self.events += 1
+        try:
+            return self.handle(obj)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            self.malformed = self.malformed or f"unexpected event shape ({exc!r}): {text[:200]}"
+            return []
+
+    def handle(self, obj: dict[str, Any]) -> list[AgentEvent]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def fail(self, kind: ErrorKind, text: str) -> None:
+        """Record a terminal failure (first one wins for the kind; the text accumulates)."""
+        self.success = False
+        if self.error is None or self.error in (ErrorKind.API, ErrorKind.CRASHED):
+            self.error = kind
+        self.error_text = text if not self.error_text else f"{self.error_text}; {text}"
+        if kind is ErrorKind.RATE_LIMIT and self.reset_at is None:
+            self.reset_at = parse_reset(text)
+
+    def finish(self, exit_code: int | None, stderr_tail: str = "") -> Outcome:
+        common = dict(session_id=self.session_id, final_message=self.final_message, usage=self.usage,
+                      cost_usd=self.cost_usd, num_turns=self.num_turns,
+                      structured_output=self.structured_output, permission_denials=self.permission_denials)
+        if self.malformed:
+            return Outcome(False, ErrorKind.MALFORMED, self.malformed, **common)
+        if self.success:
+            return Outcome(True, **common)
+        if self.success is False:
+            reset = self.reset_at
+            if self.error is ErrorKind.RATE_LIMIT and reset is None:
+                reset = parse_reset(stderr_tail)
+            return Outcome(False, self.error or ErrorKind.API, self.error_text, reset_at=reset, **common)
+        tail = stderr_tail.strip()
+        last = tail.splitlines()[-1][:300] if tail else ""
+        if self.events == 0 and self.noise:
+            return Outcome(False, ErrorKind.MALFORMED,
+                           f"no JSON events on stdout; it began with: {self.noise[0][:200]}", **common)
+        kind = classify_error(tail) if tail else ErrorKind.API
+        if kind in (ErrorKind.AUTH, ErrorKind.RATE_LIMIT):
+            return Outcome(False, kind, last, reset_at=parse_reset(tail), **common)
+        if exit_code == 0:
+            return Outcome(False, ErrorKind.INCOMPLETE, "exited 0 without a result event", **common)
+        code = "was killed by a signal" if exit_code is None else f"exited {exit_code}"
+        why = f"{code} without a result event" + (f": {last}" if last else "")
+        return Outcome(False, ErrorKind.CRASHED, why, **common)
+
+
+def dig(obj: Any, path: str, default: Any = None) -> Any:
+    """obj['a']['b'][0] for path 'a.b.0'; default when any step is missing."""
+    cur = obj
+    for part in path.split(".") if path else []:
+        if isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        elif isinstance(cur, list) and part.lstrip("-").isdigit() and -len(cur) <= int(part) < len(cur):
+            cur = cur[int(part)]
+        else:
+            return default
+    return cur
+
+
+def as_int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+# ------------------------------------------------------------------ shared argv helpers
+
+def folders(inv: Invocation) -> list[Path]:
+    """The shared folder first, then the stage's extra folders, without duplicates."""
+    out: list[Path] = []
+    for p in (inv.shared_dir, *inv.extra_dirs):
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def policy_args(profile: Any, cli: dict[str, Any], shared: Path) -> list[str]:
+    """The CLI's flags for the portable sandbox policy, or its native permission_mode override."""
+    if profile.permission_mode and cli.get("permission_mode_flag"):
+        return [cli["permission_mode_flag"], profile.permission_mode]
+    items = (cli.get("sandbox") or {}).get(profile.sandbox)
+    if items is None:
+        from bridge.errors import BridgeError
+
+        raise BridgeError(f"the CLI definition of {profile.cli!r} has no flags for sandbox "
+                          f"{profile.sandbox!r}; add them under `sandbox:` in clis.yaml")
+    return [str(a).replace("{shared}", str(shared)) for a in items]
+
+
+def option(cli: dict[str, Any], key: str, value: Any) -> list[str]:
+    """[flag, value] when both the CLI has the flag and there is a value."""
+    flag = cli.get(key)
+    return [flag, str(value)] if flag and value not in (None, "") else []
+
+
+def full_prompt(profile: Any, inv: Invocation, cli: dict[str, Any]) -> str:
+    """The prompt, with the profile's system prompt in front when the CLI has no flag for it."""
+    if profile.system_prompt and not cli.get("system_prompt_flag"):
+        return f"{profile.system_prompt}\n\n{inv.prompt}"
+    return inv.prompt
+
+
+def too_long(prompt: str) -> bool:
+    return len(prompt.encode()) > MAX_ARG
+
+
+def prompt_file(inv: Invocation, name: str = "prompt.stdin") -> Path:
+    """Where a prompt too long for argv is written (inside the attempt's folder)."""
+    if inv.stage_dir is None:
+        from bridge.errors import BridgeError
+
+        raise BridgeError(f"the prompt is {len(inv.prompt.encode()) // 1024} KiB, too long for a "
+                          "command-line argument, and there is no stage folder to pass it through")
+    return inv.stage_dir / name
+
+
+def wiring_parts(wiring: Any) -> tuple[dict[str, str], list[str], dict[Path, str], str | None]:
+    """env, extra argv, files and model of a rehearsal Wiring (duck-typed; None gives nothing)."""
+    if wiring is None:
+        return {}, [], {}, None
+    argv = getattr(wiring, "argv", None)
+    if argv is None:
+        argv = getattr(wiring, "args", ())
+    return (dict(getattr(wiring, "env", {}) or {}), list(argv or ()),
+            {Path(k): v for k, v in (getattr(wiring, "files", {}) or {}).items()},
+            getattr(wiring, "model", None) or None)

@@ -1,0 +1,92 @@
+"""Gemini CLI: `gemini -p --output-format stream-json --skip-trust`, init / message / tool / result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge.agents.base import (AgentEvent, Command, EventKind, Invocation, StreamParser, Usage,
+                                as_int, classify_error, folders, full_prompt, option, policy_args,
+                                prompt_file, too_long)
+
+FILE_TOOLS = {"write_file", "replace", "edit"}
+SHELL_TOOLS = {"run_shell_command"}
+STDIN_NOTE = "Follow the instructions above."
+
+
+def build_command(profile: Any, inv: Invocation, cli: dict[str, Any]) -> Command:
+    prompt = full_prompt(profile, inv, cli)
+    files = {}
+    stdin = None
+    if too_long(prompt):  # -p is appended to stdin, which is a file here
+        stdin = prompt_file(inv)
+        files[stdin] = prompt
+        prompt = STDIN_NOTE
+    argv = [cli.get("binary", "gemini"), "-p", prompt]
+    argv += list(cli.get("extra_args", ()))
+    argv += ["--output-format", "stream-json", "--skip-trust"]
+    argv += policy_args(profile, cli, inv.shared_dir)
+    for d in folders(inv):
+        argv += [cli.get("extra_dir_flag", "--include-directories"), str(d)]
+    argv += option(cli, "model_flag", profile.model)
+    if profile.allowed_tools and cli.get("allowed_tools_flag"):
+        argv += [cli["allowed_tools_flag"], *profile.allowed_tools]
+    if inv.resume_session:
+        argv += ["--resume", inv.resume_session]
+    argv += list(profile.args)
+    return Command(argv=tuple(argv), env={**cli.get("env", {}), **profile.env}, files=files,
+                   stdin=stdin, cwd=inv.cwd)
+
+
+class GeminiParser(StreamParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self._text: list[str] = []
+        self.errors: list[str] = []
+
+    def handle(self, obj: dict[str, Any]) -> list[AgentEvent]:
+        kind = obj.get("type", "")
+        if kind == "init":
+            self.session_id = obj.get("session_id") or self.session_id
+            return [AgentEvent(EventKind.SESSION, self.session_id or "", obj)]
+        if kind == "message":
+            if obj.get("role") != "assistant":
+                return []
+            content = str(obj.get("content") or "")
+            if not obj.get("delta"):
+                self._text = []
+            self._text.append(content)
+            self.final_message = "".join(self._text)
+            return [AgentEvent(EventKind.MESSAGE, content, obj)]
+        if kind == "tool_use":
+            self._text = []  # the final message is the text after the last tool call
+            name, params = obj.get("tool_name", ""), obj.get("parameters") or {}
+            if name in SHELL_TOOLS:
+                return [AgentEvent(EventKind.COMMAND, str(params.get("command", "")), obj)]
+            if name in FILE_TOOLS:
+                return [AgentEvent(EventKind.FILE_CHANGE, str(params.get("file_path", "")), obj)]
+            return [AgentEvent(EventKind.TOOL, name, obj)]
+        if kind == "error":
+            message = str(obj.get("message") or "")
+            self.errors.append(message)
+            return [AgentEvent(EventKind.ERROR, message, obj)]
+        if kind == "result":
+            stats = obj.get("stats") or {}
+            self.usage = Usage(as_int(stats.get("input_tokens") or stats.get("input")),
+                               as_int(stats.get("output_tokens")), as_int(stats.get("cached")))
+            if obj.get("status") == "success":
+                self.success = True
+            else:
+                err = obj.get("error") or {}
+                message = str(err.get("message") if isinstance(err, dict) else err) or "; ".join(self.errors)
+                self.fail(classify_error(message or "error", _status(err)), message or "gemini reported an error")
+            return [AgentEvent(EventKind.USAGE, "", stats), AgentEvent(EventKind.RESULT, self.final_message, obj)]
+        return []
+
+
+def _status(err: Any) -> int | None:
+    code = err.get("code") if isinstance(err, dict) else None
+    return code if isinstance(code, int) else None
+
+
+def new_parser(cli: dict[str, Any]) -> GeminiParser:
+    return GeminiParser()
