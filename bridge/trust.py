@@ -1,0 +1,62 @@
+"""Pre-accepting the vendor CLIs' folder-trust prompts for a fresh worktree (no manual step).
+
+Claude Code keeps per-project state in its global config, `<config dir>/.claude.json`, where
+config dir is $CLAUDE_CONFIG_DIR or HOME: `{"projects": {"/abs/path": {"hasTrustDialogAccepted":
+true}}}`. Gemini CLI keeps `~/.gemini/trustedFolders.json` (or $GEMINI_CLI_TRUSTED_FOLDERS_PATH):
+`{"/abs/path": "TRUST_FOLDER"}`. Both files are rewritten atomically, keeping every other key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from bridge.errors import BridgeError
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError:
+        # The file belongs to the CLI: never overwrite what we cannot read.
+        raise BridgeError(f"{path} is not valid JSON; fix or remove it so bridge can mark "
+                          "worktrees as trusted") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _save(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.bridge-tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def claude_config_file(config_dir: Path) -> Path:
+    # Older Claude Code versions kept the same data in <config dir>/.config.json; it wins if present.
+    legacy = config_dir / ".config.json"
+    return legacy if legacy.exists() else config_dir / ".claude.json"
+
+
+def trust_folder_for_claude(config_dir: Path, folder: Path) -> Path:
+    """Mark `folder` as trusted in Claude Code's config under `config_dir`; returns the file."""
+    path = claude_config_file(config_dir)
+    data = _load(path)
+    projects = data.setdefault("projects", {})
+    entry = projects.setdefault(str(folder.resolve()), {})
+    entry["hasTrustDialogAccepted"] = True
+    _save(path, data)
+    return path
+
+
+def trust_folder_for_gemini(gemini_home: Path, folder: Path) -> Path:
+    """Mark `folder` as trusted in `<gemini_home>/.gemini/trustedFolders.json`; returns the file."""
+    path = gemini_home / ".gemini" / "trustedFolders.json"
+    data = _load(path)
+    data[str(folder.resolve())] = "TRUST_FOLDER"
+    _save(path, data)
+    return path

@@ -1,0 +1,317 @@
+"""Git worktree lifecycle: one worktree per stage on its own branch, commit-back, patch artifacts.
+
+The user's working tree, index, HEAD and uncommitted changes are never touched here: worktrees live
+under `<repo>/.bridge/worktrees/<run>/<stage_key>` (ignored through `.git/info/exclude`, never the
+user's .gitignore). Merging back is `bridge.merge`; removal of finished runs is `bridge.cleanup`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import git
+
+from bridge.errors import BridgeError
+
+BRANCH_PREFIX = "bridge"
+WORKTREES = Path(".bridge") / "worktrees"
+EXCLUDE_LINE = "/.bridge/"
+IDENTITY = ("bridge", "bridge@localhost")
+# Bridge's own git calls run no user hooks (they may prompt, be slow, or reject agent commits) and
+# never sign (gpg may ask for a passphrase on a terminal nobody watches).
+GIT_OPTIONS = ["core.hooksPath=" + os.devnull, "commit.gpgsign=false"]
+_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class BaseInfo:
+    """Where a run starts: HEAD of the user's tree, and whether uncommitted work was left out."""
+
+    commit: str
+    branch: str | None  # None on a detached HEAD
+    dirty: bool
+    dirty_files: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WorktreeInfo:
+    path: Path
+    branch: str
+    base: str  # the commit the branch started from
+    repo: Path = Path()
+    run_id: str = ""
+    stage_key: str = ""
+    copied: tuple[str, ...] = ()
+    not_copied: tuple[tuple[str, str], ...] = ()  # (path, why): tracked, or not ignored
+
+
+@dataclass(frozen=True)
+class FinishInfo:
+    commit: str | None  # the branch tip, or None when the stage changed nothing
+    diffstat: str
+    patch_path: Path
+    diffstat_path: Path
+    committed_leftovers: bool = False  # bridge committed what the agent left uncommitted
+    files: tuple[str, ...] = field(default_factory=tuple)
+
+
+def open_repo(path: Path) -> git.Repo:
+    """The repository holding `path`, with bridge's git options set on every call."""
+    try:
+        repo = git.Repo(path, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        raise BridgeError(f"{path} is not inside a git repository; worktree stages need one "
+                          "(run `git init` and make a first commit)") from None
+    repo.git.set_persistent_git_options(c=GIT_OPTIONS)
+    return repo
+
+
+def toplevel(path: Path) -> Path:
+    """The root of the working tree holding `path`."""
+    return Path(open_repo(path).working_tree_dir or path).resolve()
+
+
+def git_argv(*args: str) -> list[str]:
+    """`git <args>` with bridge's options (no hooks, no signing) in front."""
+    return ["git", *(x for opt in GIT_OPTIONS for x in ("-c", opt)), *args]
+
+
+def run_git(repo: git.Repo, *args: str, env: dict[str, str] | None = None, **kw: object) -> str:
+    """`git <args>` in `repo`; a failure becomes a BridgeError showing the command and git's words."""
+    try:
+        return repo.git.execute(git_argv(*args), env=env, **kw)  # type: ignore[call-overload]
+    except git.GitCommandError as exc:
+        raise BridgeError(f"`git {' '.join(args)}` failed in {repo.working_tree_dir}: "
+                          f"{(exc.stderr or exc.stdout or '').strip()}") from None
+
+
+def commit_env(repo: git.Repo) -> dict[str, str]:
+    """Author/committer env for bridge's commits when the repository has no identity of its own."""
+    reader = repo.config_reader()
+    have = all(reader.get_value("user", k, "") or os.environ.get(f"GIT_AUTHOR_{k.upper()}")
+               for k in ("name", "email"))
+    if have:
+        return {}
+    name, email = IDENTITY
+    return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
+            "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
+
+
+def stage_key(stage_id: str, item: str | None = None) -> str:
+    """`stage` or `stage-item`, made safe as a branch component and a folder name."""
+    if item is None:
+        return stage_id
+    return f"{stage_id}-" + (re.sub(r"[^A-Za-z0-9_]+", "-", item).strip("-") or "item")
+
+
+def branch_name(run_id: str, key: str) -> str:
+    for what, value in (("run id", run_id), ("stage key", key)):
+        if not _KEY.match(value) or ".." in value or value.endswith((".lock", ".")):
+            raise BridgeError(f"{what} {value!r} cannot name a git branch: use letters, digits, "
+                              "'_', '-' and '.'")
+    return f"{BRANCH_PREFIX}/{run_id}/{key}"
+
+
+def worktree_path(repo_root: Path, run_id: str, key: str) -> Path:
+    return repo_root / WORKTREES / run_id / key
+
+
+def ensure_excluded(repo: git.Repo) -> None:
+    """Make git ignore `.bridge/` through `.git/info/exclude`, leaving the user's .gitignore alone."""
+    exclude = Path(repo.common_dir) / "info" / "exclude"
+    text = exclude.read_text() if exclude.exists() else ""
+    if any(line.strip() in (".bridge", ".bridge/", "/.bridge", "/.bridge/") for line in text.splitlines()):
+        return
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    with exclude.open("a") as fh:
+        fh.write(("" if not text or text.endswith("\n") else "\n") + EXCLUDE_LINE + "\n")
+
+
+def status_entries(repo: git.Repo, cwd: Path | None = None) -> list[tuple[str, str]]:
+    """(XY, path) for every change, untracked files included; never refreshes the index."""
+    target = repo if cwd is None else git.Repo(cwd)
+    out = run_git(target, "--no-optional-locks", "status", "--porcelain=v1", "-z",
+                  "--untracked-files=all", strip_newline_in_stdout=False)
+    entries, parts, i = [], out.split("\0"), 0
+    while i < len(parts):
+        item = parts[i]
+        i += 1
+        if len(item) < 4:
+            continue
+        entries.append((item[:2], item[3:]))
+        if item[0] in "RC":
+            i += 1  # the rename's source path follows
+    return [(xy, p) for xy, p in entries if not p.startswith(".bridge/")]
+
+
+def base_commit(repo_path: Path) -> BaseInfo:
+    """HEAD of the user's tree, its branch, and the uncommitted files the run will not see."""
+    repo = open_repo(repo_path)
+    try:
+        commit = repo.head.commit.hexsha
+    except ValueError:
+        raise BridgeError(f"{repo.working_tree_dir} has no commits yet; worktree stages start from "
+                          "HEAD — make a first commit") from None
+    ensure_excluded(repo)
+    branch = None if repo.head.is_detached else repo.head.ref.name
+    files = tuple(p for _, p in status_entries(repo))
+    return BaseInfo(commit=commit, branch=branch, dirty=bool(files), dirty_files=files)
+
+
+def registered_worktrees(repo: git.Repo) -> list[dict[str, str]]:
+    """`git worktree list --porcelain` as dicts (worktree, HEAD, branch, locked, prunable...)."""
+    out, items, cur = run_git(repo, "worktree", "list", "--porcelain"), [], {}
+    for line in out.splitlines() + [""]:
+        if not line:
+            if cur:
+                items.append(cur)
+            cur = {}
+            continue
+        key, _, value = line.partition(" ")
+        cur[key] = value
+    return items
+
+
+def _branch_exists(repo: git.Repo, branch: str) -> bool:
+    return bool(run_git(repo, "branch", "--list", branch).strip())
+
+
+def _is_ancestor(repo: git.Repo, older: str, newer: str) -> bool:
+    try:
+        repo.git.merge_base("--is-ancestor", older, newer)
+        return True
+    except git.GitCommandError:
+        return False
+
+
+def _copy_ignored(repo: git.Repo, root: Path, dest: Path, patterns: Iterable[str]
+                  ) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """Copy the user's ignored files matching `patterns` (globs) into the worktree `dest`."""
+    copied: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    tracked = set(run_git(repo, "ls-files", "-z", strip_newline_in_stdout=False).split("\0"))
+    for pattern in patterns:
+        if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+            skipped.append((pattern, "outside the repository"))
+            continue
+        for src in sorted(root.glob(pattern)):
+            rel = src.relative_to(root).as_posix()
+            if rel.split("/")[0] in (".git", ".bridge"):
+                continue
+            if rel in tracked:
+                skipped.append((rel, "tracked: the worktree has the committed version"))
+                continue
+            try:
+                repo.git.check_ignore("-q", "--no-index", rel)
+            except git.GitCommandError:
+                # Not ignored: copying it would let the stage's commit pick it up (a secret in .env).
+                skipped.append((rel, "not ignored by git, so it could end up in a commit"))
+                continue
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, target, symlinks=True, dirs_exist_ok=True)
+            else:
+                shutil.copy2(src, target, follow_symlinks=False)
+            copied.append(rel)
+    return tuple(copied), tuple(skipped)
+
+
+def add_worktree(repo_path: Path, run_id: str, key: str, base: BaseInfo | str,
+                 copy: Iterable[str] = (".env",)) -> WorktreeInfo:
+    """A worktree on `bridge/<run>/<key>` from `base`, with the user's ignored `copy` files in it.
+
+    A stale entry (folder deleted by a crash) is pruned first. An existing branch holding work is
+    reused, never reset, so a resumed run continues where it stopped.
+    """
+    repo = open_repo(repo_path)
+    root = Path(repo.working_tree_dir or repo_path).resolve()
+    commit = base.commit if isinstance(base, BaseInfo) else base
+    branch = branch_name(run_id, key)
+    path = worktree_path(root, run_id, key)
+    ensure_excluded(repo)
+    run_git(repo, "worktree", "prune")
+    registered = {Path(w["worktree"]).resolve(): w for w in registered_worktrees(repo)}
+    if path.resolve() in registered:
+        if registered[path.resolve()].get("branch") != f"refs/heads/{branch}":
+            raise BridgeError(f"{path} is a worktree of another branch; run `bridge clean` first")
+    else:
+        if path.exists():
+            raise BridgeError(f"{path} exists but is not a git worktree (left by an interrupted "
+                              "removal?); move it away or delete it, then run again")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if _branch_exists(repo, branch):
+            if _is_ancestor(repo, branch, commit):  # holds nothing the base lacks: start afresh
+                run_git(repo, "branch", "-f", branch, commit)
+            run_git(repo, "worktree", "add", str(path), branch)
+        else:
+            run_git(repo, "worktree", "add", "-b", branch, str(path), commit)
+    copied, skipped = _copy_ignored(repo, root, path, copy)
+    return WorktreeInfo(path=path, branch=branch, base=commit, repo=root, run_id=run_id,
+                        stage_key=key, copied=copied, not_copied=skipped)
+
+
+def remove_worktree(info: WorktreeInfo, force: bool = False) -> bool:
+    """Remove the worktree folder (the branch stays). False, and kept, when it has uncommitted work."""
+    repo = open_repo(info.repo)
+    if not info.path.exists():
+        run_git(repo, "worktree", "prune")
+        return True
+    if not force and status_entries(repo, info.path):
+        return False
+    # --force: ignored files (the copied .env, build output) would otherwise block the removal.
+    run_git(repo, "worktree", "remove", "--force", str(info.path))
+    with contextlib.suppress(OSError):
+        info.path.parent.rmdir()
+    return True
+
+
+@contextlib.contextmanager
+def worktree(repo_path: Path, run_id: str, key: str, base: BaseInfo | str,
+             copy: Iterable[str] = (".env",)) -> Iterator[WorktreeInfo]:
+    """add_worktree, then remove the folder on exit unless work was left uncommitted in it."""
+    info = add_worktree(repo_path, run_id, key, base, copy)
+    try:
+        yield info
+    finally:
+        remove_worktree(info)
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def finish_worktree(info: WorktreeInfo, run_id: str, key: str, artifacts: Path) -> FinishInfo:
+    """Commit what the agent left, write `<key>.patch` and `<key>.diffstat` (against the base)."""
+    wt = open_repo(info.path)
+    leftovers = bool(status_entries(wt))
+    if leftovers:
+        excludes = [f":(exclude,literal){p}" for p in info.copied]
+        run_git(wt, "add", "-A", "--", ".", *excludes)
+        staged = run_git(wt, "diff", "--cached", "--name-only").strip()
+        if staged:
+            run_git(wt, "commit", "-q", "--no-verify", "-m",
+                    f"bridge: {key} (run {run_id})\n\nWork left uncommitted by stage {key} of run "
+                    f"{run_id}, committed by bridge.", env=commit_env(wt))
+        else:
+            leftovers = False
+    tip = wt.head.commit.hexsha
+    diffstat = run_git(wt, "diff", "--stat", info.base, tip) if tip != info.base else ""
+    files = tuple(run_git(wt, "diff", "--name-only", info.base, tip).splitlines())
+    patch = run_git(wt, "diff", "--binary", info.base, tip, stdout_as_string=False,
+                    strip_newline_in_stdout=False)
+    patch_path, stat_path = artifacts / f"{key}.patch", artifacts / f"{key}.diffstat"
+    _write(patch_path, patch)
+    _write(stat_path, (diffstat + "\n" if diffstat else "").encode())
+    return FinishInfo(commit=tip if tip != info.base else None, diffstat=diffstat,
+                      patch_path=patch_path, diffstat_path=stat_path,
+                      committed_leftovers=leftovers, files=files)
