@@ -1,0 +1,370 @@
+"""The long-lived scheduler: fires playbook schedules, one locked run per playbook at a time."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import deque
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+from bridge.cron import (MAX_CATCH_UP, MISFIRE_GRACE, catch_up, fires_between, jitter_offset,
+                         next_fires, validate_schedules, zone)
+from bridge.playbook import Playbook, Schedule
+from bridge.scheduled_run import LockHeld, RunHandle, RunRequest, playbook_lock, start_child
+
+# next_fires and friends live in bridge.cron; imported here so `bridge.scheduler.next_fires` works.
+__all__ = ["Scheduler", "SchedulerEvent", "FireLedger", "load_playbook", "playbook_files",
+           "project_dir_for", "next_fires", "as_datetime"]
+
+
+def load_playbook(path: Path) -> Playbook:
+    """Load a playbook through bridge.loader when it exists (plain pydantic until then)."""
+    try:
+        from bridge.loader import load_playbook as load
+    except ModuleNotFoundError as exc:
+        if exc.name != "bridge.loader":
+            raise
+        import yaml
+
+        return Playbook.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    return load(path)
+
+
+def playbook_files(folder: Path) -> list[Path]:
+    """The playbook files of a folder (*.yaml, *.yml), sorted."""
+    return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def project_dir_for(folder: Path) -> Path:
+    """The project a playbook folder belongs to: the nearest ancestor with .bridge or .git."""
+    folder = folder.resolve()
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".bridge").is_dir() or (candidate / ".git").exists():
+            return candidate
+    return Path.cwd().resolve()
+
+
+# ---- the loop -----------------------------------------------------------------------------
+
+class FireLedger(Protocol):
+    def record_fire(self, playbook: str, scheduled_for: float, fired_at: float, action: str,
+                    run_id: str | None, detail: str = "") -> None: ...
+
+    def last_fire(self, playbook: str) -> float | None: ...
+
+
+@dataclass(frozen=True)
+class SchedulerEvent:
+    """Something the scheduler wants a person to know: kind is loaded | broken | removed |
+    started | skipped | queued | missed | failed | stopping | ended | shutdown."""
+
+    kind: str
+    playbook: str
+    message: str
+    t: float = 0.0
+
+
+@dataclass
+class _Entry:
+    path: Path
+    stamp: tuple[int, int]
+    playbook: Playbook | None
+    error: str | None
+    cursors: dict[str, float] = field(default_factory=dict)  # schedule key -> last handled fire
+    fresh: bool = True  # first load in this process: cursors start from the ledger
+
+
+@dataclass(frozen=True)
+class _Fire:
+    path: Path
+    vars: dict[str, Any]
+    scheduled_for: float
+    note: str = ""
+
+
+@dataclass
+class _Active:
+    handle: RunHandle
+    locks: ExitStack
+    fire: _Fire
+    stop_since: float | None = None
+    stop_stage: int = 0  # 1 SIGINT sent, 2 SIGTERM sent, 3 SIGKILL sent
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
+
+
+class Scheduler:
+    """Fires the schedules of every playbook in a folder; one run per playbook at a time."""
+
+    def __init__(self, folder: Path, project_dir: Path, ledger: FireLedger, *,
+                 start_run: Callable[[RunRequest], RunHandle] = start_child,
+                 clock: Callable[[], float] = time.time,
+                 on_event: Callable[[SchedulerEvent], None] = lambda e: None,
+                 poll_interval: float = 1.0, stop_grace: float = 10.0,
+                 shutdown_grace: float = 30.0) -> None:
+        self.folder, self.project_dir, self.ledger = folder, project_dir, ledger
+        self._start_run, self._clock, self._emit_to = start_run, clock, on_event
+        self.poll_interval, self.stop_grace, self.shutdown_grace = poll_interval, stop_grace, shutdown_grace
+        self._entries: dict[Path, _Entry] = {}
+        self._active: dict[str, _Active] = {}
+        self._queued: dict[str, deque[_Fire]] = {}
+        self._wake = threading.Event()
+        self._last_tick: float | None = None
+        self.stopping = False
+        self._force = False
+
+    # -- public ---------------------------------------------------------------------------
+    def tick(self) -> float:
+        """Reload, reap, fire what is due; returns seconds until the next tick is needed."""
+        now = self._clock()
+        self._reload(now)
+        self._reap(now)
+        if self.stopping:
+            return self.poll_interval
+        for entry in list(self._entries.values()):
+            if entry.playbook is not None:
+                self._due(entry, now)
+        for name, queue in self._queued.items():
+            if queue and name not in self._active:
+                self._start(name, queue.popleft(), now)
+        self._last_tick = now
+        return self._next_wake(now)
+
+    def run_forever(self, wait: Callable[[float], Any] | None = None) -> None:
+        """Tick until request_stop(), then drain: let runs finish for shutdown_grace, then stop them."""
+        wait = wait or self._wake.wait
+        while not self.stopping:
+            wait(self.tick())
+        self._drain(wait)
+
+    def request_stop(self) -> None:
+        """First call: stop firing and drain. Second call: stop running runs right away."""
+        self._force = self.stopping
+        self.stopping = True
+        self._wake.set()
+
+    @contextmanager
+    def handle_signals(self) -> Iterator[None]:
+        """SIGTERM / SIGINT ask the loop to stop while the block runs; old handlers restored after."""
+        previous = {s: signal.signal(s, lambda *_: self.request_stop()) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    @property
+    def active(self) -> dict[str, int]:
+        """Running playbooks -> pid."""
+        return {name: act.handle.pid for name, act in self._active.items()}
+
+    # -- loading --------------------------------------------------------------------------
+    def _reload(self, now: float) -> None:
+        try:
+            paths = playbook_files(self.folder)
+        except OSError as exc:
+            paths = []
+            self._emit("broken", str(self.folder), f"cannot list playbooks: {exc}", now)
+        for gone in set(self._entries) - set(paths):
+            entry = self._entries.pop(gone)
+            self._emit("removed", entry.playbook.name if entry.playbook else gone.name,
+                       f"{gone} removed; no longer scheduled", now)
+        for path in paths:
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            stamp = (st.st_mtime_ns, st.st_size)
+            old = self._entries.get(path)
+            if old is not None and old.stamp == stamp:
+                continue
+            playbook, error = self._load(path)
+            entry = _Entry(path, stamp, playbook, error)
+            if old is not None:
+                entry.cursors, entry.fresh = old.cursors, old.fresh
+            self._entries[path] = entry
+            if error is not None:
+                self._emit("broken", path.name, error, now)
+            else:
+                assert playbook is not None
+                n = len(playbook.schedule)
+                verb = "reloaded" if old is not None else "loaded"
+                self._emit("loaded", playbook.name, f"{verb} {path.name}: {n} schedule(s)", now)
+
+    def _load(self, path: Path) -> tuple[Playbook | None, str | None]:
+        try:
+            playbook = load_playbook(path)
+            validate_schedules(playbook)
+        except Exception as exc:  # any broken file is reported and skipped, never fatal
+            return None, f"{path}: {exc}"
+        for other in self._entries.values():
+            if other.path != path and other.playbook is not None and other.playbook.name == playbook.name:
+                return None, f"{path}: playbook name {playbook.name!r} is already used by {other.path.name}"
+        return playbook, None
+
+    # -- firing ---------------------------------------------------------------------------
+    def _due(self, entry: _Entry, now: float) -> None:
+        assert entry.playbook is not None
+        name = entry.playbook.name
+        for schedule in entry.playbook.schedule:
+            key = schedule.model_dump_json()
+            jitter = jitter_offset(name, schedule)
+            cursor = entry.cursors.get(key)
+            if cursor is None:
+                last = self.ledger.last_fire(name) if entry.fresh else None
+                # Otherwise start from the previous tick: a schedule added by an edit since then
+                # still gets a fire that fell in between.
+                since = self._last_tick if self._last_tick is not None else now
+                cursor = last if last is not None else since - jitter
+            fires, truncated = fires_between(schedule, cursor, now - jitter)
+            entry.cursors[key] = fires[-1] if fires else cursor
+            late = [f for f in fires if now - (f + jitter) > MISFIRE_GRACE]
+            self._catch_up(name, entry.path, schedule, late, truncated, now)
+            for fire in fires[len(late):]:
+                self._fire(name, _Fire(entry.path, schedule.vars, fire), schedule.overlap, now)
+        entry.fresh = False
+
+    def _catch_up(self, name: str, path: Path, schedule: Schedule, late: list[float],
+                  truncated: bool, now: float) -> None:
+        if not late:
+            return
+        run, dropped = catch_up(schedule.catch_up, late)
+        if dropped:
+            more = "more than " if truncated else ""
+            detail = (f"{more}{len(dropped)} fire(s) missed while the scheduler was not running "
+                      f"({_iso(dropped[0])} .. {_iso(dropped[-1])}); catch_up: {schedule.catch_up}")
+            self._record(name, dropped[-1], now, "missed", detail)
+        elif truncated:
+            self._emit("missed", name, f"more than {MAX_CATCH_UP} fires missed; "
+                       f"replaying the latest {MAX_CATCH_UP}", now)
+        for i, fire in enumerate(run, 1):
+            note = f"catch-up {i}/{len(run)}"
+            # catch_up: all replays every missed fire in order, one after another.
+            overlap = "queue-all" if schedule.catch_up == "all" else schedule.overlap
+            self._fire(name, _Fire(path, schedule.vars, fire, note), overlap, now)
+
+    def _fire(self, name: str, fire: _Fire, overlap: str, now: float) -> None:
+        queue = self._queued.setdefault(name, deque())
+        active = self._active.get(name)
+        if active is None and not queue:
+            self._start(name, fire, now)
+            return
+        running = f"previous run (pid {active.handle.pid}) still running" if active else "a run is queued"
+        if overlap == "skip":
+            self._record(name, fire.scheduled_for, now, "skipped", f"{running}; overlap: skip", fire)
+        elif overlap == "queue" and queue:
+            self._record(name, fire.scheduled_for, now, "skipped", "a run is already queued; overlap: queue", fire)
+        elif overlap in ("queue", "queue-all"):
+            queue.append(fire)
+            self._record(name, fire.scheduled_for, now, "queued", f"{running}; overlap: queue", fire)
+        else:  # cancel: the newest fire wins; anything queued before it is dropped
+            for old in list(queue):
+                self._record(name, old.scheduled_for, now, "skipped", "superseded by a newer fire; overlap: cancel")
+            queue.clear()
+            queue.append(fire)
+            self._record(name, fire.scheduled_for, now, "queued", "stopping the previous run; overlap: cancel", fire)
+            if active is not None and active.stop_since is None:
+                self._begin_stop(name, active, now)
+
+    def _start(self, name: str, fire: _Fire, now: float) -> None:
+        locks = ExitStack()
+        try:
+            fd = locks.enter_context(playbook_lock(self.project_dir, name))
+            handle = self._start_run(RunRequest(name, fire.path, dict(fire.vars), self.project_dir,
+                                                fire.scheduled_for, fd))
+        except LockHeld as exc:
+            locks.close()
+            self._record(name, fire.scheduled_for, now, "skipped", str(exc), fire)
+            return
+        except Exception as exc:  # a run that cannot start must not stop the scheduler
+            locks.close()
+            self._record(name, fire.scheduled_for, now, "failed", f"could not start the run: {exc}", fire)
+            return
+        self._active[name] = _Active(handle, locks, fire)
+        self._record(name, fire.scheduled_for, now, "started", f"pid {handle.pid}", fire)
+
+    # -- running runs ---------------------------------------------------------------------
+    def _reap(self, now: float) -> None:
+        for name, act in list(self._active.items()):
+            code = act.handle.poll()
+            if code is None:
+                if act.stop_since is not None:
+                    self._escalate(name, act, now)
+                continue
+            act.locks.close()
+            del self._active[name]
+            self._emit("ended", name, f"run (pid {act.handle.pid}) ended with exit code {code}", now)
+
+    def _begin_stop(self, name: str, act: _Active, now: float) -> None:
+        act.stop_since, act.stop_stage = now, 1
+        act.handle.send_signal(signal.SIGINT)
+        self._emit("stopping", name, f"stopping run (pid {act.handle.pid}): SIGINT", now)
+
+    def _escalate(self, name: str, act: _Active, now: float) -> None:
+        assert act.stop_since is not None
+        due = min(int((now - act.stop_since) // self.stop_grace) + 1, len(_STOP_SIGNALS))
+        while act.stop_stage < due:
+            sig = _STOP_SIGNALS[act.stop_stage]
+            act.stop_stage += 1
+            act.handle.send_signal(sig)
+            self._emit("stopping", name, f"run (pid {act.handle.pid}) still running: {sig.name}", now)
+
+    def _drain(self, wait: Callable[[float], Any]) -> None:
+        now = self._clock()
+        for name, queue in self._queued.items():
+            for fire in queue:
+                self._record(name, fire.scheduled_for, now, "skipped", "the scheduler shut down", fire)
+            queue.clear()
+        deadline = now + self.shutdown_grace
+        self._wake.clear()
+        while True:
+            now = self._clock()
+            self._reap(now)
+            if not self._active:
+                break
+            if self._force or now >= deadline:
+                for name, act in self._active.items():
+                    if act.stop_since is None:
+                        self._begin_stop(name, act, now)
+            self._wake.clear()
+            left = deadline - now
+            wait(min(self.poll_interval, left) if left > 0 else self.poll_interval)
+        self._emit("shutdown", "", "scheduler stopped", self._clock())
+
+    # -- helpers --------------------------------------------------------------------------
+    def _next_wake(self, now: float) -> float:
+        soonest = self.poll_interval
+        for entry in self._entries.values():
+            if entry.playbook is None:
+                continue
+            for schedule in entry.playbook.schedule:
+                nxt = next_fires(schedule, datetime.fromtimestamp(now, timezone.utc), 1)
+                if nxt:
+                    soonest = min(soonest, nxt[0].timestamp() + jitter_offset(entry.playbook.name, schedule) - now)
+        return max(soonest, 0.0)
+
+    def _record(self, name: str, scheduled_for: float, now: float, action: str, detail: str,
+                fire: _Fire | None = None) -> None:
+        if fire is not None and fire.note:
+            detail = f"{detail} ({fire.note})"
+        self.ledger.record_fire(name, scheduled_for, now, action, None, detail)
+        self._emit(action, name, f"fire for {_iso(scheduled_for)}: {action}: {detail}", now)
+
+    def _emit(self, kind: str, playbook: str, message: str, now: float) -> None:
+        self._emit_to(SchedulerEvent(kind, playbook, message, now))
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def as_datetime(ts: float, tz: str) -> datetime:
+    """Epoch seconds -> an aware datetime in the named timezone."""
+    return datetime.fromtimestamp(ts, zone(tz))
+

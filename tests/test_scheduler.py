@@ -1,0 +1,493 @@
+"""Scheduler: cron arithmetic across DST, jitter, catch-up, overlap, locks, reload, shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bridge.cron import (ScheduleError, catch_up, cron_expression, fires_between, jitter_offset,
+                         next_fires)
+from bridge.playbook import Schedule
+from bridge.scheduled_run import LockHeld, RunRequest, playbook_lock, run_argv
+from bridge.scheduler import Scheduler, SchedulerEvent
+
+UTC = timezone.utc
+REPO = Path(__file__).resolve().parent.parent
+
+
+def ts(*args: int, tz: str = "UTC") -> float:
+    return datetime(*args, tzinfo=ZoneInfo(tz)).timestamp()
+
+
+# ---- fakes ----------------------------------------------------------------------------------
+
+class FakeLedger:
+    def __init__(self, last: dict[str, float] | None = None) -> None:
+        self.rows: list[tuple[str, float, float, str, str | None, str]] = []
+        self.last = dict(last or {})
+
+    def record_fire(self, playbook: str, scheduled_for: float, fired_at: float, action: str,
+                    run_id: str | None, detail: str = "") -> None:
+        self.rows.append((playbook, scheduled_for, fired_at, action, run_id, detail))
+        self.last[playbook] = max(self.last.get(playbook, scheduled_for), scheduled_for)
+
+    def last_fire(self, playbook: str) -> float | None:
+        return self.last.get(playbook)
+
+    def actions(self, playbook: str | None = None) -> list[tuple[float, str]]:
+        return [(r[1], r[3]) for r in self.rows if playbook is None or r[0] == playbook]
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeRun:
+    _next_pid = 1000
+
+    def __init__(self, request: RunRequest) -> None:
+        FakeRun._next_pid += 1
+        self.pid = FakeRun._next_pid
+        self.request = request
+        self.code: int | None = None
+        self.signals: list[int] = []
+
+    def poll(self) -> int | None:
+        return self.code
+
+    def send_signal(self, sig: int) -> None:
+        self.signals.append(sig)
+
+
+class Starter:
+    def __init__(self) -> None:
+        self.runs: list[FakeRun] = []
+
+    def __call__(self, request: RunRequest) -> FakeRun:
+        run = FakeRun(request)
+        self.runs.append(run)
+        return run
+
+
+def playbook_yaml(name: str, *schedules: str) -> str:
+    lines = [f"version: 1", f"name: {name}", "agents: {a: {cli: claude}}",
+             "stages: {s: {agent: a, prompt: hi}}", "schedule:"]
+    lines += [f"  - {s}" for s in schedules]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / ".bridge").mkdir()
+    (tmp_path / "playbooks").mkdir()
+    return tmp_path
+
+
+def make(project: Path, clock: FakeClock, ledger: FakeLedger | None = None,
+         starter: Starter | None = None, events: list[SchedulerEvent] | None = None,
+         **kw: float) -> Scheduler:
+    return Scheduler(project / "playbooks", project, ledger if ledger is not None else FakeLedger(),
+                     start_run=starter if starter is not None else Starter(), clock=clock,
+                     on_event=(events.append if events is not None else lambda e: None), **kw)
+
+
+def write(project: Path, file: str, text: str) -> Path:
+    path = project / "playbooks" / file
+    path.write_text(text)
+    # mtime resolution can be coarse; make each write visibly newer
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    return path
+
+
+# ---- cron arithmetic ------------------------------------------------------------------------
+
+def test_next_fires_across_spring_forward_in_berlin() -> None:
+    s = Schedule(cron="30 2 * * *", timezone="Europe/Berlin")
+    fires = next_fires(s, datetime(2024, 3, 29, 12, tzinfo=UTC), 4)
+    assert [f.isoformat() for f in fires] == [
+        "2024-03-30T02:30:00+01:00",
+        "2024-03-31T03:00:00+02:00",  # 02:30 does not exist that night: fires when the clock jumps
+        "2024-04-01T02:30:00+02:00",
+        "2024-04-02T02:30:00+02:00",
+    ]
+
+
+def test_next_fires_across_fall_back_in_berlin_fires_once() -> None:
+    s = Schedule(cron="30 2 * * *", timezone="Europe/Berlin")
+    fires = next_fires(s, datetime(2024, 10, 26, 12, tzinfo=UTC), 2)
+    assert [f.isoformat() for f in fires] == ["2024-10-27T02:30:00+02:00", "2024-10-28T02:30:00+01:00"]
+
+
+def test_next_fires_new_york_keeps_wall_clock_time_across_dst() -> None:
+    s = Schedule(cron="0 9 * * 1-5", timezone="America/New_York")
+    fires = next_fires(s, datetime(2024, 3, 8, 15, tzinfo=UTC), 2)  # Fri 10:00 EST
+    assert [f.isoformat() for f in fires] == ["2024-03-11T09:00:00-04:00", "2024-03-12T09:00:00-04:00"]
+    # 09:00 local is 14:00 UTC before the switch and 13:00 UTC after
+    before = next_fires(s, datetime(2024, 3, 7, 0, tzinfo=UTC), 1)[0]
+    assert before.astimezone(UTC).hour == 14 and fires[0].astimezone(UTC).hour == 13
+
+
+def test_aliases_map_to_five_fields() -> None:
+    assert cron_expression("@daily") == "0 0 * * *"
+    assert cron_expression("@hourly") == "0 * * * *"
+    assert cron_expression("@weekly") == "0 0 * * 0"
+    assert cron_expression("@monthly") == "0 0 1 * *"
+    assert cron_expression("@yearly") == "0 0 1 1 *"
+    fires = next_fires(Schedule(cron="@weekly"), datetime(2024, 1, 1, tzinfo=UTC), 2)  # a Monday
+    assert [f.date().isoformat() for f in fires] == ["2024-01-07", "2024-01-14"]
+
+
+@pytest.mark.parametrize("cron", ["* * * *", "0 0 * * * *", "61 * * * *", "@fortnightly"])
+def test_bad_cron_is_a_schedule_error(cron: str) -> None:
+    with pytest.raises(ScheduleError):
+        cron_expression(cron)
+
+
+def test_unknown_timezone_is_a_schedule_error() -> None:
+    with pytest.raises(ScheduleError, match="Mars/Olympus"):
+        next_fires(Schedule(cron="@daily", timezone="Mars/Olympus"), datetime.now(UTC), 1)
+
+
+def test_fires_between_matches_forward_walk_across_dst() -> None:
+    s = Schedule(cron="30 * * * *", timezone="Europe/Berlin")
+    start = ts(2024, 10, 26, 22, 0)
+    forward = [f.timestamp() for f in next_fires(s, datetime.fromtimestamp(start, UTC), 10)]
+    got, truncated = fires_between(s, start, forward[-1])
+    assert got == forward and not truncated
+    newest, truncated = fires_between(s, start, forward[-1], limit=3)
+    assert newest == forward[-3:] and truncated
+
+
+def test_jitter_is_deterministic_per_playbook_and_bounded() -> None:
+    s = Schedule(cron="@hourly", jitter="10m")
+    a1, a2, b = jitter_offset("nightly", s), jitter_offset("nightly", s), jitter_offset("weekly", s)
+    assert a1 == a2 and 0 <= a1 < 600 and 0 <= b < 600 and a1 != b
+    assert jitter_offset("nightly", Schedule(cron="@hourly")) == 0.0
+
+
+def test_catch_up_policies() -> None:
+    missed = [1.0, 2.0, 3.0]
+    assert catch_up("none", missed) == ([], missed)
+    assert catch_up("last", missed) == ([3.0], [1.0, 2.0])
+    assert catch_up("all", missed) == (missed, [])
+
+
+def test_run_argv_passes_vars() -> None:
+    argv = run_argv(Path("/p/x.yaml"), {"target": "main", "n": 3})
+    assert argv == [sys.executable, "-m", "bridge", "run", "/p/x.yaml", "--var", "target=main", "--var", "n=3"]
+
+
+# ---- the loop: firing on time, catch-up -----------------------------------------------------
+
+def test_fires_on_time_and_records_in_ledger(project: Path) -> None:
+    write(project, "a.yaml", playbook_yaml("a", "{cron: '0 * * * *', vars: {x: '1'}}"))
+    clock, ledger, starter = FakeClock(ts(2024, 5, 1, 9, 59, 30)), FakeLedger(), Starter()
+    sched = make(project, clock, ledger, starter)
+    assert sched.tick() <= 30
+    assert starter.runs == []
+    clock.now = ts(2024, 5, 1, 10, 0, 0, 200000)
+    sched.tick()
+    assert len(starter.runs) == 1
+    req = starter.runs[0].request
+    assert req.playbook == "a" and req.vars == {"x": "1"} and req.project_dir == project
+    assert req.scheduled_for == ts(2024, 5, 1, 10, 0)
+    assert ledger.rows[0][:4] == ("a", ts(2024, 5, 1, 10, 0), clock.now, "started")
+    clock.now += 5
+    sched.tick()
+    assert len(starter.runs) == 1  # one fire, one run
+
+
+def test_jitter_delays_the_fire(project: Path) -> None:
+    write(project, "a.yaml", playbook_yaml("a", "{cron: '0 * * * *', jitter: 30m}"))
+    offset = jitter_offset("a", Schedule(cron="0 * * * *", jitter="30m"))
+    clock, starter = FakeClock(ts(2024, 5, 1, 9, 59)), Starter()
+    sched = make(project, clock, starter=starter)
+    sched.tick()
+    clock.now = ts(2024, 5, 1, 10, 0) + offset - 1
+    sched.tick()
+    assert starter.runs == []
+    clock.now += 1.5
+    sched.tick()
+    assert len(starter.runs) == 1 and starter.runs[0].request.scheduled_for == ts(2024, 5, 1, 10, 0)
+
+
+@pytest.mark.parametrize("policy, started, missed", [
+    ("none", [], [ts(2024, 5, 1, 12)]),
+    ("last", [ts(2024, 5, 1, 12)], [ts(2024, 5, 1, 11)]),
+    ("all", [ts(2024, 5, 1, h) for h in (10, 11, 12)], []),
+])
+def test_catch_up_from_last_recorded_fire(project: Path, policy: str, started: list[float],
+                                          missed: list[float]) -> None:
+    write(project, "a.yaml", playbook_yaml("a", f"{{cron: '0 * * * *', catch_up: {policy}}}"))
+    ledger = FakeLedger(last={"a": ts(2024, 5, 1, 9)})  # down since the 09:00 fire
+    clock, starter = FakeClock(ts(2024, 5, 1, 12, 30)), Starter()
+    sched = make(project, clock, ledger, starter)
+    sched.tick()
+    for _ in range(5):  # catch_up: all replays one after another
+        for run in starter.runs:
+            run.code = 0
+        clock.now += 1
+        sched.tick()
+    assert [r.request.scheduled_for for r in starter.runs] == started
+    assert [t for t, a in ledger.actions() if a == "missed"] == missed
+    assert [t for t, a in ledger.actions() if a == "started"] == started
+
+
+def test_no_catch_up_without_a_recorded_fire(project: Path) -> None:
+    write(project, "a.yaml", playbook_yaml("a", "{cron: '0 * * * *', catch_up: all}"))
+    clock, ledger, starter = FakeClock(ts(2024, 5, 1, 12, 30)), FakeLedger(), Starter()
+    make(project, clock, ledger, starter).tick()
+    assert starter.runs == [] and ledger.rows == []
+
+
+def test_missed_fires_after_suspend_follow_catch_up(project: Path) -> None:
+    write(project, "a.yaml", playbook_yaml("a", "{cron: '*/10 * * * *', catch_up: last}"))
+    clock, ledger, starter = FakeClock(ts(2024, 5, 1, 9, 55)), FakeLedger(), Starter()
+    sched = make(project, clock, ledger, starter)
+    sched.tick()
+    clock.now = ts(2024, 5, 1, 11, 5)  # the machine slept for 70 minutes
+    sched.tick()
+    assert [r.request.scheduled_for for r in starter.runs] == [ts(2024, 5, 1, 11, 0)]
+    assert ("missed" in {a for _, a in ledger.actions()})
+
+
+# ---- overlap ---------------------------------------------------------------------------------
+
+def overlap_setup(project: Path, policy: str) -> tuple[Scheduler, FakeClock, FakeLedger, Starter]:
+    write(project, "a.yaml", playbook_yaml("a", f"{{cron: '* * * * *', overlap: {policy}}}"))
+    clock, ledger, starter = FakeClock(ts(2024, 5, 1, 10, 0, 30)), FakeLedger(), Starter()
+    sched = make(project, clock, ledger, starter, stop_grace=5)
+    sched.tick()
+    clock.now = ts(2024, 5, 1, 10, 1, 0)
+    sched.tick()
+    assert len(starter.runs) == 1
+    return sched, clock, ledger, starter
+
+
+def test_overlap_skip_records_skipped_fire(project: Path) -> None:
+    sched, clock, ledger, starter = overlap_setup(project, "skip")
+    clock.now = ts(2024, 5, 1, 10, 2, 0)
+    sched.tick()
+    assert len(starter.runs) == 1
+    assert ledger.actions()[-1] == (ts(2024, 5, 1, 10, 2), "skipped")
+    starter.runs[0].code = 0
+    clock.now = ts(2024, 5, 1, 10, 3, 0)
+    sched.tick()
+    assert len(starter.runs) == 2  # the next fire after the run ended starts normally
+
+
+def test_overlap_queue_runs_after_current_at_most_one(project: Path) -> None:
+    sched, clock, ledger, starter = overlap_setup(project, "queue")
+    for minute in (2, 3):
+        clock.now = ts(2024, 5, 1, 10, minute, 0)
+        sched.tick()
+    assert len(starter.runs) == 1
+    assert ledger.actions()[-2:] == [(ts(2024, 5, 1, 10, 2), "queued"), (ts(2024, 5, 1, 10, 3), "skipped")]
+    starter.runs[0].code = 0
+    clock.now += 1
+    sched.tick()
+    assert len(starter.runs) == 2 and starter.runs[1].request.scheduled_for == ts(2024, 5, 1, 10, 2)
+    assert ledger.actions()[-1] == (ts(2024, 5, 1, 10, 2), "started")
+
+
+def test_overlap_cancel_stops_current_in_stages_then_starts_new(project: Path) -> None:
+    sched, clock, ledger, starter = overlap_setup(project, "cancel")
+    first = starter.runs[0]
+    clock.now = ts(2024, 5, 1, 10, 2, 0)
+    sched.tick()
+    assert first.signals == [signal.SIGINT] and len(starter.runs) == 1
+    clock.now += 5
+    sched.tick()
+    assert first.signals == [signal.SIGINT, signal.SIGTERM]
+    clock.now += 5
+    sched.tick()
+    assert first.signals == [signal.SIGINT, signal.SIGTERM, signal.SIGKILL]
+    first.code = -9
+    clock.now += 1
+    sched.tick()
+    assert len(starter.runs) == 2 and starter.runs[1].request.scheduled_for == ts(2024, 5, 1, 10, 2)
+    assert ledger.actions()[-2:] == [(ts(2024, 5, 1, 10, 2), "queued"), (ts(2024, 5, 1, 10, 2), "started")]
+
+
+def test_overlap_cancel_stops_early_if_run_exits_on_sigint(project: Path) -> None:
+    sched, clock, _, starter = overlap_setup(project, "cancel")
+    clock.now = ts(2024, 5, 1, 10, 2, 0)
+    sched.tick()
+    starter.runs[0].code = 130
+    clock.now += 1
+    sched.tick()
+    assert starter.runs[0].signals == [signal.SIGINT] and len(starter.runs) == 2
+
+
+# ---- broken / edited playbooks, locks --------------------------------------------------------
+
+def test_broken_playbook_reported_once_and_others_keep_firing(project: Path) -> None:
+    write(project, "good.yaml", playbook_yaml("good", "{cron: '* * * * *'}"))
+    bad = write(project, "bad.yaml", "version: 1\nname: bad\nstages: [\n")
+    write(project, "badcron.yaml", playbook_yaml("badcron", "{cron: '99 * * * *'}"))
+    events: list[SchedulerEvent] = []
+    clock, starter = FakeClock(ts(2024, 5, 1, 10, 0, 30)), Starter()
+    sched = make(project, clock, starter=starter, events=events)
+    sched.tick()
+    for minute in (1, 2, 3):
+        clock.now = ts(2024, 5, 1, 10, minute, 0)
+        sched.tick()
+        for run in starter.runs:
+            run.code = 0
+    broken = [e for e in events if e.kind == "broken"]
+    assert sorted(e.playbook for e in broken) == ["bad.yaml", "badcron.yaml"]
+    assert "99 * * * *" in next(e.message for e in broken if e.playbook == "badcron.yaml")
+    assert [r.request.playbook for r in starter.runs] == ["good"] * 3
+    write(project, "bad.yaml", "version: 1\nname: bad\nstages: {}\n")  # edited, still broken
+    clock.now += 1
+    sched.tick()
+    assert len([e for e in events if e.kind == "broken"]) == 3
+
+
+def test_edited_playbook_is_reloaded(project: Path) -> None:
+    path = write(project, "a.yaml", playbook_yaml("a", "{cron: '0 * * * *'}"))
+    events: list[SchedulerEvent] = []
+    clock, starter = FakeClock(ts(2024, 5, 1, 10, 0, 30)), Starter()
+    sched = make(project, clock, starter=starter, events=events)
+    sched.tick()
+    write(project, "a.yaml", playbook_yaml("a", "{cron: '*/5 * * * *', vars: {v: new}}"))
+    clock.now = ts(2024, 5, 1, 10, 5, 0)
+    sched.tick()
+    assert any(e.kind == "loaded" and "reloaded" in e.message for e in events)
+    assert len(starter.runs) == 1 and starter.runs[0].request.vars == {"v": "new"}
+    assert starter.runs[0].request.path == path
+
+
+def test_lock_prevents_two_schedulers_running_the_same_playbook(project: Path) -> None:
+    write(project, "a.yaml", playbook_yaml("a", "{cron: '* * * * *'}"))
+    clock, ledger = FakeClock(ts(2024, 5, 1, 10, 0, 30)), FakeLedger()
+    s1, s2 = Starter(), Starter()
+    one, two = make(project, clock, ledger, s1), make(project, clock, ledger, s2)
+    one.tick(), two.tick()
+    clock.now = ts(2024, 5, 1, 10, 1, 0)
+    one.tick(), two.tick()
+    assert len(s1.runs) == 1 and s2.runs == []
+    assert ledger.actions()[-1] == (ts(2024, 5, 1, 10, 1), "skipped")
+    assert "locked" in ledger.rows[-1][5]
+    s1.runs[0].code = 0
+    one.tick()  # reaps the run, releasing the lock
+    clock.now = ts(2024, 5, 1, 10, 2, 0)
+    two.tick()
+    assert len(s2.runs) == 1
+
+
+def test_playbook_lock_is_exclusive_and_released(project: Path) -> None:
+    with playbook_lock(project, "x"):
+        with pytest.raises(LockHeld):
+            with playbook_lock(project, "x"):
+                pass
+    with playbook_lock(project, "x"):
+        pass
+
+
+def test_shutdown_drains_then_stops_runs(project: Path) -> None:
+    write(project, "a.yaml", playbook_yaml("a", "{cron: '* * * * *'}"))
+    clock, starter = FakeClock(ts(2024, 5, 1, 10, 0, 30)), Starter()
+    sched = make(project, clock, starter=starter, shutdown_grace=20, stop_grace=5)
+    sched.tick()
+    clock.now = ts(2024, 5, 1, 10, 1, 0)
+    sched.tick()
+    run = starter.runs[0]
+    waits: list[float] = []
+
+    def wait(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 1:
+            sched.request_stop()  # as SIGTERM would, while the loop sleeps
+        clock.now += max(seconds, 1.0)
+        if run.signals == [signal.SIGINT]:
+            run.code = 130
+
+    sched.run_forever(wait)
+    assert run.signals == [signal.SIGINT]
+    assert 19 <= clock.now - ts(2024, 5, 1, 10, 1, 0) <= 25  # waited the grace, then stopped it
+
+
+# ---- the real subprocess path ----------------------------------------------------------------
+
+SCRIPT = """
+import sys, time
+from pathlib import Path
+from bridge.scheduled_run import start_child
+from bridge.scheduler import Scheduler
+
+class Ledger:
+    def record_fire(self, *a, **k): print("fire", a[3], flush=True)
+    def last_fire(self, name): return None
+
+project = Path(sys.argv[1])
+fake = str(project / "fake_run.py")
+t0 = time.time()
+fire = (int(t0) // 60 + 1) * 60
+clock = lambda: fire - 0.3 + (time.time() - t0)  # the next minute's fire is 0.3 s away
+sched = Scheduler(project / "playbooks", project, Ledger(), clock=clock, poll_interval=0.1,
+                  start_run=lambda req: start_child(req, [sys.executable, fake]),
+                  shutdown_grace=0.5, stop_grace=1.0)
+with sched.handle_signals():
+    sched.run_forever()
+print("clean exit", flush=True)
+"""
+
+FAKE_RUN = """
+import subprocess, sys, time, os
+from pathlib import Path
+child = subprocess.Popen(["sleep", "60"])
+Path("pids.tmp").write_text(f"{os.getpid()} {child.pid}")
+os.replace("pids.tmp", "pids")
+time.sleep(60)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_shuts_down_and_leaves_no_children(project: Path) -> None:
+    write(project, "a.yaml", playbook_yaml("a", "{cron: '* * * * *'}"))
+    (project / "fake_run.py").write_text(textwrap.dedent(FAKE_RUN))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(project)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pids_file = project / "pids"
+    deadline = time.monotonic() + 20
+    while not pids_file.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the scheduler never started the run"
+        time.sleep(0.05)
+    pids = [int(p) for p in pids_file.read_text().split()]
+    assert all(alive(p) for p in pids)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "fire started" in out and "clean exit" in out
+    deadline = time.monotonic() + 5
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(p) for p in pids)
+    assert list((project / ".bridge" / "logs" / "schedule").iterdir())
