@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Annotated, Any, Literal, Union
 
@@ -34,14 +35,22 @@ def parse_duration(value: Any) -> float:
     return h * 3600 + mins * 60 + s + ms / 1000
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+Duration = Annotated[float, BeforeValidator(parse_duration, json_schema_input_type=Union[float, str])]
 
 
 def _as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-StrList = Annotated[list[str], BeforeValidator(_as_list)]
+StrList = Annotated[list[str], BeforeValidator(_as_list, json_schema_input_type=Union[list[str], str])]
+
+
+def _as_expression(value: Any) -> Any:
+    # `if: false` in YAML is a boolean; jinja reads the same words as literals.
+    return str(value).lower() if isinstance(value, bool) else value
+
+
+Expression = Annotated[str, BeforeValidator(_as_expression, json_schema_input_type=Union[str, bool])]
 
 
 class Model(BaseModel):
@@ -112,7 +121,7 @@ def _as_output(value: Any) -> Any:
     return {"path": value} if isinstance(value, str) else value
 
 
-Output = Annotated[OutputSpec, BeforeValidator(_as_output)]
+Output = Annotated[OutputSpec, BeforeValidator(_as_output, json_schema_input_type=Union[OutputSpec, str])]
 
 
 class Summary(Model):
@@ -170,7 +179,7 @@ class Stage(Model):
     prompt: str | None = None
     prompt_file: str | None = None
     needs: StrList = Field(default_factory=list)
-    if_: str | None = Field(None, alias="if", description="Jinja expression; the stage is skipped when false.")
+    if_: Expression | None = Field(None, alias="if", description="Jinja expression; the stage is skipped when false.")
     matrix: dict[str, list[Any]] | None = None
     max_parallel: int | None = Field(None, ge=1)
     fail_fast: bool = True
@@ -178,9 +187,12 @@ class Stage(Model):
     summary: Summary = Field(default_factory=Summary)
     timeout: Duration | None = None
     idle_timeout: Duration | None = None
-    retry: Annotated[Retry, BeforeValidator(_as_retry)] = Field(default_factory=Retry)
+    retry: Annotated[Retry, BeforeValidator(_as_retry, json_schema_input_type=Union[Retry, int])] = Field(
+        default_factory=Retry)
     continue_on_error: bool = False
-    worktree: Annotated[Worktree | None, BeforeValidator(_as_worktree)] = None
+    worktree: Annotated[Worktree | None, BeforeValidator(
+        _as_worktree, json_schema_input_type=Union[Worktree, bool, Literal["merge", "squash", "rebase", "none"], None])
+    ] = None
     env: dict[str, str] = Field(default_factory=dict)
     max_cost_usd: float | None = Field(None, gt=0)
     max_tokens: int | None = Field(None, gt=0)
@@ -211,7 +223,7 @@ class Stage(Model):
 class Loop(Model):
     """Repeat a group of stages until a condition holds (e.g. implement -> verify)."""
 
-    until: str = Field(description="Jinja expression over this iteration's stages; true ends the loop.")
+    until: Expression = Field(description="Jinja expression over this iteration's stages; true ends the loop.")
     max_iterations: int = Field(3, ge=1, le=100)
     stages: dict[str, Stage]
 
@@ -229,7 +241,9 @@ class Schedule(Model):
 
 
 class Notify(Model):
-    on: Annotated[list[Literal["success", "failure"]], BeforeValidator(_as_list)] = Field(
+    on: Annotated[list[Literal["success", "failure"]], BeforeValidator(
+        _as_list, json_schema_input_type=Union[list[Literal["success", "failure"]], Literal["success", "failure"]])
+    ] = Field(
         default_factory=lambda: ["success", "failure"]
     )
     webhook: str | None = None
@@ -276,3 +290,22 @@ def iter_stages(stages: dict[str, Stage], prefix: str = "") -> list[tuple[str, S
         if stage.loop is not None:
             out.extend(iter_stages(stage.loop.stages))
     return out
+
+
+def matrix_items(matrix: dict[str, list[Any]] | None) -> list[dict[str, Any]]:
+    """The matrix's items (the cartesian product, in declaration order); [{}] without a matrix."""
+    if not matrix:
+        return [{}]
+    keys = list(matrix)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(matrix[k] for k in keys))]
+
+
+CRON_ALIASES = {
+    "@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *",
+}
+
+
+def cron_expression(cron: str) -> str:
+    """A schedule's `cron:` as five fields (@daily and friends expanded)."""
+    return CRON_ALIASES.get(cron.strip().lower(), cron.strip())

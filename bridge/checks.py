@@ -1,0 +1,304 @@
+"""Playbook checks beyond the models' shapes: references between parts of the file, and templates.
+
+`check_references` works on the raw data (so it runs even when the models rejected something else
+in the file); `check_templates` renders every template once with stub values under StrictUndefined.
+Both return problems located with the spots from bridge.yamlpos; neither raises.
+"""
+
+from __future__ import annotations
+
+import difflib
+import zoneinfo
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import cronsim
+import pydantic
+
+from bridge import dag, templates
+from bridge.config import known_cli_names
+from bridge.errors import BridgeError, Problem
+from bridge.playbook import OutputSpec, Playbook, Stage, cron_expression, matrix_items
+from bridge.yamlpos import Path_, Spot, format_path
+
+ON_CONFLICT = ("fail", "continue")
+# Names a `cli: command` argv item may use; the command adapter renders with exactly these.
+COMMAND_NAMES = ("prompt", "prompt_file", "shared", "model", "cwd", "vars")
+
+
+def problem_at(filename: str, spot: Spot | None, path: Path_, message: str, *, key: bool = False) -> Problem:
+    """A Problem at the value (or, with key=True, the key) that `spot` locates."""
+    if spot is None:
+        return Problem(filename, None, None, format_path(path), message)
+    if key and spot.key_line is not None:
+        return Problem(filename, spot.key_line, spot.key_column, format_path(path), message)
+    return Problem(filename, spot.line, spot.column, format_path(path), message)
+
+
+def _hint(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+class _Refs:
+    def __init__(self, data: dict[str, Any], spots: dict[Path_, Spot], filename: str, base: Path,
+                 project: Path | None) -> None:
+        self.data, self.spots, self.filename, self.base, self.project = data, spots, filename, base, project
+        self.problems: list[Problem] = []
+        self.ids: dict[str, tuple[str, Path_]] = {}  # id -> (group, path of the stage)
+
+    def add(self, path: Path_, message: str, *, key: bool = False) -> None:
+        self.problems.append(problem_at(self.filename, self.spots.get(path), path, message, key=key))
+
+    def groups(self) -> Iterator[tuple[str, Path_, dict[str, Any]]]:
+        """(group, path of its mapping, raw stages): top level, each loop, finally."""
+        top = self.data.get("stages")
+        if isinstance(top, dict):
+            yield dag.TOP, ("stages",), top
+            for sid, raw in top.items():
+                loop = raw.get("loop") if isinstance(raw, dict) else None
+                if isinstance(loop, dict) and isinstance(loop.get("stages"), dict):
+                    yield sid, ("stages", sid, "loop", "stages"), loop["stages"]
+        fin = self.data.get("finally")
+        if isinstance(fin, dict):
+            yield dag.FINALLY, ("finally",), fin
+
+    def run(self) -> list[Problem]:
+        self.agents()
+        groups = list(self.groups())
+        for group, gpath, stages in groups:
+            for sid in stages:
+                if sid in self.ids:
+                    first = format_path(self.ids[sid][1])
+                    self.add(gpath + (sid,), f"stage id {sid!r} is already used by {first}; stage ids are "
+                                             "global (loop members and finally stages included)", key=True)
+                else:
+                    self.ids[sid] = (group, gpath + (sid,))
+        if isinstance(self.data.get("stages"), dict) and not self.data["stages"]:
+            self.add(("stages",), "a playbook needs at least one stage", key=True)
+        for group, gpath, stages in groups:
+            for sid, raw in stages.items():
+                if isinstance(raw, dict):
+                    self.stage(group, gpath + (sid,), sid, raw, stages)
+            self.cycles(gpath, stages)
+        self.schedules()
+        return self.problems
+
+    def agents(self) -> None:
+        agents = self.data.get("agents")
+        if not isinstance(agents, dict):
+            return
+        names = known_cli_names(self.project)
+        for name, raw in agents.items():
+            cli = raw.get("cli") if isinstance(raw, dict) else None
+            if isinstance(cli, str) and cli not in names:
+                self.add(("agents", name, "cli"), f"unknown cli {cli!r}{_hint(cli, names)} "
+                                                  f"(known: {', '.join(names)}; add others in .bridge/clis.yaml)")
+
+    def stage(self, group: str, path: Path_, sid: str, raw: dict[str, Any], siblings: dict[str, Any]) -> None:
+        agents = self.data.get("agents") if isinstance(self.data.get("agents"), dict) else {}
+        agent = raw.get("agent")
+        if isinstance(agent, str) and agent not in agents:
+            known = ", ".join(agents) or "none"
+            self.add(path + ("agent",), f"unknown agent {agent!r}{_hint(agent, list(agents))} "
+                                        f"(agents declared under `agents:`: {known})")
+        self.needs(group, path, sid, raw, siblings)
+        loop = raw.get("loop")
+        if isinstance(loop, dict) and group not in (dag.TOP, dag.FINALLY):
+            self.add(path + ("loop",), "loops cannot be nested; move this loop to the top level", key=True)
+        if isinstance(loop, dict) and group == dag.FINALLY:
+            self.add(path + ("loop",), "a finally stage cannot be a loop", key=True)
+        if isinstance(loop, dict) and loop.get("stages") == {}:
+            self.add(path + ("loop", "stages"), "a loop needs at least one stage", key=True)
+        wt = raw.get("worktree")
+        target = wt.get("on_conflict") if isinstance(wt, dict) else None
+        if isinstance(target, str) and target not in ON_CONFLICT and target not in self.ids:
+            self.add(path + ("worktree", "on_conflict"),
+                     f"on_conflict is fail, continue or the id of a stage that resolves the conflict; "
+                     f"{target!r} is none of these{_hint(target, [*ON_CONFLICT, *self.ids])}")
+        pf = raw.get("prompt_file")
+        if isinstance(pf, str) and pf.strip() and not (self.base / pf).is_file():
+            self.add(path + ("prompt_file",), f"prompt file {pf!r} not found (looked for "
+                                              f"{self.base / pf}; paths are relative to the playbook's folder)")
+
+    def needs(self, group: str, path: Path_, sid: str, raw: dict[str, Any], siblings: dict[str, Any]) -> None:
+        needs = raw.get("needs")
+        items = [(path + ("needs",), needs)] if isinstance(needs, str) else (
+            [(path + ("needs", i), n) for i, n in enumerate(needs)] if isinstance(needs, list) else [])
+        scope = set(siblings)
+        if group == dag.FINALLY:  # finally stages run last; naming an earlier stage is harmless
+            scope |= {i for i, (g, _) in self.ids.items() if g != dag.FINALLY}
+        for where, need in items:
+            if not isinstance(need, str):
+                continue
+            if need == sid:
+                self.add(where, f"stage {sid!r} cannot need itself")
+            elif need in scope:
+                continue
+            elif need not in self.ids:
+                self.add(where, f"needs {need!r}, which is not a stage{_hint(need, sorted(scope))}")
+            elif group not in (dag.TOP, dag.FINALLY):
+                self.add(where, f"loop members may only need stages of the same loop ({', '.join(siblings)}); "
+                                f"{need!r} is outside loop {group!r}: add it to the loop's own needs")
+            elif self.ids[need][0] == dag.FINALLY:
+                self.add(where, f"{need!r} is a finally stage, which runs after every other stage; "
+                                "it cannot be needed")
+            else:
+                self.add(where, f"{need!r} is a member of loop {self.ids[need][0]!r}; "
+                                f"need the loop {self.ids[need][0]!r} instead")
+
+    def cycles(self, gpath: Path_, stages: dict[str, Any]) -> None:
+        graph: dict[str, list[str]] = {}
+        for sid, raw in stages.items():
+            needs = raw.get("needs") if isinstance(raw, dict) else None
+            needs = [needs] if isinstance(needs, str) else needs if isinstance(needs, list) else []
+            graph[sid] = [n for n in needs if isinstance(n, str) and n in stages and n != sid]
+        cycle = dag.find_cycle(graph)
+        if cycle:
+            self.add(gpath + (cycle[0], "needs"), f"stages need each other in a cycle: {' -> '.join(cycle)}; "
+                                                  "remove one of these needs", key=True)
+
+    def schedules(self) -> None:
+        entries = self.data.get("schedule")
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            if not isinstance(entry, dict):
+                continue
+            cron = entry.get("cron")
+            if isinstance(cron, str):
+                try:
+                    cronsim.CronSim(cron_expression(cron), datetime(2000, 1, 1))
+                except (cronsim.CronSimError, ValueError, KeyError, IndexError) as exc:
+                    self.add(("schedule", i, "cron"),
+                             f"{cron!r} is not a cron expression ({exc}); write five fields "
+                             "(minute hour day month weekday), e.g. '0 3 * * *', or @hourly, @daily, "
+                             "@weekly, @monthly, @yearly")
+            tz = entry.get("timezone")
+            if isinstance(tz, str):
+                try:
+                    zoneinfo.ZoneInfo(tz)
+                except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                    zones = sorted(zoneinfo.available_timezones())
+                    self.add(("schedule", i, "timezone"),
+                             f"unknown timezone {tz!r}{_hint(tz, zones)} (use an IANA name like "
+                             "'Europe/Paris' or 'UTC')")
+
+
+def check_references(data: dict[str, Any], spots: dict[Path_, Spot], filename: str, base: Path,
+                     project: Path | None = None) -> list[Problem]:
+    """Agents, needs, cycles, duplicate ids, on_conflict, prompt files, cron and timezones."""
+    return _Refs(data, spots, filename, base, project).run()
+
+
+def stage_path(playbook: Playbook, sid: str) -> Path_:
+    """The path of a stage in the file: ('stages', id), ('finally', id) or inside its loop."""
+    place = dag.places(playbook)[sid]
+    if place.group == dag.TOP:
+        return ("stages", sid)
+    if place.group == dag.FINALLY:
+        return ("finally", sid)
+    return stage_path(playbook, place.group) + ("loop", "stages", sid)
+
+
+class _Templates:
+    def __init__(self, playbook: Playbook, spots: dict[Path_, Spot], filename: str, base: Path) -> None:
+        self.playbook, self.spots, self.filename, self.base = playbook, spots, filename, base
+        self.shared = Path.cwd() / ".bridge" / "runs" / "RUN_ID" / "shared"
+        self.problems: list[Problem] = []
+        self.seen: set[tuple[Path_, str]] = set()
+
+    def fail(self, path: Path_, err: templates.TemplateError, file: Path | None = None) -> None:
+        if (path, err.detail) in self.seen:
+            return  # the same mistake in every matrix item is one problem
+        self.seen.add((path, err.detail))
+        where = format_path(path)
+        if file is not None:
+            self.problems.append(Problem(str(file), err.line, None, where, err.detail))
+            return
+        spot = self.spots.get(path)
+        if spot is None or err.line is None:
+            self.problems.append(problem_at(self.filename, spot, path, err.detail))
+            return
+        line = spot.line + err.line - 1 + (1 if spot.block else 0)
+        column = spot.column if err.line == 1 and not spot.block else None
+        self.problems.append(Problem(self.filename, line, column, where, err.detail))
+
+    def template(self, path: Path_, text: str, ctx: dict[str, Any], file: Path | None = None) -> str | None:
+        """Render once with stubs, then check every name in every branch; None if it failed."""
+        where = format_path(path)
+        try:
+            out = templates.render(text, ctx, where)
+            templates.check_names(text, ctx, where)
+            return out
+        except templates.TemplateError as err:
+            self.fail(path, err, file)
+            return None
+
+    def expression(self, path: Path_, expr: str, ctx: dict[str, Any]) -> None:
+        where = format_path(path)
+        try:
+            templates.evaluate(expr, ctx, where)
+            templates.check_names(expr, ctx, where, expression=True)
+        except templates.TemplateError as err:
+            self.fail(path, err)
+
+    def stage(self, sid: str, stage: Stage) -> None:
+        path = stage_path(self.playbook, sid)
+        first = templates.stub_context(self.playbook, sid, self.shared)
+        if stage.if_ is not None:
+            self.expression(path + ("if",), stage.if_, first)
+        if stage.loop is not None:
+            ctx = templates.stub_context(self.playbook, sid, self.shared, until=True)
+            self.expression(path + ("loop", "until"), stage.loop.until, ctx)
+            return
+        for item in matrix_items(stage.matrix):
+            ctx = templates.stub_context(self.playbook, sid, self.shared, matrix=item)
+            if stage.prompt is not None:
+                self.template(path + ("prompt",), stage.prompt, ctx)
+            elif stage.prompt_file is not None:
+                self.prompt_file(path, stage.prompt_file, ctx)
+            for i, spec in enumerate(stage.outputs):
+                self.output(path + ("outputs", i), spec, ctx)
+
+    def prompt_file(self, path: Path_, name: str, ctx: dict[str, Any]) -> None:
+        file = self.base / name
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return  # a missing file is reported by check_references
+        self.template(path + ("prompt_file",), text, ctx, file)
+
+    def output(self, path: Path_, spec: OutputSpec, ctx: dict[str, Any]) -> None:
+        where = path + ("path",) if (path + ("path",)) in self.spots else path
+        rel = self.template(where, spec.path, ctx)
+        if rel is not None and rel != spec.path:
+            try:
+                OutputSpec(path=rel)
+            except pydantic.ValidationError as exc:
+                detail = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+                self.fail(where, templates.TemplateError(format_path(where), f"renders to {rel!r}: {detail}"))
+
+    def command(self, name: str, argv: list[str]) -> None:
+        ctx = {"prompt": "(prompt)", "prompt_file": str(self.shared / "prompt.md"), "shared": str(self.shared),
+               "model": "(model)", "cwd": str(Path.cwd()), "vars": dict(self.playbook.vars)}
+        for i, item in enumerate(argv):
+            where = ("agents", name, "command", i)
+            if where not in self.spots:
+                where = ("agents", name, "command")
+            self.template(where, item, ctx)
+
+
+def check_templates(playbook: Playbook, spots: dict[Path_, Spot], filename: str, base: Path) -> list[Problem]:
+    """Render every template of the playbook once with stub values; one problem per failure."""
+    checker = _Templates(playbook, spots, filename, base)
+    for name, profile in playbook.agents.items():
+        if profile.command:
+            checker.command(name, list(profile.command))
+    for sid, place in dag.places(playbook).items():
+        try:
+            checker.stage(sid, place.stage)
+        except BridgeError as exc:  # a stub could not be built (should not happen once refs are clean)
+            checker.problems.append(problem_at(filename, spots.get(stage_path(playbook, sid)),
+                                               stage_path(playbook, sid), str(exc), key=True))
+    return checker.problems

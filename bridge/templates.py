@@ -1,0 +1,356 @@
+"""The one jinja2 Environment, and the values a template sees.
+
+Every template bridge renders (prompts, prompt files, `if`, `until`, output paths, command argv)
+goes through `render` or `evaluate` here, with StrictUndefined: a name that does not exist is an
+error, never an empty string. The context of a stage's templates is built by `build_context` (real
+runs) or `stub_context` (validation and `bridge plan`), so both have exactly the same shape:
+
+    vars      the playbook's vars (with --var overrides)
+    matrix    this matrix item's values ({} when the stage has no matrix)
+    shared    absolute path of the run's shared folder (str)
+    inbox     absolute path of the persistent inbox folder (str)
+    run       {"id": ..., "playbook": ...}
+    stage     {"id": ..., "name": ...} of the stage being rendered
+    loop      {"iteration": 1-based, "max_iterations": n, "previous": {id: StageView} | None}
+              inside a loop (previous is None on iteration 1), else None
+    tasks     the parsed shared task list (list of dicts), [] when there is none
+    trigger   the file that triggered the run under `bridge watch` (str), else None
+    stages    {id: StageView} of the stages upstream of this one (only those: referencing any
+              other stage is an error that names the stage and says to add it to `needs`)
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import jinja2
+from jinja2 import meta, nodes
+
+from bridge import dag
+from bridge.errors import BridgeError
+from bridge.playbook import Playbook, Stage, matrix_items
+
+ENV = jinja2.Environment(
+    undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
+)
+
+STATUSES = ("success", "failure", "skipped", "cancelled", "pending")
+_WRAPPED = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.S)
+
+
+class TemplateError(BridgeError):
+    """A template failed to compile or render. `line` is 1-based within the template, if known."""
+
+    def __init__(self, where: str, detail: str, line: int | None = None) -> None:
+        self.where, self.detail, self.line = where, detail, line
+        at = f" (line {line})" if line else ""
+        super().__init__(f"{where}{at}: {detail}")
+
+
+class _Reference(Exception):
+    """Raised by the context mappings (not a LookupError, so jinja lets it through unchanged)."""
+
+
+@lru_cache(maxsize=512)
+def _compile(template: str) -> jinja2.Template:
+    return ENV.from_string(template)
+
+
+@lru_cache(maxsize=512)
+def _compile_expr(expr: str) -> Any:
+    return ENV.compile_expression(expr, undefined_to_none=False)
+
+
+def _template_line(tb: TracebackType | None) -> int | None:
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+_UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
+
+
+def _undefined(message: str, context: Mapping[str, Any]) -> str:
+    m = _UNDEFINED_NAME.match(message)
+    if m:
+        return f"undefined: {m.group(1)!r} is undefined{_suggest(m.group(1), context)} " \
+               f"(available: {', '.join(context)})"
+    return f"undefined: {message}"
+
+
+def _run(where: str, call: Any, context: Mapping[str, Any], located: bool = True) -> Any:
+    try:
+        return call()
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(where, f"template syntax error: {exc.message}", exc.lineno) from None
+    except BridgeError:
+        raise
+    except Exception as exc:  # a template can raise anything (1/0, 'a' + 1, ...)
+        if isinstance(exc, _Reference):
+            detail = str(exc)
+        elif isinstance(exc, jinja2.UndefinedError):
+            detail = _undefined(exc.message or "", context)
+        else:
+            detail = f"{type(exc).__name__}: {exc}"
+        raise TemplateError(where, detail, _template_line(exc.__traceback__) if located else None) from None
+
+
+def render(template: str, context: Mapping[str, Any], where: str) -> str:
+    """Render `template`; errors raise TemplateError naming `where` (e.g. 'stages.audit.prompt')."""
+    return _run(where, lambda: _compile(template).render(dict(context)), context)
+
+
+def evaluate(expr: str, context: Mapping[str, Any], where: str) -> bool:
+    """Evaluate an `if:` / `until:` expression, bare (`a == b`) or wrapped (`{{ a == b }}`)."""
+    m = _WRAPPED.match(expr)
+    inner = m.group(1) if m and "{{" not in m.group(1) else expr
+    if not inner.strip():
+        raise TemplateError(where, "the expression is empty")
+    return _run(where, lambda: bool(_compile_expr(inner.strip())(**dict(context))), context, located=False)
+
+
+def check_names(template: str, context: Mapping[str, Any], where: str, *, expression: bool = False) -> None:
+    """Raise TemplateError for names the template uses that `context` lacks, in every branch.
+
+    Rendering with stubs only walks the branches the stub values take; this walks the syntax tree,
+    so `{% if x %}{{ stages.typo }}{% endif %}` and `a or stages.typo` are caught too.
+    """
+    m = _WRAPPED.match(template) if expression else None
+    source = "{{ " + (m.group(1) if m and "{{" not in m.group(1) else template) + " }}" if expression else template
+    try:
+        ast = ENV.parse(source)
+    except jinja2.TemplateSyntaxError:
+        return  # render / evaluate report it with its line
+    free = meta.find_undeclared_variables(ast)
+    for name in sorted(free):
+        if name not in context and name not in ENV.globals:
+            raise TemplateError(where, _undefined(f"'{name}' is undefined", context), None)
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        base = node.node
+        if not (isinstance(base, nodes.Name) and base.name in free):
+            continue
+        mapping = context.get(base.name)
+        if isinstance(node, nodes.Getattr):
+            key: Any = node.attr
+        elif isinstance(node.arg, nodes.Const):
+            key = node.arg.value
+        else:
+            continue
+        if isinstance(mapping, _Lookup) and key not in mapping and not hasattr(dict, str(key)):
+            raise TemplateError(where, mapping._message(key), None if expression else node.lineno)
+
+
+class _Lookup(dict):  # type: ignore[type-arg]
+    """A dict whose missing keys raise a message saying what to fix."""
+
+    def _message(self, key: Any) -> str:
+        return f"no key {key!r}"
+
+    def __missing__(self, key: Any) -> Any:
+        raise _Reference(self._message(key))
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+class Stages(_Lookup):
+    """`stages`: the StageViews a template may see; other ids fail with a message saying why."""
+
+    def __init__(self, views: Mapping[str, StageView], owner: str = "", known: Iterable[str] = ()) -> None:
+        super().__init__(views)
+        self._bridge_owner, self._bridge_known = owner, tuple(known)
+
+    def _message(self, key: Any) -> str:
+        visible = ", ".join(self) or "none"
+        owner, known = self._bridge_owner, self._bridge_known
+        if key in known and owner:
+            return (f"stages.{key} is not upstream of {owner!r}, so its results are not known "
+                    f"when it runs; add {key!r} to needs (visible here: {visible})")
+        return f"there is no stage {key!r}{_suggest(key, known or self)} (visible here: {visible})"
+
+
+class Vars(_Lookup):
+    """`vars`: the playbook's declared vars."""
+
+    def _message(self, key: Any) -> str:
+        return f"no var {key!r}{_suggest(key, self)} (declared under `vars:`: {', '.join(self) or 'none'})"
+
+
+class Matrix(_Lookup):
+    """`matrix`: this item's values."""
+
+    def _message(self, key: Any) -> str:
+        if not self:
+            return f"matrix.{key}: this stage has no `matrix:`"
+        return f"no matrix key {key!r}{_suggest(key, self)} (this stage's matrix: {', '.join(self)})"
+
+
+class Outputs(_Lookup):
+    """`stages.<id>.outputs`: declared output path -> OutputValue."""
+
+    def __init__(self, values: Mapping[str, OutputValue], owner: str = "") -> None:
+        super().__init__(values)
+        self._bridge_owner = owner
+
+    def _message(self, key: Any) -> str:
+        declared = ", ".join(self) or "none"
+        return f"stage {self._bridge_owner!r} declares no output {key!r}{_suggest(key, self)} (declared: {declared})"
+
+
+class OutputValue(dict):  # type: ignore[type-arg]
+    """One output file. For `.json` outputs the dict holds the parsed JSON (so `.status` works).
+
+    `str()` is the absolute path; `.rel` the path relative to the shared folder; `.text` the content;
+    `.parsed` the parsed JSON whatever its type (None if not JSON). A JSON key that clashes with these
+    attributes is still reachable as `value['text']`. A stub (validation) answers any key with a permissive placeholder, since the JSON is unknown.
+    """
+
+    def __init__(self, path: Path, rel: str, text: str = "", data: Any = None, stub: bool = False) -> None:
+        super().__init__(data if isinstance(data, dict) else {})
+        self.path, self.rel, self.text, self.parsed = str(path), rel, text, data
+        self._stub = stub
+
+    @classmethod
+    def load(cls, shared: Path, rel: str) -> OutputValue:
+        """Read an output file from the shared folder (missing -> empty text; bad JSON -> no keys)."""
+        path = shared / rel
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            text = ""
+        data = None
+        if rel.endswith(".json") and text.strip():
+            try:
+                data = json.loads(text)
+            except ValueError:
+                data = None
+        return cls(path, rel, text, data)
+
+    def __missing__(self, key: Any) -> Any:
+        if self._stub:
+            return jinja2.ChainableUndefined(name=str(key))
+        raise KeyError(key)
+
+    def __str__(self) -> str:
+        return self.path
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(self.path)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            return self.path == other
+        return dict.__eq__(self, other) and getattr(other, "path", None) == self.path  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class StageView:
+    """What a template knows about another stage (its last attempt / last loop iteration)."""
+
+    id: str
+    status: str = "pending"
+    outputs: Mapping[str, OutputValue] = field(default_factory=dict)
+    summary: str = ""
+    final_message: str = ""
+    cost_usd: float = 0.0
+    matrix: Mapping[str, Any] = field(default_factory=dict)
+    items: tuple[StageView, ...] = ()  # one view per matrix item; () without a matrix
+
+
+def build_context(
+    *, vars: Mapping[str, Any], shared: Path, inbox: Path, run_id: str, playbook: str, stage_id: str,
+    stages: Mapping[str, StageView], stage_name: str | None = None, matrix: Mapping[str, Any] | None = None,
+    loop_iteration: int | None = None, loop_max: int | None = None,
+    loop_previous: Mapping[str, StageView] | None = None, tasks: list[dict[str, Any]] | None = None,
+    trigger: Path | str | None = None, known: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The context of one stage's templates, from plain values (see the module docstring).
+
+    `stages` should hold exactly the views of `bridge.dag.visible(playbook, stage_id)`; `known` (all
+    stage ids of the playbook) only improves the message when a template names another stage.
+    """
+    loop = None
+    if loop_iteration is not None:
+        previous = None if loop_previous is None else Stages(loop_previous, stage_id, known)
+        loop = {"iteration": loop_iteration, "max_iterations": loop_max, "previous": previous}
+    return {
+        "vars": Vars(vars),
+        "matrix": Matrix(matrix or {}),
+        "shared": str(shared),
+        "inbox": str(inbox),
+        "run": {"id": run_id, "playbook": playbook},
+        "stage": {"id": stage_id, "name": stage_name or stage_id},
+        "loop": loop,
+        "tasks": list(tasks or []),
+        "trigger": None if trigger is None else str(trigger),
+        "stages": Stages(stages, stage_id, known),
+    }
+
+
+def output_paths(stage: Stage, context: Mapping[str, Any], where: str) -> list[str]:
+    """The stage's declared output paths, rendered for one matrix item's context."""
+    return [render(o.path, context, f"{where}.outputs") for o in stage.outputs]
+
+
+def _stub_view(playbook: Playbook, sid: str, stage: Stage, shared: Path) -> StageView:
+    items = []
+    for item in matrix_items(stage.matrix):
+        ctx = {"vars": dict(playbook.vars), "matrix": item, "shared": str(shared), "stages": {}}
+        outs = {}
+        for spec in stage.outputs:
+            try:
+                rel = render(spec.path, ctx, sid)
+            except TemplateError:
+                rel = spec.path  # reported on the stage itself
+            outs[rel] = OutputValue(shared / rel, rel, f"(content of {rel})", stub=True)
+        items.append(StageView(sid, "success", Outputs(outs, sid), f"(summary of {sid})",
+                               f"(final message of {sid})", 0.0, item))
+    merged = Outputs({k: v for view in items for k, v in view.outputs.items()}, sid)
+    top = items[0] if len(items) == 1 and not stage.matrix else None
+    if top is not None:
+        return top
+    return StageView(sid, "success", merged, f"(summary of {sid})", f"(final message of {sid})", 0.0,
+                     {}, tuple(items))
+
+
+def stub_context(
+    playbook: Playbook, stage_id: str, shared: Path, *, matrix: Mapping[str, Any] | None = None,
+    until: bool = False, trigger: bool = True,
+) -> dict[str, Any]:
+    """The context of `stage_id`'s templates with stub values (status success, placeholder text).
+
+    matrix: the item to use (default: the stage's first item). until=True: the context of a loop
+    stage's `until` (its members visible, `loop` set). Used by validation and `bridge plan`.
+    """
+    where = dag.places(playbook)
+    place = where[stage_id]
+    views = {sid: _stub_view(playbook, sid, where[sid].stage, shared)
+             for sid in dag.visible(playbook, stage_id, until=until)}
+    loop_id = stage_id if until else place.loop
+    iteration = max_it = previous = None
+    if loop_id is not None:
+        members = dag.group_stages(playbook, loop_id)
+        loop_spec = where[loop_id].stage.loop
+        iteration, max_it = 1, loop_spec.max_iterations if loop_spec else None
+        previous = {sid: _stub_view(playbook, sid, where[sid].stage, shared) for sid in members}
+    if matrix is None:
+        matrix = matrix_items(place.stage.matrix)[0]
+    return build_context(
+        vars=playbook.vars, shared=shared, inbox=shared.parent / "inbox", run_id="RUN_ID",
+        playbook=playbook.name, stage_id=stage_id, stage_name=place.stage.name, stages=views,
+        matrix=matrix, loop_iteration=iteration, loop_max=max_it, loop_previous=previous,
+        tasks=[], trigger=str(shared.parent / "inbox" / "TRIGGER") if trigger else None, known=where,
+    )
