@@ -2,7 +2,8 @@
 
 The user's working tree, index, HEAD and uncommitted changes are never touched here: worktrees live
 under `<repo>/.bridge/worktrees/<run>/<stage_key>` (ignored through `.git/info/exclude`, never the
-user's .gitignore). Merging back is `bridge.merge`; removal of finished runs is `bridge.cleanup`.
+user's .gitignore). Stage keys come from `bridge.workspace.stage_key`. Merging back is
+`bridge.merge`; removing what finished runs left is `bridge.cleanup`.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from pathlib import Path
 import git
 
 from bridge.errors import BridgeError
+from bridge.workspace import exclude_from_git
 
 BRANCH_PREFIX = "bridge"
 WORKTREES = Path(".bridge") / "worktrees"
-EXCLUDE_LINE = "/.bridge/"
 IDENTITY = ("bridge", "bridge@localhost")
 # Bridge's own git calls run no user hooks (they may prompt, be slow, or reject agent commits) and
 # never sign (gpg may ask for a passphrase on a terminal nobody watches).
@@ -103,13 +104,6 @@ def commit_env(repo: git.Repo) -> dict[str, str]:
             "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
 
 
-def stage_key(stage_id: str, item: str | None = None) -> str:
-    """`stage` or `stage-item`, made safe as a branch component and a folder name."""
-    if item is None:
-        return stage_id
-    return f"{stage_id}-" + (re.sub(r"[^A-Za-z0-9_]+", "-", item).strip("-") or "item")
-
-
 def branch_name(run_id: str, key: str) -> str:
     for what, value in (("run id", run_id), ("stage key", key)):
         if not _KEY.match(value) or ".." in value or value.endswith((".lock", ".")):
@@ -120,17 +114,6 @@ def branch_name(run_id: str, key: str) -> str:
 
 def worktree_path(repo_root: Path, run_id: str, key: str) -> Path:
     return repo_root / WORKTREES / run_id / key
-
-
-def ensure_excluded(repo: git.Repo) -> None:
-    """Make git ignore `.bridge/` through `.git/info/exclude`, leaving the user's .gitignore alone."""
-    exclude = Path(repo.common_dir) / "info" / "exclude"
-    text = exclude.read_text() if exclude.exists() else ""
-    if any(line.strip() in (".bridge", ".bridge/", "/.bridge", "/.bridge/") for line in text.splitlines()):
-        return
-    exclude.parent.mkdir(parents=True, exist_ok=True)
-    with exclude.open("a") as fh:
-        fh.write(("" if not text or text.endswith("\n") else "\n") + EXCLUDE_LINE + "\n")
 
 
 def status_entries(repo: git.Repo, cwd: Path | None = None) -> list[tuple[str, str]]:
@@ -158,7 +141,7 @@ def base_commit(repo_path: Path) -> BaseInfo:
     except ValueError:
         raise BridgeError(f"{repo.working_tree_dir} has no commits yet; worktree stages start from "
                           "HEAD — make a first commit") from None
-    ensure_excluded(repo)
+    exclude_from_git(Path(repo.working_tree_dir or repo_path))
     branch = None if repo.head.is_detached else repo.head.ref.name
     files = tuple(p for _, p in status_entries(repo))
     return BaseInfo(commit=commit, branch=branch, dirty=bool(files), dirty_files=files)
@@ -235,7 +218,7 @@ def add_worktree(repo_path: Path, run_id: str, key: str, base: BaseInfo | str,
     commit = base.commit if isinstance(base, BaseInfo) else base
     branch = branch_name(run_id, key)
     path = worktree_path(root, run_id, key)
-    ensure_excluded(repo)
+    exclude_from_git(root)
     run_git(repo, "worktree", "prune")
     registered = {Path(w["worktree"]).resolve(): w for w in registered_worktrees(repo)}
     if path.resolve() in registered:
@@ -295,8 +278,9 @@ def finish_worktree(info: WorktreeInfo, run_id: str, key: str, artifacts: Path) 
     wt = open_repo(info.path)
     leftovers = bool(status_entries(wt))
     if leftovers:
-        excludes = [f":(exclude,literal){p}" for p in info.copied]
-        run_git(wt, "add", "-A", "--", ".", *excludes)
+        run_git(wt, "add", "-A")
+        if info.copied:  # only if the worktree does not ignore them (an uncommitted .gitignore edit)
+            run_git(wt, "reset", "-q", "--", *(f":(literal){p}" for p in info.copied))
         staged = run_git(wt, "diff", "--cached", "--name-only").strip()
         if staged:
             run_git(wt, "commit", "-q", "--no-verify", "-m",
