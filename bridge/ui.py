@@ -32,3 +32,23 @@ def print_bug(exc: BaseException) -> None:
         markup=True, soft_wrap=True,
     )
     sys.stderr.flush()
+
+
+def print_clean_report(report: object) -> None:
+    """`bridge clean`: what was (or, with --dry-run, would be) removed, pruned and kept, and why."""
+    from rich.markup import escape
+
+    out = console()
+    would = "would remove" if getattr(report, "dry_run", False) else "removed"
+    rows = [(f"{would} worktree", p) for p in getattr(report, "removed_worktrees", ())]
+    rows += [(f"{would} branch", b) for b in getattr(report, "removed_branches", ())]
+    rows += [("would prune" if getattr(report, "dry_run", False) else "pruned", f"{p} (folder gone)")
+             for p in getattr(report, "pruned", ())]
+    for what, text in rows:
+        out.print(f"[green]{what}[/] {escape(text)}", markup=True, soft_wrap=True)
+    for item, why in getattr(report, "kept", ()):
+        out.print(f"[yellow]kept[/] {escape(item)}: {escape(why)}", markup=True, soft_wrap=True)
+    for note in getattr(report, "notes", ()):
+        out.print(note, markup=False, soft_wrap=True)
+    if not rows and not getattr(report, "kept", ()):
+        out.print("nothing to clean", markup=False)
