@@ -176,6 +176,9 @@ def parse_reset(text: str, now: float | None = None) -> float | None:
     return None
 
 
+_JSONISH = re.compile(r'^(\{|\[\s*[\[{"\d\]-])')  # "[STARTUP] ..." is noise, '[{"a"' is broken JSON
+
+
 class StreamParser:
     """The common half of a JSONL parser: line splitting, noise, malformed lines, the ending.
 
@@ -208,7 +211,7 @@ class StreamParser:
         try:
             obj = json.loads(text)
         except ValueError:
-            if text[0] in "{[":  # a JSON line cut short or corrupted: the stream cannot be trusted
+            if _JSONISH.match(text):  # a JSON line cut short or corrupted: the stream cannot be trusted
                 self.malformed = self.malformed or f"unparseable JSON line: {text[:200]}"
             else:
                 self.noise.append(text[:500])
