@@ -1,0 +1,146 @@
+"""`bridge clean`: finished runs' worktrees and branches go, unmerged work stays (and says why)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bridge.cleanup import clean
+from bridge.cli import app
+from bridge.merge import integration_branch, land, merge_back
+from bridge.worktrees import add_worktree, base_commit, finish_worktree
+
+RUN = "20260101-000000-ab12"
+OTHER = "20260102-000000-cd34"
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com", *args],
+        cwd=cwd, check=True, capture_output=True, text=True,
+    ).stdout.strip()
+
+
+def branches(repo: Path) -> set[str]:
+    return set(git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/").split())
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    (root / "app.py").write_text("app\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "initial")
+    return root
+
+
+def stage(repo: Path, run: str, key: str, files: dict[str, str], keep_folder: bool = False):
+    info = add_worktree(repo, run, key, base_commit(repo))
+    for rel, text in files.items():
+        (info.path / rel).write_text(text)
+    if files:
+        finish_worktree(info, run, key, repo / ".bridge" / "runs" / run / "shared")
+    if not keep_folder:
+        git(repo, "worktree", "remove", "--force", str(info.path))
+    return info
+
+
+def test_merged_work_is_removed_and_unmerged_work_is_kept_with_a_reason(repo: Path) -> None:
+    base = base_commit(repo)
+    merged = stage(repo, RUN, "merged", {"m.py": "m\n"})
+    idle = stage(repo, RUN, "idle", {}, keep_folder=True)
+    unmerged = stage(repo, RUN, "unmerged", {"u.py": "u\n"})
+    merge_back(repo, [merged], "merge", run_id=RUN, base=base)
+    assert land(repo, RUN, base).landed
+    report = clean(repo)
+    assert set(report.removed_branches) == {merged.branch, idle.branch, integration_branch(RUN)}
+    assert report.removed_worktrees == (str(idle.path),)
+    kept = dict(report.kept)
+    assert "1 commit(s) on no branch of yours" in kept[unmerged.branch]
+    assert f"git merge {unmerged.branch}" in kept[unmerged.branch]
+    assert branches(repo) == {"main", unmerged.branch}
+    assert not idle.path.exists()
+
+
+def test_dry_run_reports_the_same_and_changes_nothing(repo: Path) -> None:
+    stage(repo, RUN, "idle", {}, keep_folder=True)
+    stage(repo, RUN, "unmerged", {"u.py": "u\n"})
+    before = (branches(repo), git(repo, "worktree", "list"))
+    dry = clean(repo, dry_run=True)
+    assert (branches(repo), git(repo, "worktree", "list")) == before
+    real = clean(repo)
+    assert (dry.removed_branches, dry.removed_worktrees, dry.kept) == (
+        real.removed_branches, real.removed_worktrees, real.kept)
+    assert dry.dry_run and not real.dry_run
+
+
+def test_squashed_work_counts_as_merged(repo: Path) -> None:
+    base = base_commit(repo)
+    info = stage(repo, RUN, "impl", {"x.py": "x\n"})
+    merge_back(repo, [info], "squash", run_id=RUN, base=base)
+    assert land(repo, RUN, base).landed
+    report = clean(repo)
+    assert info.branch in report.removed_branches and not report.kept
+
+
+def test_unlanded_integration_branch_is_kept(repo: Path) -> None:
+    base = base_commit(repo)
+    info = stage(repo, RUN, "impl", {"x.py": "x\n"})
+    merge_back(repo, [info], "merge", run_id=RUN, base=base)
+    report = clean(repo)  # never landed: the work exists only on bridge branches
+    assert {b for b, _ in report.kept} == {info.branch, integration_branch(RUN)}
+    assert report.removed_branches == ()
+
+
+def test_worktree_with_uncommitted_changes_is_kept(repo: Path) -> None:
+    info = add_worktree(repo, RUN, "crashed", base_commit(repo))
+    (info.path / "half.py").write_text("half done\n")
+    report = clean(repo)
+    kept = dict(report.kept)
+    assert "uncommitted changes" in kept[str(info.path)]
+    assert "kept worktree" in kept[info.branch]
+    assert (info.path / "half.py").exists()
+
+
+def test_unfinished_runs_are_left_alone_and_run_filter_applies(repo: Path) -> None:
+    running = stage(repo, RUN, "a", {}, keep_folder=True)
+    done = stage(repo, OTHER, "b", {}, keep_folder=True)
+    report = clean(repo, finished_runs={OTHER})
+    assert report.removed_branches == (done.branch,)
+    assert (f"bridge/{RUN}/*", "the run is not finished") in report.kept
+    assert running.path.exists()
+    only = clean(repo, run_id=RUN)
+    assert only.removed_branches == (running.branch,)
+
+
+def test_stale_worktrees_are_pruned_even_when_locked(repo: Path) -> None:
+    info = add_worktree(repo, RUN, "impl", base_commit(repo))
+    git(repo, "worktree", "lock", str(info.path))
+    shutil.rmtree(info.path)
+    dry = clean(repo, dry_run=True)
+    assert dry.pruned == (str(info.path),)
+    assert str(info.path) in git(repo, "worktree", "list", "--porcelain")
+    report = clean(repo)
+    assert report.pruned == (str(info.path),) and info.branch in report.removed_branches
+    assert str(info.path) not in git(repo, "worktree", "list", "--porcelain")
+    again = add_worktree(repo, RUN, "impl", base_commit(repo))  # the same ids work again
+    assert (again.path / "app.py").exists()
+
+
+def test_bridge_clean_command_prints_the_report(repo: Path) -> None:
+    stage(repo, RUN, "idle", {}, keep_folder=True)
+    unmerged = stage(repo, RUN, "unmerged", {"u.py": "u\n"})
+    result = CliRunner().invoke(app, ["clean", "--dry-run", "--dir", str(repo)])
+    assert result.exit_code == 0, result.output
+    assert "would remove branch" in result.output and f"bridge/{RUN}/idle" in result.output
+    assert "kept" in result.output and unmerged.branch in result.output
+    assert f"bridge/{RUN}/idle" in branches(repo)
+    result = CliRunner().invoke(app, ["clean", "--dir", str(repo)])
+    assert result.exit_code == 0 and "removed branch" in result.output
+    assert branches(repo) == {"main", unmerged.branch}
