@@ -25,7 +25,7 @@ from bridge.yamlpos import Path_, Spot, format_path
 
 ON_CONFLICT = ("fail", "continue")
 # Names a `cli: command` argv item may use; the command adapter renders with exactly these.
-COMMAND_NAMES = ("prompt", "prompt_file", "shared", "model", "cwd", "vars")
+COMMAND_NAMES = ("prompt", "prompt_file", "shared", "model", "cwd")
 
 
 def problem_at(filename: str, spot: Spot | None, path: Path_, message: str, *, key: bool = False) -> Problem:
@@ -207,11 +207,13 @@ class _Templates:
         self.shared = Path.cwd() / ".bridge" / "runs" / "RUN_ID" / "shared"
         self.problems: list[Problem] = []
         self.seen: set[tuple[Path_, str]] = set()
+        self.note = ""  # appended to messages of the current pass
 
     def fail(self, path: Path_, err: templates.TemplateError, file: Path | None = None) -> None:
-        if (path, err.detail) in self.seen:
-            return  # the same mistake in every matrix item is one problem
+        if any(seen == path for seen, _ in self.seen):
+            return  # the same mistake in every matrix item (or loop pass) is one problem
         self.seen.add((path, err.detail))
+        err = templates.TemplateError(err.where, err.detail + self.note, err.line)
         where = format_path(path)
         if file is not None:
             self.problems.append(Problem(str(file), err.line, None, where, err.detail))
@@ -252,14 +254,19 @@ class _Templates:
             ctx = templates.stub_context(self.playbook, sid, self.shared, until=True)
             self.expression(path + ("loop", "until"), stage.loop.until, ctx)
             return
+        in_loop = dag.places(self.playbook)[sid].loop is not None
         for item in matrix_items(stage.matrix):
-            ctx = templates.stub_context(self.playbook, sid, self.shared, matrix=item)
-            if stage.prompt is not None:
-                self.template(path + ("prompt",), stage.prompt, ctx)
-            elif stage.prompt_file is not None:
-                self.prompt_file(path, stage.prompt_file, ctx)
-            for i, spec in enumerate(stage.outputs):
-                self.output(path + ("outputs", i), spec, ctx)
+            for first_iteration in (False, True) if in_loop else (False,):
+                ctx = templates.stub_context(self.playbook, sid, self.shared, matrix=item,
+                                             first_iteration=first_iteration)
+                self.note = " (on a loop's first iteration, loop.previous is None)" if first_iteration else ""
+                if stage.prompt is not None:
+                    self.template(path + ("prompt",), stage.prompt, ctx)
+                elif stage.prompt_file is not None:
+                    self.prompt_file(path, stage.prompt_file, ctx)
+                for i, spec in enumerate(stage.outputs):
+                    self.output(path + ("outputs", i), spec, ctx)
+        self.note = ""
 
     def prompt_file(self, path: Path_, name: str, ctx: dict[str, Any]) -> None:
         file = self.base / name
@@ -281,7 +288,7 @@ class _Templates:
 
     def command(self, name: str, argv: list[str]) -> None:
         ctx = {"prompt": "(prompt)", "prompt_file": str(self.shared / "prompt.md"), "shared": str(self.shared),
-               "model": "(model)", "cwd": str(Path.cwd()), "vars": dict(self.playbook.vars)}
+               "model": "(model)", "cwd": str(Path.cwd())}
         for i, item in enumerate(argv):
             where = ("agents", name, "command", i)
             if where not in self.spots:

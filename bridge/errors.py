@@ -27,7 +27,7 @@ class Problem:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
-        at = f" at {self.path}" if self.path else ""
+        at = f" {self.path}:" if self.path else ""
         return f"{where}:{at} {self.message}"
 
 

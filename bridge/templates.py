@@ -328,12 +328,13 @@ def _stub_view(playbook: Playbook, sid: str, stage: Stage, shared: Path) -> Stag
 
 def stub_context(
     playbook: Playbook, stage_id: str, shared: Path, *, matrix: Mapping[str, Any] | None = None,
-    until: bool = False, trigger: bool = True,
+    until: bool = False, trigger: bool = True, first_iteration: bool = False,
 ) -> dict[str, Any]:
     """The context of `stage_id`'s templates with stub values (status success, placeholder text).
 
     matrix: the item to use (default: the stage's first item). until=True: the context of a loop
-    stage's `until` (its members visible, `loop` set). Used by validation and `bridge plan`.
+    stage's `until` (its members visible, `loop` set). first_iteration=True: `loop.previous` is None,
+    as on a loop's first iteration (otherwise it holds stub views). Used by validation and `bridge plan`.
     """
     where = dag.places(playbook)
     place = where[stage_id]
@@ -345,7 +346,8 @@ def stub_context(
         members = dag.group_stages(playbook, loop_id)
         loop_spec = where[loop_id].stage.loop
         iteration, max_it = 1, loop_spec.max_iterations if loop_spec else None
-        previous = {sid: _stub_view(playbook, sid, where[sid].stage, shared) for sid in members}
+        previous = None if first_iteration else {
+            sid: _stub_view(playbook, sid, where[sid].stage, shared) for sid in members}
     if matrix is None:
         matrix = matrix_items(place.stage.matrix)[0]
     return build_context(

@@ -52,3 +52,36 @@ def print_clean_report(report: object) -> None:
         out.print(note, markup=False, soft_wrap=True)
     if not rows and not getattr(report, "kept", ()):
         out.print("nothing to clean", markup=False)
+
+
+def print_text(text: str, style: str | None = None, *, stderr: bool = False) -> None:
+    """One line (or block) of plain text, never read as rich markup; `style` e.g. 'bold', 'red'."""
+    console(stderr=stderr).print(text, style=style, markup=False, emoji=False, soft_wrap=True)
+
+
+def print_raw(text: str) -> None:
+    """Machine-readable output (JSON, YAML) exactly as given, with no styling or wrapping."""
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """A plain table on stdout; cells may hold several lines."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", show_lines=True)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console().print(table, markup=False)
+
+
+def print_schedule_event(t: float, kind: str, playbook: str, message: str) -> None:
+    """One timestamped line per scheduler event (stdout; problems on stderr)."""
+    import time as _time
+
+    stamp = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(t or None))
+    problem = kind in ("broken", "failed", "missed")
+    who = f" [{playbook}]" if playbook else ""
+    console(stderr=problem).print(f"{stamp}{who} {message}", markup=False, highlight=False, soft_wrap=True)
