@@ -62,12 +62,17 @@ class RunHandle(Protocol):
     def send_signal(self, sig: int) -> None: ...
 
 
+def var_args(vars: dict[str, Any]) -> list[str]:
+    """--var key=value for each schedule variable (non-strings as JSON)."""
+    out: list[str] = []
+    for key, value in vars.items():
+        out += ["--var", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
+    return out
+
+
 def run_argv(path: Path, vars: dict[str, Any]) -> list[str]:
     """`python -m bridge run PLAYBOOK --var k=v ...` for one scheduled fire."""
-    argv = [sys.executable, "-m", "bridge", "run", str(path)]
-    for key, value in vars.items():
-        argv += ["--var", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
-    return argv
+    return [sys.executable, "-m", "bridge", "run", str(path), *var_args(vars)]
 
 
 class ChildRun:

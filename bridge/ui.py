@@ -85,3 +85,35 @@ def print_schedule_event(t: float, kind: str, playbook: str, message: str) -> No
     problem = kind in ("broken", "failed", "missed")
     who = f" [{playbook}]" if playbook else ""
     console(stderr=problem).print(f"{stamp}{who} {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def print_schedule_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """A table of schedules on stdout; the last column may wrap, the others never do."""
+    from rich.table import Table
+
+    out = console()
+    if not out.is_terminal:
+        out.width = max(out.width, 160)  # piped: keep one schedule per row for grep
+    table = Table(title=title, title_justify="left", show_lines=True)
+    for i, column in enumerate(columns):
+        table.add_column(column, no_wrap=i < len(columns) - 1, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    out.print(table, markup=False)
+
+
+def print_schedule_event(t: float, kind: str, playbook: str, message: str) -> None:
+    """One timestamped line per scheduler event (stdout; problems on stderr)."""
+    import time as _time
+
+    stamp = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(t or None))
+    problem = kind in ("broken", "failed", "missed")
+    who = f" [{playbook}]" if playbook else ""
+    console(stderr=problem).print(f"{stamp}{who} {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def print_plain(text: str, *, stderr: bool = False) -> None:
+    """Text exactly as given (no markup, no wrapping), e.g. generated files meant for redirection."""
+    stream = sys.stderr if stderr else sys.stdout
+    stream.write(text if text.endswith("\n") else text + "\n")
+    stream.flush()
