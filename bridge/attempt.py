@@ -95,11 +95,12 @@ async def run_attempt(
     stage_dir.mkdir(parents=True, exist_ok=True)
     out_path, err_path = stage_dir / STDOUT, stage_dir / STDERR
     cmd = agents.build_command(profile, inv, wiring, project)
-    record(cmd, inv, stage_dir)
     try:
         cmd = resolve_binary(cmd)
     except AgentNotFound as exc:
+        record(cmd, inv, stage_dir)
         return AttemptResult(Outcome(False, ErrorKind.NOT_FOUND, str(exc)), None, cmd.argv, out_path, err_path)
+    record(cmd, inv, stage_dir)
     for path, text in cmd.files.items():
         write_private(path, text)
     if cmd.interactive or getattr(profile, "interactive", False):
