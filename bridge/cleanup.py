@@ -9,7 +9,7 @@ from pathlib import Path
 import git
 
 from bridge.worktrees import (
-    BRANCH_PREFIX, WORKTREES, open_repo, registered_worktrees, run_git, status_entries,
+    BRANCH_PREFIX, WORKTREES, open_repo, prune_stale, registered_worktrees, run_git, status_entries,
 )
 
 
@@ -56,24 +56,6 @@ def _contained(repo: git.Repo, branch: str, user: list[str]) -> str | None:
     return None
 
 
-def _stale(repo: git.Repo, root: Path, dry_run: bool) -> list[str]:
-    """Registered worktrees whose folder is gone; bridge's own locked ones are unlocked first."""
-    stale = []
-    for w in registered_worktrees(repo)[1:]:
-        path = Path(w["worktree"])
-        if path.exists():
-            continue
-        if "locked" in w:
-            if root / WORKTREES not in path.parents:
-                continue  # someone else's lock on purpose (removable media): not ours to undo
-            if not dry_run:
-                run_git(repo, "worktree", "unlock", str(path))
-        stale.append(str(path))
-    if stale and not dry_run:
-        run_git(repo, "worktree", "prune")
-    return stale
-
-
 def clean(repo_path: Path, run_id: str | None = None, dry_run: bool = False,
           finished_runs: set[str] | None = None) -> CleanReport:
     """Remove worktrees and branches of finished runs (`finished_runs`; None: every run is finished).
@@ -83,7 +65,7 @@ def clean(repo_path: Path, run_id: str | None = None, dry_run: bool = False,
     """
     repo = open_repo(repo_path)
     root = Path(repo.working_tree_dir or repo_path).resolve()
-    pruned = _stale(repo, root, dry_run)
+    pruned = prune_stale(repo, root, dry_run)
     branches = _bridge_branches(repo)
     folders = {p.name for p in (root / WORKTREES).glob("*") if p.is_dir()}
     runs = sorted(set(branches) | folders) if run_id is None else [run_id]

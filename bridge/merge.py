@@ -16,8 +16,8 @@ import git
 
 from bridge.errors import BridgeError
 from bridge.worktrees import (
-    BRANCH_PREFIX, BaseInfo, WorktreeInfo, commit_env, git_argv, open_repo, registered_worktrees,
-    run_git, status_entries, worktree_path,
+    BRANCH_PREFIX, BaseInfo, WorktreeInfo, commit_env, git_argv, open_repo, prune_stale,
+    registered_worktrees, run_git, status_entries, worktree_path,
 )
 
 STRATEGIES = ("merge", "squash", "rebase", "none")
@@ -76,7 +76,7 @@ def _integration(repo: git.Repo, run_id: str, start: str) -> Iterator[git.Repo]:
     root = Path(repo.working_tree_dir or ".").resolve()
     path = worktree_path(root, run_id, INTEGRATION)
     branch = integration_branch(run_id)
-    run_git(repo, "worktree", "prune")
+    prune_stale(repo, root)
     if any(Path(w["worktree"]).resolve() == path.resolve() for w in registered_worktrees(repo)):
         run_git(repo, "worktree", "remove", "--force", str(path))  # left by a crash; all committed
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -161,6 +161,24 @@ def registered_worktrees(repo: git.Repo) -> list[dict[str, str]]:
     return items
 
 
+def prune_stale(repo: git.Repo, root: Path, dry_run: bool = False) -> list[str]:
+    """Registered worktrees whose folder is gone; bridge's own locked ones are unlocked first."""
+    stale = []
+    for w in registered_worktrees(repo)[1:]:
+        path = Path(w["worktree"])
+        if path.exists():
+            continue
+        if "locked" in w:
+            if root / WORKTREES not in path.resolve().parents:
+                continue  # someone else's lock on purpose (removable media): not ours to undo
+            if not dry_run:
+                run_git(repo, "worktree", "unlock", str(path))
+        stale.append(str(path))
+    if stale and not dry_run:
+        run_git(repo, "worktree", "prune")
+    return stale
+
+
 def _branch_exists(repo: git.Repo, branch: str) -> bool:
     return bool(run_git(repo, "branch", "--list", branch).strip())
 
@@ -219,7 +237,7 @@ def add_worktree(repo_path: Path, run_id: str, key: str, base: BaseInfo | str,
     branch = branch_name(run_id, key)
     path = worktree_path(root, run_id, key)
     exclude_from_git(root)
-    run_git(repo, "worktree", "prune")
+    prune_stale(repo, root)
     registered = {Path(w["worktree"]).resolve(): w for w in registered_worktrees(repo)}
     if path.resolve() in registered:
         if registered[path.resolve()].get("branch") != f"refs/heads/{branch}":
@@ -276,6 +294,9 @@ def _write(path: Path, data: bytes) -> None:
 def finish_worktree(info: WorktreeInfo, run_id: str, key: str, artifacts: Path) -> FinishInfo:
     """Commit what the agent left, write `<key>.patch` and `<key>.diffstat` (against the base)."""
     wt = open_repo(info.path)
+    if wt.head.is_detached or wt.head.ref.name != info.branch:
+        raise BridgeError(f"stage {key} switched its worktree {info.path} away from {info.branch}; "
+                          f"bridge commits only on the stage's branch — check out {info.branch} there")
     leftovers = bool(status_entries(wt))
     if leftovers:
         run_git(wt, "add", "-A")

@@ -234,6 +234,25 @@ def test_dirty_user_tree_is_left_exactly_as_it_was(repo: Path) -> None:
     assert git(repo, "rev-parse", "main") == base.commit
 
 
+def test_untracked_files_do_not_block_landing_unless_they_would_be_overwritten(repo: Path) -> None:
+    base = base_commit(repo)
+    a, _ = implement(repo, "impl-a", {"a.py": "a\n"}, base)
+    (repo / "scratch.txt").write_text("mine\n")
+    merge_back(repo, [a], "merge", run_id=RUN, base=base)
+    assert land(repo, RUN, base).landed
+    assert (repo / "scratch.txt").read_text() == "mine\n" and (repo / "a.py").exists()
+    base2 = base_commit(repo)
+    run2 = "20260101-000001-cd34"
+    info = add_worktree(repo, run2, "impl", base2)
+    agent(info.path, {"scratch.txt": "agent's\n"})
+    finish_worktree(info, run2, "impl", repo / "artifacts")
+    merge_back(repo, [info], "merge", run_id=run2, base=base2)
+    landing = land(repo, run2, base2)
+    assert not landing.landed and "refused" in landing.message
+    assert (repo / "scratch.txt").read_text() == "mine\n"
+    assert git(repo, "rev-parse", "main") == base2.commit
+
+
 def test_branch_that_moved_on_is_not_touched(repo: Path) -> None:
     base = base_commit(repo)
     info, _ = implement(repo, "impl", {"x.py": "x\n"}, base)
@@ -263,8 +282,7 @@ def test_stale_worktree_is_pruned_and_does_not_block_the_same_ids(repo: Path) ->
     base = base_commit(repo)
     info = add_worktree(repo, RUN, "impl", base)
     git(repo, "worktree", "lock", str(info.path))
-    shutil.rmtree(info.path)  # a crash that lost the folder
-    git(repo, "worktree", "unlock", str(info.path))
+    shutil.rmtree(info.path)  # a crash that lost the folder (the lock stays)
     again = add_worktree(repo, RUN, "impl", base)
     assert again.path == info.path and (again.path / "app.py").exists()
     paths = git(repo, "worktree", "list", "--porcelain")
