@@ -117,3 +117,18 @@ def print_plain(text: str, *, stderr: bool = False) -> None:
     stream = sys.stderr if stderr else sys.stdout
     stream.write(text if text.endswith("\n") else text + "\n")
     stream.flush()
+
+
+def print_check_table(title: str, columns: list[str], rows: list[list[str]], ok: list[bool]) -> None:
+    """A table of checks (e.g. `bridge doctor`): rows that failed are shown in red."""
+    from rich.table import Table
+
+    out = console()
+    if not out.is_terminal:
+        out.width = max(out.width, 160)
+    table = Table(title=title, title_justify="left")
+    for i, column in enumerate(columns):
+        table.add_column(column, no_wrap=i < len(columns) - 1, overflow="fold")
+    for row, good in zip(rows, ok):
+        table.add_row(*row, style=None if good else "red")
+    out.print(table, markup=False)

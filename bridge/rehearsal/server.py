@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from bridge.errors import BridgeError
@@ -38,8 +38,9 @@ class ModelServer:
     """Serve `script` on 127.0.0.1 until the `with` block ends; `.url` is the base URL."""
 
     def __init__(self, script: Script | None = None, port: int = 0, log_path: Path | None = None,
-                 dump_dir: Path | None = None) -> None:
+                 dump_dir: Path | None = None, on_request: Callable[[RequestRecord], None] | None = None) -> None:
         self.script = script or Script()
+        self._on_request = on_request
         self._port = port
         self._log_path = log_path
         self._dump_dir = dump_dir
@@ -62,7 +63,8 @@ class ModelServer:
             raise BridgeError(f"cannot serve the rehearsal model on 127.0.0.1:{self._port}: {exc.strerror}. "
                               "Pick another --port or 0 for a free one.") from exc
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="rehearsal-model", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="rehearsal-model",
+                                        daemon=True)
         self._thread.start()
         return self
 
@@ -109,6 +111,8 @@ class ModelServer:
                 self._dump_dir.mkdir(parents=True, exist_ok=True)
                 (self._dump_dir / f"{n:03d}-{record.protocol or 'other'}.json").write_text(
                     json.dumps({"path": record.path, "body": body}, indent=1))
+        if self._on_request is not None:
+            self._on_request(record)
 
     # -- answering -------------------------------------------------------------------------
     def answer(self, method: str, path: str, body: Any) -> tuple[Answer | None, float]:
