@@ -336,7 +336,7 @@ class Runner:
         if stage.if_ is not None and stage.matrix and not evaluate(stage.if_, context, f"stages.{unit.stage_id}.if"):
             return UnitResult(unit, Status.SKIPPED, reason=f"condition is false: {stage.if_}")
         n = prior.attempts if prior else 0
-        resume = prior.session_id if prior else None
+        resume = prior.session_id if prior and prior.status in ("running", "waiting") else None
         failures = waits = 0
         spend = Spend()
         start = time.monotonic()
@@ -395,6 +395,9 @@ class Runner:
         live = [Spend()]
 
         def on_event(event: AgentEvent) -> None:
+            if event.kind is EventKind.SESSION and event.text:  # kept so a resume can continue it
+                self.record(unit.key, unit.stage_id, status=Status.RUNNING.value, session_id=event.text,
+                            iteration=unit.iteration, matrix=unit.matrix)
             if event.kind is EventKind.USAGE:
                 spend = spend_from_event(event.data)
                 if spend is not None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
+import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO
 
 from rich.console import Console
 
@@ -65,28 +70,6 @@ def print_raw(text: str) -> None:
     sys.stdout.flush()
 
 
-def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    """A plain table on stdout; cells may hold several lines."""
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left", show_lines=True)
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*row)
-    console().print(table, markup=False)
-
-
-def print_schedule_event(t: float, kind: str, playbook: str, message: str) -> None:
-    """One timestamped line per scheduler event (stdout; problems on stderr)."""
-    import time as _time
-
-    stamp = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(t or None))
-    problem = kind in ("broken", "failed", "missed")
-    who = f" [{playbook}]" if playbook else ""
-    console(stderr=problem).print(f"{stamp}{who} {message}", markup=False, highlight=False, soft_wrap=True)
-
-
 def print_schedule_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     """A table of schedules on stdout; the last column may wrap, the others never do."""
     from rich.table import Table
@@ -117,6 +100,246 @@ def print_plain(text: str, *, stderr: bool = False) -> None:
     stream = sys.stderr if stderr else sys.stdout
     stream.write(text if text.endswith("\n") else text + "\n")
     stream.flush()
+
+
+# ---------------------------------------------------------------- run progress
+# The runner emits bridge.events values; one of these renderers shows them. `progress()` picks:
+# JSON lines with --json, a rich Live table on a terminal, plain timestamped lines otherwise.
+
+_MARKS = {"success": "✓", "failure": "✗", "skipped": "–", "cancelled": "■", "running": "▶",
+          "waiting": "…", "pending": "·"}
+_STYLES = {"success": "green", "failure": "red", "skipped": "dim", "cancelled": "yellow",
+           "running": "cyan", "waiting": "magenta", "pending": "dim"}
+
+
+def clock(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def money(cost: float | None) -> str:
+    return "-" if not cost else f"${cost:.4f}" if cost < 1 else f"${cost:.2f}"
+
+
+def tokens(n: int | None) -> str:
+    return "-" if not n else f"{n:,}"
+
+
+def _name(event: Any) -> str:
+    from bridge.events import event_name
+
+    return event_name(event)
+
+
+def _val(value: Any) -> str:
+    return getattr(value, "value", value)
+
+
+class JsonLines:
+    """--json: one JSON object per event on stdout."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+
+    def __call__(self, event: Any) -> None:
+        from bridge.events import to_dict
+
+        self.stream.write(json.dumps(to_dict(event), default=str) + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
+def describe(event: Any) -> str | None:
+    """One plain line for an event (None for events too chatty for plain output)."""
+    kind = _name(event)
+    if kind == "run_started":
+        verb = "resuming" if event.resumed else "starting"
+        return f"{verb} run {event.run_id} of {event.playbook} ({event.run_dir})"
+    if kind == "unit_started":
+        again = f", attempt {event.attempt}" if event.attempt > 1 else ""
+        return f"▶ {event.key} started ({event.agent}{again})"
+    if kind == "unit_waiting":
+        return f"… {event.key} waiting until {clock(event.until)}: {event.reason}"
+    if kind == "unit_retrying":
+        return f"↻ {event.key} attempt {event.attempt} failed ({event.reason}); retrying in {duration(event.delay)}"
+    if kind == "unit_finished":
+        status = _val(event.status)
+        mark = _MARKS.get(status, "?")
+        if event.reused:
+            return f"{mark} {event.key} {status} (reused from an earlier session)"
+        figures = [duration(event.duration)] if event.attempts else []
+        if event.tokens:
+            figures.append(f"{tokens(event.tokens)} tok")
+        if event.cost_usd:
+            figures.append(money(event.cost_usd))
+        tail = f" [{', '.join(figures)}]" if figures else ""
+        why = f": {event.reason}" if event.reason and status != "success" else ""
+        return f"{mark} {event.key} {status}{tail}{why}"
+    if kind == "loop_iteration":
+        return f"⟳ {event.stage_id} iteration {event.iteration} {'done' if event.done else 'continues'}"
+    if kind == "run_cancelling":
+        return f"■ {'killing agents' if event.force else 'stopping agents'}: {event.reason}"
+    if kind == "run_finished":
+        status = _val(event.status)
+        line = (f"{_MARKS.get(status, '?')} run {event.run_id} {status} in {duration(event.duration)}"
+                f" [{tokens(event.tokens)} tok, {money(event.cost_usd)}]")
+        if event.reason:
+            line += f": {event.reason}"
+        if event.summary_path:
+            line += f"\n  summary: {event.summary_path}"
+        if event.resumable:
+            line += f"\n  continue with: bridge resume {event.run_id}"
+        return line
+    return None
+
+
+class PlainLines:
+    """Off a terminal: timestamped lines, no colour, no cursor tricks."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+
+    def __call__(self, event: Any) -> None:
+        text = describe(event)
+        if text is None:
+            return
+        stamp = clock(event.t)
+        self.stream.write("".join(f"{stamp} {line}\n" if i == 0 else f"{line}\n"
+                                  for i, line in enumerate(text.split("\n"))))
+        self.stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class _Row:
+    def __init__(self, key: str) -> None:
+        self.key, self.status, self.agent, self.attempt = key, "pending", "", 0
+        self.started: float | None = None
+        self.ended: float | None = None
+        self.tokens, self.cost, self.activity = 0, 0.0, ""
+
+
+class LiveView:
+    """On a terminal: one row per unit (stage, matrix item, loop iteration), refreshed in place."""
+
+    def __init__(self) -> None:
+        from rich.live import Live
+
+        self.rows: dict[str, _Row] = {}
+        self.header = ""
+        self.notes: list[str] = []
+        self.console = console()
+        self.live = Live(get_renderable=self._table, console=self.console, refresh_per_second=4,
+                         transient=False)
+        self.live.start()
+
+    def _row(self, key: str) -> _Row:
+        if key not in self.rows:
+            self.rows[key] = _Row(key)
+        return self.rows[key]
+
+    def __call__(self, event: Any) -> None:
+        kind = _name(event)
+        if kind == "run_started":
+            self.header = describe(event) or ""
+            for key in event.units:
+                self._row(key)
+        elif kind == "unit_started":
+            row = self._row(event.key)
+            row.status, row.agent, row.attempt, row.started, row.ended = "running", event.agent, event.attempt, \
+                event.t, None
+            row.activity = ""
+        elif kind == "unit_activity":
+            row = self._row(event.key)
+            if event.text:
+                row.activity = event.text
+            row.tokens, row.cost = max(row.tokens, event.tokens), max(row.cost, event.cost_usd)
+        elif kind == "unit_waiting":
+            row = self._row(event.key)
+            row.status, row.activity = "waiting", f"waiting until {clock(event.until)}: {event.reason}"
+        elif kind == "unit_retrying":
+            self._row(event.key).activity = f"retry in {duration(event.delay)}: {event.reason}"
+        elif kind == "unit_finished":
+            row = self._row(event.key)
+            row.status, row.ended = _val(event.status), event.t
+            row.tokens, row.cost = event.tokens or row.tokens, event.cost_usd or row.cost
+            row.attempt = event.attempts or row.attempt
+            row.activity = "reused" if event.reused else (event.reason if row.status != "success" else "")
+        elif kind in ("run_cancelling", "run_finished", "loop_iteration"):
+            text = describe(event)
+            if text and kind != "loop_iteration":
+                self.notes.append(text)
+            if kind == "run_finished":
+                self.close()
+                return
+        self.live.refresh()
+
+    def _table(self) -> Any:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(box=None, pad_edge=False, expand=False, show_edge=False)
+        for col in ("stage", "status", "agent", "try", "elapsed", "tokens", "cost", "activity"):
+            table.add_column(col, no_wrap=col != "activity", overflow="ellipsis",
+                             max_width=60 if col == "activity" else None)
+        now = time.time()
+        for row in self.rows.values():
+            elapsed = "" if row.started is None else duration((row.ended or now) - row.started)
+            style = _STYLES.get(row.status, "")
+            table.add_row(row.key, Text(f"{_MARKS.get(row.status, '?')} {row.status}", style=style), row.agent,
+                          str(row.attempt or ""), elapsed, tokens(row.tokens), money(row.cost),
+                          Text(row.activity.replace("\n", " "), style="dim"))
+        parts: list[Any] = [Text(self.header, style="bold")] if self.header else []
+        parts.append(table)
+        parts += [Text(n) for n in self.notes]
+        return Group(*parts)
+
+    def close(self) -> None:
+        if self.live.is_started:
+            self.live.refresh()
+            self.live.stop()
+
+
+@contextmanager
+def progress(json_out: bool = False, stream: TextIO | None = None) -> Iterator[Any]:
+    """The event callback for a run: JSON lines, a Live view on a terminal, or plain lines."""
+    out = stream or sys.stdout
+    if json_out:
+        renderer: Any = JsonLines(out)
+    elif out.isatty() and os.environ.get("TERM") != "dumb":
+        renderer = LiveView()
+    else:
+        renderer = PlainLines(out)
+    try:
+        yield renderer
+    finally:
+        renderer.close()
+
+
+def print_run_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """The tables of `bridge runs` / `bridge show`: compact, no borders (easy to grep and copy)."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False, show_edge=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console().print(table, markup=False)
+
 
 
 def print_check_table(title: str, columns: list[str], rows: list[list[str]], ok: list[bool]) -> None:

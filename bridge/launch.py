@@ -1,0 +1,341 @@
+"""Starting and resuming runs: the run folder, lock, ledger, signals and rehearsal server around a Runner.
+
+`start_run` and `resume_run` are what `bridge run` and `bridge resume` call. They never print; they
+emit events (bridge.events) to the callback they are given and return the RunResult.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridge import dag
+from bridge.errors import RunError
+from bridge.events import Emit, RunFinished, RunStarted, Status, UnitFinished, UnitRetrying, UnitWaiting, to_dict
+from bridge.ledger import Ledger, RunRow
+from bridge.playbook import Playbook, iter_stages, matrix_items
+from bridge.runner import Prior, Runner, RunnerOptions
+from bridge.unit import RunResult
+from bridge.views import Contexts, unit_key
+from bridge.workspace import RunLayout, new_run_id
+
+RECORDED_EVENTS = (RunStarted, RunFinished, UnitFinished, UnitRetrying, UnitWaiting)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What `bridge run` was asked to do."""
+
+    playbook_path: Path
+    project: Path
+    vars: dict[str, str] = field(default_factory=dict)
+    only: tuple[str, ...] = ()
+    from_stage: str | None = None
+    max_parallel: int | None = None
+    rehearse: bool = False
+    script: Path | None = None
+    trigger: Path | None = None
+
+
+def parse_vars(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise RunError(f"--var {item!r}: write it as key=value")
+        out[key.strip()] = value
+    return out
+
+
+def rehearsal_script(playbook_path: Path, script: Path | None) -> Path:
+    """--script, else the playbook's sibling `<name>.rehearsal.yaml`."""
+    if script is not None:
+        return script
+    stem = playbook_path.name.removesuffix(".yaml").removesuffix(".yml")
+    for name in (f"{stem}.rehearsal.yaml", f"{stem}.rehearsal.yml"):
+        if (playbook_path.parent / name).is_file():
+            return playbook_path.parent / name
+    raise RunError(f"--rehearse needs a script: give --script FILE or create {stem}.rehearsal.yaml "
+                   f"next to {playbook_path.name}")
+
+
+@contextlib.contextmanager
+def run_lock(layout: RunLayout) -> Iterator[None]:
+    """An exclusive flock on the run folder's run.lock: two bridges never drive one run."""
+    layout.run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(layout.run_dir / "run.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"run {layout.run_id} is being driven by another bridge right now; "
+                           f"stop it with `bridge cancel {layout.run_id}` first") from None
+        os.set_inheritable(fd, False)
+        yield
+    finally:
+        os.close(fd)
+
+
+def lock_held(layout: RunLayout) -> bool:
+    """Is some bridge driving this run right now?"""
+    path = layout.run_dir / "run.lock"
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def stop_leftovers(ledger: Ledger, run_id: str) -> int:
+    """Stop agent processes of `run_id` that outlived the bridge driving them; mark their attempts."""
+    from bridge.process import kill_group, kill_leftovers, run_processes
+
+    stopped = 0
+    for row in ledger.open_attempts(run_id):
+        if row.pgid and kill_leftovers(row.pgid, run_id):
+            stopped += 1
+        ledger.finish_attempt(row.id, "interrupted", reason="bridge stopped while this attempt ran")
+    for pid in run_processes(run_id):  # groups whose pgid was not recorded yet
+        with contextlib.suppress(ProcessLookupError):
+            stopped += 1
+            kill_group(os.getpgid(pid), run_id, grace=1.0)
+    return stopped
+
+
+def _selected(playbook: Playbook, only: tuple[str, ...], from_stage: str | None) -> frozenset[str] | None:
+    if not only and from_stage is None:
+        return None
+    known = {sid for sid, _ in iter_stages(playbook.stages)}
+    for sid in (*only, *([from_stage] if from_stage else [])):
+        if sid not in known:
+            raise RunError(f"there is no stage {sid!r}; stages: {', '.join(sorted(known))}")
+    chosen = set(only)
+    if from_stage is not None:
+        needs = dag.needs_of(playbook.stages)
+        chosen |= {from_stage} | {s for s in playbook.stages if from_stage in dag.upstream(needs, s)}
+    for sid, stage in iter_stages(playbook.stages):
+        if sid in chosen and stage.loop is not None:
+            chosen |= {m for m, _ in iter_stages(stage.loop.stages)}
+    return frozenset(chosen | set(playbook.finally_))
+
+
+def _earlier(ledger: Ledger, playbook: Playbook, layout: RunLayout, selected: frozenset[str]) -> dict[str, Prior]:
+    """For --only / --from: reuse the latest earlier run's successful units outside the selection."""
+    runs = [r for r in ledger.runs(200) if r.playbook == playbook.name and r.id != layout.run_id]
+    if not runs:
+        return {}
+    prev = runs[0]
+    prior = {}
+    prev_shared = RunLayout(layout.project, prev.id).shared
+    for row in ledger.units(prev.id):
+        if row.status != "success" or row.stage_id in selected:
+            continue
+        prior[row.key] = Prior("success", row.attempts, row.final_message, row.summary, row.session_id)
+        for art in ledger.artifacts(prev.id, row.key):
+            src, dst = prev_shared / art["path"], layout.shared / art["path"]
+            if src.is_file():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst)
+    return prior
+
+
+class Session:
+    """One bridge process driving one run: built by start_run / resume_run, driven by `drive`."""
+
+    def __init__(self, playbook: Playbook, spec: RunSpec, layout: RunLayout, ledger: Ledger,
+                 emit: Emit, prior: dict[str, Prior], selected: frozenset[str] | None,
+                 resumed: bool) -> None:
+        self.playbook, self.spec, self.layout, self.ledger = playbook, spec, layout, ledger
+        self.prior, self.selected, self.resumed = prior, selected, resumed
+        self._emit = emit
+        self.signals = 0
+        self.runner: Runner | None = None
+
+    def emit(self, event: Any) -> None:
+        if isinstance(event, RECORDED_EVENTS):
+            data = to_dict(event)
+            self.ledger.add_event(self.layout.run_id, data.pop("event"), data)
+        self._emit(event)
+
+    def record(self, key: str, stage_id: str, *, status: str, iteration: int | None = None,
+               matrix: dict[str, Any] | None = None, **values: Any) -> None:
+        self.ledger.upsert_unit(self.layout.run_id, key, stage_id, status=status, iteration=iteration,
+                                matrix=matrix, **values)
+
+    def _all_keys(self) -> tuple[str, ...]:
+        keys = []
+        places = dag.places(self.playbook)
+        for sid, stage in [*iter_stages(self.playbook.stages), *iter_stages(self.playbook.finally_)]:
+            if stage.loop is None and not places[sid].loop:
+                keys += [unit_key(sid, item, None) for item in matrix_items(stage.matrix)]
+        return tuple(keys)
+
+    def _on_signal(self) -> None:
+        self.signals += 1
+        if self.runner is None:
+            return
+        if self.signals == 1:
+            self.runner.cancel("interrupted; `bridge resume " + self.layout.run_id + "` continues it")
+        else:
+            self.runner.cancel("interrupted twice: agents killed", force=True)
+            from bridge.process import run_processes
+
+            for pid in run_processes(self.layout.run_id):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(os.getpgid(pid), signal.SIGKILL)
+
+    def drive(self) -> RunResult:
+        return asyncio.run(self._main())
+
+    async def _main(self) -> RunResult:
+        from bridge.stage_exec import StageExecutor
+        from bridge.watcher import OutputWatcher
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError, RuntimeError):  # not the main thread
+                loop.add_signal_handler(sig, self._on_signal)
+        layout, playbook = self.layout, self.playbook
+        started = time.time()
+        contexts = Contexts(playbook, shared=layout.shared.resolve(), inbox=layout.inbox.resolve(),
+                            run_id=layout.run_id, vars=dict(playbook.vars), tasks=self._tasks,
+                            trigger=str(self.spec.trigger) if self.spec.trigger else None)
+        self.emit(RunStarted(layout.run_id, playbook.name, str(layout.run_dir), self._all_keys(), self.resumed))
+        with contextlib.ExitStack() as stack:
+            watcher = stack.enter_context(OutputWatcher(layout.shared))
+            wiring = self._rehearsal(stack)
+            executor = StageExecutor(playbook, playbook_dir=self.spec.playbook_path.parent.resolve(),
+                                     project=self.spec.project, layout=layout, ledger=self.ledger,
+                                     contexts=contexts, watcher=watcher, wiring=wiring)
+            self.runner = Runner(
+                playbook, layout.run_id, execute=executor, emit=self.emit, contexts=contexts,
+                options=RunnerOptions(max_parallel=self.spec.max_parallel, selected=self.selected),
+                prior=self.prior, record=self.record)
+            result = await self.runner.run()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.remove_signal_handler(sig)
+        self.ledger.finish_run(layout.run_id, result.status.value, result.reason, tokens=result.tokens,
+                               cost_usd=result.cost_usd)
+        summary_path = self._summarise(result, started)
+        self.emit(RunFinished(layout.run_id, result.status, result.reason, result.duration, result.tokens,
+                              result.cost_usd, str(summary_path) if summary_path else None,
+                              resumable=result.status is not Status.SUCCESS))
+        return result
+
+    def _tasks(self) -> list[dict[str, Any]]:
+        if not self.playbook.tasks:
+            return []
+        try:
+            from bridge.workspace import read_tasks  # type: ignore[attr-defined]
+        except ImportError:
+            return []
+        try:
+            return list(read_tasks(self.layout.shared / self.playbook.tasks))
+        except Exception:  # a half-written task list must not fail a stage's prompt
+            return []
+
+    def _rehearsal(self, stack: contextlib.ExitStack) -> Any:
+        if not self.spec.rehearse:
+            return lambda profile: None
+        from bridge.agents import resolve
+        from bridge.rehearsal import ModelServer, load_script, wiring
+
+        script = load_script(rehearsal_script(self.spec.playbook_path, self.spec.script))
+        server = stack.enter_context(ModelServer(script))
+        home = self.layout.run_dir / "home"
+        cache: dict[str, Any] = {}
+
+        def wire(profile: Any) -> Any:
+            module, cli = resolve(profile, self.spec.project)
+            kind = cli.get("adapter", profile.cli)
+            if kind not in ("codex", "claude", "gemini"):
+                return None
+            if kind not in cache:
+                cache[kind] = wiring(kind, server.url, home / kind)
+            return cache[kind]
+
+        return wire
+
+    def _summarise(self, result: RunResult, started: float) -> Path | None:
+        try:
+            from bridge.notify import RunSummary, StageSummary, notify, write_run_summary
+        except ImportError:
+            return None
+        stages = []
+        for row in self.ledger.units(self.layout.run_id):
+            reports = tuple(a["path"] for a in self.ledger.artifacts(self.layout.run_id, row.key))
+            stages.append(StageSummary(
+                id=row.key, status=row.status, attempts=row.attempts,
+                duration=(row.ended - row.started) if row.ended and row.started else 0.0,
+                cost_usd=row.cost_usd, tokens=row.tokens, reports=reports,
+                error=row.reason if row.status in ("failure", "cancelled") else None))
+        summary = RunSummary(self.layout.run_id, self.playbook.name, result.status.value, started, time.time(),
+                             tuple(stages), result.cost_usd, result.tokens, str(self.layout.shared),
+                             (result.reason,) if result.reason and result.status is not Status.SUCCESS else ())
+        path = write_run_summary(self.layout.summary, summary)
+        if self.playbook.notify:
+            notify(list(self.playbook.notify), summary, summary_path=path)
+        return path
+
+
+def _load(path: Path, vars: dict[str, str], project: Path) -> Playbook:
+    from bridge.loader import load_playbook
+
+    return load_playbook(path, vars, project=project)
+
+
+def start_run(spec: RunSpec, emit: Emit) -> RunResult:
+    """A new run of a playbook, to its end (or until interrupted)."""
+    project = spec.project.resolve()
+    spec = RunSpec(**{**spec.__dict__, "project": project, "playbook_path": spec.playbook_path.resolve()})
+    playbook = _load(spec.playbook_path, spec.vars, project)
+    selected = _selected(playbook, spec.only, spec.from_stage)
+    if spec.rehearse:
+        rehearsal_script(spec.playbook_path, spec.script)  # fail before anything is created
+    layout = RunLayout(project, new_run_id()).create()
+    with Ledger(project) as ledger, run_lock(layout):
+        options = {"only": list(spec.only), "from_stage": spec.from_stage, "max_parallel": spec.max_parallel,
+                   "rehearse": spec.rehearse, "script": str(spec.script) if spec.script else None}
+        ledger.start_run(layout.run_id, playbook.name, spec.playbook_path, project, vars=spec.vars,
+                         options=options, pid=os.getpid(), trigger=str(spec.trigger) if spec.trigger else None)
+        prior = _earlier(ledger, playbook, layout, selected) if selected is not None else {}
+        return Session(playbook, spec, layout, ledger, emit, prior, selected, resumed=False).drive()
+
+
+def resume_run(project: Path, ref: str, emit: Emit) -> RunResult:
+    """Continue an interrupted (or failed) run: succeeded units are reused, the rest run again."""
+    project = project.resolve()
+    with Ledger(project) as ledger:
+        row: RunRow = ledger.find_run(ref)
+        layout = RunLayout(project, row.id)
+        if row.status == "success":
+            raise RunError(f"run {row.id} already succeeded; there is nothing to resume")
+        with run_lock(layout):
+            stop_leftovers(ledger, row.id)
+            opts = row.options
+            spec = RunSpec(Path(row.playbook_path), project, row.vars, tuple(opts.get("only") or ()),
+                           opts.get("from_stage"), opts.get("max_parallel"), bool(opts.get("rehearse")),
+                           Path(opts["script"]) if opts.get("script") else None,
+                           Path(row.trigger) if row.trigger else None)
+            playbook = _load(spec.playbook_path, spec.vars, project)
+            layout.create()
+            prior = {u.key: Prior(u.status, u.attempts, u.final_message, u.summary, u.session_id, u.tokens,
+                                  u.cost_usd) for u in ledger.units(row.id)}
+            ledger.reopen_run(row.id, os.getpid())
+            selected = _selected(playbook, spec.only, spec.from_stage)
+            return Session(playbook, spec, layout, ledger, emit, prior, selected, resumed=True).drive()

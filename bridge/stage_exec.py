@@ -1,0 +1,183 @@
+"""One attempt of one unit: render the prompt, run the agent, check its outputs, record it all.
+
+The runner decides *when* (scheduling); this module decides nothing about order. It turns a unit and
+its template context into an Invocation, hands it to `bridge.attempt.run_attempt` with a stop
+condition wired to the OutputWatcher (a stage is done once its outputs are complete and valid, even
+if the agent still talks), and reports back an AttemptReport.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bridge.agents.base import ErrorKind, Invocation, Outcome
+from bridge.errors import BridgeError
+from bridge.events import Status
+from bridge.ledger import Ledger
+from bridge.playbook import AgentProfile, OutputSpec, Playbook, Stage
+from bridge.redact import Redactor
+from bridge.runner import AttemptControl
+from bridge.templates import render
+from bridge.unit import AttemptReport, Unit
+from bridge.views import Contexts
+from bridge.workspace import (RunLayout, atomic_write_json, atomic_write_text, cap_summary,
+                              check_outputs, handoff_size, missing_outputs_message,
+                              transcript_bytes)
+
+OUTPUTS_COMPLETE = "outputs complete"
+
+Wiring = Callable[[AgentProfile], Any]  # profile -> rehearsal Wiring, or None outside rehearsals
+Workdir = Callable[[Unit], Path]  # unit -> the folder the agent works in (project or its worktree)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class StageExecutor:
+    """Runs attempts for one run; `__call__` matches bridge.runner.Execute."""
+
+    def __init__(self, playbook: Playbook, *, playbook_dir: Path, project: Path, layout: RunLayout,
+                 ledger: Ledger, contexts: Contexts, watcher: Any = None,
+                 wiring: Wiring = lambda profile: None, workdir: Workdir | None = None) -> None:
+        self.playbook, self.playbook_dir, self.project = playbook, playbook_dir, project
+        self.layout, self.ledger, self.contexts, self.watcher = layout, ledger, contexts, watcher
+        self.wiring, self.workdir = wiring, workdir or (lambda unit: project)
+        self.run_id = layout.run_id
+        self.redact = Redactor.for_env()
+        self.transcripts: dict[str, Path] = {}  # unit key -> stdout log of its latest attempt
+        self._prompts: dict[str, str] = {}
+
+    def _prompt_text(self, sid: str, stage: Stage) -> str:
+        if stage.prompt is not None:
+            return stage.prompt
+        if sid not in self._prompts:
+            path = (self.playbook_dir / (stage.prompt_file or "")).resolve()
+            try:
+                self._prompts[sid] = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise BridgeError(f"stages.{sid}.prompt_file: cannot read {path} ({exc.strerror})") from exc
+        return self._prompts[sid]
+
+    def _transcript(self, key: str) -> Path | None:
+        if key in self.transcripts:
+            return self.transcripts[key]
+        rows = self.ledger.attempts(self.run_id, key)
+        return Path(rows[-1].stdout_path) if rows and rows[-1].stdout_path else None
+
+    async def __call__(self, unit: Unit, n: int, context: dict[str, Any],
+                       control: AttemptControl) -> AttemptReport:
+        from bridge.attempt import run_attempt  # the agent stack loads only when a stage runs
+
+        stage, sid = unit.stage, unit.stage_id
+        profile = self.playbook.agents[stage.agent or ""]
+        prompt = render(self._prompt_text(sid, stage), context, f"stages.{sid}.prompt")
+        paths = self.layout.attempt(unit.key, n).create()
+        atomic_write_text(paths.prompt, self.redact(prompt))
+        specs = [spec.model_copy(update={"path": rel})
+                 for spec, rel in zip(stage.outputs, self.contexts.output_rels(stage, unit.matrix))]
+        inv = Invocation(prompt=prompt, cwd=self.workdir(unit), shared_dir=self.layout.shared,
+                         extra_dirs=(self.layout.inbox,), resume_session=control.resume_session,
+                         stage_dir=paths.dir)
+        attempt_id = self.ledger.start_attempt(self.run_id, unit.key, n, dir=paths.dir)
+        complete = threading.Event()
+        watch_key = f"{unit.key}#{n}"
+        if self.watcher is not None and any(s.required for s in specs):
+            self.watcher.watch(watch_key, specs, lambda key, checks: complete.set())
+
+        runner_stop: list[str] = []
+
+        def should_stop() -> str | None:
+            why = control.should_stop()
+            if why:
+                runner_stop.append(why)
+                return why
+            return OUTPUTS_COMPLETE if complete.is_set() else None
+
+        upstream = [p for k in control.upstream if (p := self._transcript(k)) is not None]
+        start = time.monotonic()
+        try:
+            res = await run_attempt(
+                profile, inv, timeout=stage.timeout, idle_timeout=stage.idle_timeout,
+                on_event=control.on_event, should_stop=should_stop, cancel=control.cancel,
+                wiring=self.wiring(profile), run_id=self.run_id, stage_key=unit.key,
+            )
+        finally:
+            if self.watcher is not None:
+                self.watcher.unwatch(watch_key)
+        self.transcripts[unit.key] = Path(res.stdout_path)
+        report = self._judge(unit, specs, res.outcome, res.process, runner_stop[0] if runner_stop else None, upstream,
+                             time.monotonic() - start)
+        self._record(attempt_id, unit, specs, res, report, paths.result, upstream)
+        return report
+
+    def _judge(self, unit: Unit, specs: list[OutputSpec], outcome: Outcome, process: Any,
+               stopped_by_runner: str | None, upstream: list[Path], duration: float) -> AttemptReport:
+        common: dict[str, Any] = dict(final_message=outcome.final_message, session_id=outcome.session_id,
+                                      usage=outcome.usage, cost_usd=outcome.cost_usd or 0.0,
+                                      duration=duration)
+        if process is None:  # nothing started (the CLI is not installed...)
+            return AttemptReport(Status.FAILURE, outcome.error or ErrorKind.NOT_FOUND, outcome.reason, **common)
+        if stopped_by_runner or process.ended_by == "cancelled":
+            # the runner knows why (cancel, budget, fail_fast) and says so itself
+            return AttemptReport(Status.CANCELLED, ErrorKind.CANCELLED, stopped_by_runner or "cancelled", **common)
+        checks = check_outputs(self.layout.shared, specs)
+        missing = missing_outputs_message(checks)
+        early = process.ended_by == "stopped" and process.stop_reason == OUTPUTS_COMPLETE
+        if (outcome.success or early) and not missing:
+            summary = self._summary(unit.stage, outcome.final_message, checks)
+            handoff = handoff_size(summary, upstream)
+            cut_short = early and outcome.reason.startswith("stopped")  # no result event of its own
+            return AttemptReport(Status.SUCCESS, None, "outputs complete; agent stopped" if cut_short else "",
+                                 summary=summary, handoff_bytes=handoff.handed_bytes, **common)
+        if outcome.success:
+            return AttemptReport(Status.FAILURE, ErrorKind.OUTPUTS, missing, **common)
+        error = outcome.error or ErrorKind.CRASHED
+        return AttemptReport(Status.FAILURE, error, outcome.reason or error.value, reset_at=outcome.reset_at,
+                             **common)
+
+    def _summary(self, stage: Stage, final_message: str, checks: list[Any]) -> str:
+        text = final_message
+        if stage.summary.source == "outputs":
+            parts = []
+            for c in checks:
+                if c.ok and c.path is not None and c.exists:
+                    parts.append(f"## {c.rel}\n{c.path.read_text(errors='replace')}")
+            text = "\n\n".join(parts)
+        return cap_summary(text, stage.summary.max_lines, stage.summary.max_bytes)
+
+    def _record(self, attempt_id: int, unit: Unit, specs: list[OutputSpec], res: Any,
+                report: AttemptReport, result_path: Path, upstream: list[Path]) -> None:
+        outcome, process = res.outcome, res.process
+        for spec in specs:
+            path = self.layout.shared / spec.path
+            if path.is_file():
+                self.ledger.add_artifact(self.run_id, unit.key, spec.path, path.stat().st_size, _sha256(path))
+        self.ledger.finish_attempt(
+            attempt_id, report.status.value, argv=[self.redact(a) for a in res.argv],
+            session_id=outcome.session_id, pid=process and process.pid, pgid=process and process.pid,
+            exit_code=process and process.exit_code, ended_by=process and process.ended_by,
+            input_tokens=outcome.usage.input_tokens, output_tokens=outcome.usage.output_tokens,
+            cached_tokens=outcome.usage.cached_tokens, cost_usd=outcome.cost_usd,
+            error=report.error.value if report.error else None, reason=report.reason,
+            handoff_bytes=report.handoff_bytes, upstream_transcript_bytes=transcript_bytes(upstream),
+            stdout_path=str(res.stdout_path), stderr_path=str(res.stderr_path),
+        )
+        atomic_write_json(result_path, {
+            "status": report.status.value, "error": report.error.value if report.error else None,
+            "reason": report.reason, "session_id": outcome.session_id, "final_message": outcome.final_message,
+            "usage": {"input_tokens": outcome.usage.input_tokens, "output_tokens": outcome.usage.output_tokens,
+                      "cached_tokens": outcome.usage.cached_tokens},
+            "cost_usd": outcome.cost_usd, "exit_code": process and process.exit_code,
+            "ended_by": process and process.ended_by,
+            "duration": report.duration, "handoff_bytes": report.handoff_bytes,
+        })
