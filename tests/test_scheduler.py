@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bridge.commands import schedule_export, schedule_list
 from bridge.cron import (ScheduleError, catch_up, cron_expression, fires_between, jitter_offset,
                          next_fires)
 from bridge.playbook import Schedule
@@ -83,7 +84,7 @@ class Starter:
 
 
 def playbook_yaml(name: str, *schedules: str) -> str:
-    lines = [f"version: 1", f"name: {name}", "agents: {a: {cli: claude}}",
+    lines = ["version: 1", f"name: {name}", "agents: {a: {cli: claude}}",
              "stages: {s: {agent: a, prompt: hi}}", "schedule:"]
     lines += [f"  - {s}" for s in schedules]
     return "\n".join(lines) + "\n"
@@ -491,3 +492,118 @@ def test_sigterm_shuts_down_and_leaves_no_children(project: Path) -> None:
         time.sleep(0.05)
     assert not any(alive(p) for p in pids)
     assert list((project / ".bridge" / "logs" / "schedule").iterdir())
+
+
+# ---- the real ledger ------------------------------------------------------------------------
+
+def test_fires_are_recorded_in_the_real_ledger(project: Path) -> None:
+    from bridge.ledger import Ledger
+
+    write(project, "a.yaml", playbook_yaml("a", "{cron: '* * * * *'}"))
+    clock, starter = FakeClock(ts(2024, 5, 1, 10, 0, 30)), Starter()
+    with Ledger(project) as ledger:
+        sched = make(project, clock, ledger, starter)
+        sched.tick()
+        for minute in (1, 2):
+            clock.now = ts(2024, 5, 1, 10, minute, 0)
+            sched.tick()
+        rows = ledger.fires("a")
+        assert [(r["scheduled_for"], r["action"]) for r in rows] == [
+            (ts(2024, 5, 1, 10, 1), "started"), (ts(2024, 5, 1, 10, 2), "skipped")]
+        assert ledger.last_fire("a") == ts(2024, 5, 1, 10, 2)
+        starter.runs[0].code = 0
+        clock.now += 10
+        sched.tick()  # reaps the run and releases its lock
+    # a restart picks up from the ledger: 10:03 was missed (catch_up: none), 10:04 is on time
+    with Ledger(project) as ledger:
+        clock.now = ts(2024, 5, 1, 10, 4, 30)
+        make(project, clock, ledger, Starter()).tick()
+        assert [(r["scheduled_for"], r["action"]) for r in ledger.fires("a")][-2:] == [
+            (ts(2024, 5, 1, 10, 3), "missed"), (ts(2024, 5, 1, 10, 4), "started")]
+
+
+# ---- export and list ------------------------------------------------------------------------
+
+
+def test_on_calendar_translation() -> None:
+    oc = schedule_export.on_calendar
+    assert oc("30 2 * * 1-5", "Europe/Berlin") == "Mon,Tue,Wed,Thu,Fri *-*-* 02:30:00 Europe/Berlin"
+    assert oc("*/15 * * * *", "UTC") == "*-*-* *:00/15:00 UTC"
+    assert oc("@monthly", "UTC") == "*-*-01 00:00:00 UTC"
+    assert oc("0 8-10 * jan,jul sun", "UTC") == "Sun *-01,07-* 08,09,10:00:00 UTC"
+    with pytest.raises(schedule_export.Untranslatable, match="EITHER"):
+        oc("0 9 1 * 1", "UTC")
+
+
+@pytest.fixture
+def agent_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "agent-bin"
+    folder.mkdir()
+    for cli in ("claude", "codex"):
+        exe = folder / cli
+        exe.write_text("#!/bin/sh\nexit 0\n")
+        exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    return folder
+
+
+def export_project(project: Path) -> None:
+    write(project, "nightly.yaml", playbook_yaml(
+        "nightly", "{cron: '30 2 * * 1-5', timezone: Europe/Berlin, vars: {target: main}}", "{cron: '@daily'}"))
+
+
+def test_export_systemd(project: Path, agent_bin: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    export_project(project)
+    assert schedule_export.run(directory=project / "playbooks", systemd=True) == 0
+    out = capsys.readouterr().out
+    assert "# --- bridge-nightly.service ---" in out and "# --- bridge-nightly-2.timer ---" in out
+    assert "OnCalendar=Mon,Tue,Wed,Thu,Fri *-*-* 02:30:00 Europe/Berlin" in out
+    assert "OnCalendar=*-*-* 00:00:00 UTC" in out
+    assert f"WorkingDirectory={project}" in out
+    path_line = next(line for line in out.splitlines() if line.startswith("Environment=PATH="))
+    assert path_line.split("=", 2)[2].split(os.pathsep)[0] == str(agent_bin)
+    exec_line = next(line for line in out.splitlines() if line.startswith("ExecStart="))
+    exe = exec_line.split()[0].removeprefix("ExecStart=")
+    assert os.path.isabs(exe) and exec_line.endswith(f"run {project}/playbooks/nightly.yaml --var target=main")
+    assert "Not found on PATH when exporting: gemini" in out
+
+
+def test_export_systemd_names_crons_it_cannot_express(project: Path, agent_bin: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    write(project, "odd.yaml", playbook_yaml("odd", "{cron: '0 9 1 * 1'}"))
+    assert schedule_export.run(directory=project / "playbooks", systemd=True) == 1
+    captured = capsys.readouterr()
+    assert "odd (0 9 1 * 1)" in captured.err and "--crontab" in captured.err
+    assert "bridge-odd" not in captured.out
+
+
+def test_export_crontab(project: Path, agent_bin: Path, monkeypatch: pytest.MonkeyPatch,
+                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        export_project(project)
+        assert schedule_export.run(directory=project / "playbooks", crontab=True) == 0
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    lines = capsys.readouterr().out.splitlines()
+    path_line = next(line for line in lines if line.startswith("PATH="))
+    assert path_line.removeprefix("PATH=").split(os.pathsep)[0] == str(agent_bin)
+    daily = next(line for line in lines if line.startswith("0 0 * * * "))
+    berlin = next(line for line in lines if line.startswith("30 2 * * 1-5 "))
+    assert lines.index("CRON_TZ=Europe/Berlin") < lines.index(berlin)
+    assert lines.index(daily) < lines.index("CRON_TZ=Europe/Berlin")  # UTC lines need no CRON_TZ here
+    assert f"cd {project} && " in berlin and "--var target=main" in berlin
+    assert f" run {project}/playbooks/nightly.yaml" in berlin
+
+
+def test_schedule_list_rows(project: Path) -> None:
+    export_project(project)
+    write(project, "broken.yaml", "version: 1\nname: broken\n")
+    rows, broken = schedule_list.rows(project / "playbooks", 2, datetime(2024, 3, 29, 12, tzinfo=UTC))
+    assert broken == 1
+    assert rows[0][0] == "broken.yaml" and rows[0][-1].startswith("error:")
+    assert rows[1][:5] == ["nightly", "30 2 * * 1-5", "Europe/Berlin", "skip", "none"]
+    assert rows[1][-1].splitlines() == ["2024-04-01 02:30 CEST", "2024-04-02 02:30 CEST"]
+    assert rows[2][-1].splitlines() == ["2024-03-30 00:00 UTC", "2024-03-31 00:00 UTC"]
