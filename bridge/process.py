@@ -347,3 +347,25 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def run_quick(argv: tuple[str, ...] | list[str], timeout: float = 10.0,
+              env: dict[str, str] | None = None) -> tuple[int | None, str]:
+    """Run a short command (e.g. `codex --version`): (exit code or None on timeout, stdout+stderr)."""
+    import subprocess
+
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=full_env, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        code: int | None = proc.returncode
+    except subprocess.TimeoutExpired:
+        code = None
+        out = b""
+    finally:
+        kill_group(proc.pid, grace=0.0)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    return code, out.decode("utf-8", errors="replace")
