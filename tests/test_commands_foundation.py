@@ -134,3 +134,15 @@ def test_init_scaffolds_a_valid_playbook_and_refuses_to_overwrite(tmp_path: Path
     code, out = invoke("init", "--dir", str(tmp_path), "--force")
     assert code == 0 and "overwrote playbooks/bridge.yaml" in out
     assert playbook.read_text() != "mine"
+
+
+def test_docs_describe_every_field() -> None:
+    from bridge.loader import field_names
+    from bridge import playbook as m
+
+    doc = (REPO / "docs" / "playbooks.md").read_text()
+    models = (m.Playbook, m.AgentProfile, m.Stage, m.Loop, m.OutputSpec, m.Summary, m.Retry, m.Worktree,
+              m.Schedule, m.Notify)
+    missing = [f"{model.__name__}.{name}" for model in models for name in field_names(model)
+               if f"| `{name}` |" not in doc]
+    assert not missing
