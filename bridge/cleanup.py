@@ -10,6 +10,7 @@ import git
 
 from bridge.worktrees import (
     BRANCH_PREFIX, WORKTREES, open_repo, prune_stale, registered_worktrees, run_git, status_entries,
+    worktree_lock,
 )
 
 
@@ -65,6 +66,12 @@ def clean(repo_path: Path, run_id: str | None = None, dry_run: bool = False,
     """
     repo = open_repo(repo_path)
     root = Path(repo.working_tree_dir or repo_path).resolve()
+    with worktree_lock(root):
+        return _clean(repo, root, run_id, dry_run, finished_runs)
+
+
+def _clean(repo: git.Repo, root: Path, run_id: str | None, dry_run: bool,
+           finished_runs: set[str] | None) -> CleanReport:
     pruned = prune_stale(repo, root, dry_run)
     branches = _bridge_branches(repo)
     folders = {p.name for p in (root / WORKTREES).glob("*") if p.is_dir()}

@@ -17,7 +17,7 @@ import git
 from bridge.errors import BridgeError
 from bridge.worktrees import (
     BRANCH_PREFIX, BaseInfo, WorktreeInfo, commit_env, git_argv, open_repo, prune_stale,
-    registered_worktrees, run_git, status_entries, worktree_path,
+    registered_worktrees, run_git, status_entries, worktree_lock, worktree_path,
 )
 
 STRATEGIES = ("merge", "squash", "rebase", "none")
@@ -76,18 +76,20 @@ def _integration(repo: git.Repo, run_id: str, start: str) -> Iterator[git.Repo]:
     root = Path(repo.working_tree_dir or ".").resolve()
     path = worktree_path(root, run_id, INTEGRATION)
     branch = integration_branch(run_id)
-    prune_stale(repo, root)
-    if any(Path(w["worktree"]).resolve() == path.resolve() for w in registered_worktrees(repo)):
-        run_git(repo, "worktree", "remove", "--force", str(path))  # left by a crash; all committed
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if repo.git.branch("--list", branch).strip():
-        run_git(repo, "worktree", "add", str(path), branch)
-    else:
-        run_git(repo, "worktree", "add", "-b", branch, str(path), start)
+    with worktree_lock(root):
+        prune_stale(repo, root)
+        if any(Path(w["worktree"]).resolve() == path.resolve() for w in registered_worktrees(repo)):
+            run_git(repo, "worktree", "remove", "--force", str(path))  # a crash's; all committed
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if repo.git.branch("--list", branch).strip():
+            run_git(repo, "worktree", "add", str(path), branch)
+        else:
+            run_git(repo, "worktree", "add", "-b", branch, str(path), start)
     try:
         yield open_repo(path)
     finally:
-        run_git(repo, "worktree", "remove", "--force", str(path))
+        with worktree_lock(root):
+            run_git(repo, "worktree", "remove", "--force", str(path))
 
 
 def _conflict_state(wt: git.Repo) -> tuple[tuple[str, ...], str]:

@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import shutil
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,11 @@ import git
 from bridge.errors import BridgeError
 from bridge.workspace import exclude_from_git
 
+try:
+    import fcntl
+except ImportError:  # Windows: the in-process lock still holds
+    fcntl = None  # type: ignore[assignment]
+
 BRANCH_PREFIX = "bridge"
 WORKTREES = Path(".bridge") / "worktrees"
 IDENTITY = ("bridge", "bridge@localhost")
@@ -28,6 +34,7 @@ IDENTITY = ("bridge", "bridge@localhost")
 # never sign (gpg may ask for a passphrase on a terminal nobody watches).
 GIT_OPTIONS = ["core.hooksPath=" + os.devnull, "commit.gpgsign=false"]
 _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,22 @@ def toplevel(path: Path) -> Path:
 def git_argv(*args: str) -> list[str]:
     """`git <args>` with bridge's options (no hooks, no signing) in front."""
     return ["git", *(x for opt in GIT_OPTIONS for x in ("-c", opt)), *args]
+
+
+@contextlib.contextmanager
+def worktree_lock(root: Path) -> Iterator[None]:
+    """Serialise adding / removing / pruning worktrees of one repository, across threads and runs.
+
+    Concurrent `git worktree add` calls read each other's half-made entries and fail
+    ("failed to read .git/worktrees/x/commondir"). Not re-entrant: take it once, at the top.
+    """
+    exclude_from_git(root)  # before .bridge/ appears, so it never shows in `git status`
+    path = root / WORKTREES / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _LOCK, path.open("a") as fh:
+        if fcntl is not None:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
 
 def run_git(repo: git.Repo, *args: str, env: dict[str, str] | None = None, **kw: object) -> str:
@@ -236,23 +259,23 @@ def add_worktree(repo_path: Path, run_id: str, key: str, base: BaseInfo | str,
     commit = base.commit if isinstance(base, BaseInfo) else base
     branch = branch_name(run_id, key)
     path = worktree_path(root, run_id, key)
-    exclude_from_git(root)
-    prune_stale(repo, root)
-    registered = {Path(w["worktree"]).resolve(): w for w in registered_worktrees(repo)}
-    if path.resolve() in registered:
-        if registered[path.resolve()].get("branch") != f"refs/heads/{branch}":
-            raise BridgeError(f"{path} is a worktree of another branch; run `bridge clean` first")
-    else:
-        if path.exists():
-            raise BridgeError(f"{path} exists but is not a git worktree (left by an interrupted "
-                              "removal?); move it away or delete it, then run again")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if _branch_exists(repo, branch):
-            if _is_ancestor(repo, branch, commit):  # holds nothing the base lacks: start afresh
-                run_git(repo, "branch", "-f", branch, commit)
-            run_git(repo, "worktree", "add", str(path), branch)
+    with worktree_lock(root):
+        prune_stale(repo, root)
+        registered = {Path(w["worktree"]).resolve(): w for w in registered_worktrees(repo)}
+        if path.resolve() in registered:
+            if registered[path.resolve()].get("branch") != f"refs/heads/{branch}":
+                raise BridgeError(f"{path} is a worktree of another branch; run `bridge clean` first")
         else:
-            run_git(repo, "worktree", "add", "-b", branch, str(path), commit)
+            if path.exists():
+                raise BridgeError(f"{path} exists but is not a git worktree (left by an interrupted "
+                                  "removal?); move it away or delete it, then run again")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if _branch_exists(repo, branch):
+                if _is_ancestor(repo, branch, commit):  # holds nothing the base lacks: start afresh
+                    run_git(repo, "branch", "-f", branch, commit)
+                run_git(repo, "worktree", "add", str(path), branch)
+            else:
+                run_git(repo, "worktree", "add", "-b", branch, str(path), commit)
     copied, skipped = _copy_ignored(repo, root, path, copy)
     return WorktreeInfo(path=path, branch=branch, base=commit, repo=root, run_id=run_id,
                         stage_key=key, copied=copied, not_copied=skipped)
@@ -261,13 +284,14 @@ def add_worktree(repo_path: Path, run_id: str, key: str, base: BaseInfo | str,
 def remove_worktree(info: WorktreeInfo, force: bool = False) -> bool:
     """Remove the worktree folder (the branch stays). False, and kept, when it has uncommitted work."""
     repo = open_repo(info.repo)
-    if not info.path.exists():
-        run_git(repo, "worktree", "prune")
-        return True
-    if not force and status_entries(repo, info.path):
+    if info.path.exists() and not force and status_entries(repo, info.path):
         return False
-    # --force: ignored files (the copied .env, build output) would otherwise block the removal.
-    run_git(repo, "worktree", "remove", "--force", str(info.path))
+    with worktree_lock(info.repo):
+        if not info.path.exists():
+            prune_stale(repo, info.repo)
+            return True
+        # --force: ignored files (the copied .env, build output) would otherwise block the removal.
+        run_git(repo, "worktree", "remove", "--force", str(info.path))
     with contextlib.suppress(OSError):
         info.path.parent.rmdir()
     return True

@@ -319,3 +319,12 @@ def test_trust_helpers_write_the_cli_formats_and_keep_other_keys(tmp_path: Path)
     assert data["projects"][str((tmp_path / "wt").resolve())] == {"hasTrustDialogAccepted": True}
     gpath = trust_folder_for_gemini(tmp_path / "home", tmp_path / "wt")
     assert json.loads(gpath.read_text()) == {str((tmp_path / "wt").resolve()): "TRUST_FOLDER"}
+
+
+def test_parallel_implementers_can_add_worktrees_at_once(repo: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    base = base_commit(repo)
+    with ThreadPoolExecutor(6) as pool:
+        infos = list(pool.map(lambda i: add_worktree(repo, RUN, f"impl-{i}", base), range(12)))
+    assert all((i.path / "app.py").exists() for i in infos)
