@@ -358,11 +358,13 @@ class Runner:
                 n += 1
                 report = await self._attempt(unit, n, scope, resume)
             spend = spend + Spend(report.usage.total, report.cost_usd)
+            stop = self._stop_reason(unit)
+            # a budget overrun fails even a finished attempt (the run must say so); a cancel or a
+            # sibling's failure arriving as the attempt succeeded does not undo its work
+            if stop and (report.status is not Status.SUCCESS or stop[1] is ErrorKind.BUDGET):
+                return done(*stop)
             if report.status is Status.SUCCESS:
                 return done(Status.SUCCESS, None, report.reason)
-            stop = self._stop_reason(unit)
-            if stop:
-                return done(*stop)
             if report.status is Status.CANCELLED:
                 return done(Status.CANCELLED, report.error or ErrorKind.CANCELLED, report.reason)
             if report.error is ErrorKind.RATE_LIMIT and waits < self.options.rate_limit_waits:

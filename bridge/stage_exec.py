@@ -109,7 +109,7 @@ class StageExecutor:
             res = await run_attempt(
                 profile, inv, timeout=stage.timeout, idle_timeout=stage.idle_timeout,
                 on_event=control.on_event, should_stop=should_stop, cancel=control.cancel,
-                wiring=self.wiring(profile), run_id=self.run_id, stage_key=unit.key,
+                wiring=self.wiring(profile), run_id=self.run_id, stage_key=unit.key, project=self.project,
             )
         finally:
             if self.watcher is not None:

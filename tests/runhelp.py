@@ -1,0 +1,65 @@
+"""One shared helper for the run-engine tests: a project wired to the fake agent CLI, and a runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+FAKE = REPO / "tests" / "fakes" / "fake_agent.py"
+
+
+def make_project(root: Path) -> Path:
+    """A project folder whose `claude` CLI is the fake agent."""
+    project = root / "proj"
+    (project / ".bridge").mkdir(parents=True, exist_ok=True)
+    (project / ".bridge" / "clis.yaml").write_text(f"claude:\n  binary: {FAKE}\n")
+    return project
+
+
+def write_playbook(project: Path, body: str, name: str = "pb") -> Path:
+    head = f"version: 1\nname: {name}\nagents:\n  f: {{cli: claude}}\n"
+    path = project / f"{name}.yaml"
+    path.write_text(head + textwrap.dedent(body))
+    return path
+
+
+def run_inproc(project: Path, playbook: Path, **kw: Any) -> tuple[Any, list[Any]]:
+    from bridge.launch import RunSpec, start_run
+
+    events: list[Any] = []
+    result = start_run(RunSpec(playbook_path=playbook, project=project, **kw), events.append)
+    return result, events
+
+
+def bridge_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bridge", *args]
+
+
+def bridge(project: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+    return subprocess.run(bridge_argv(*args, "--dir", str(project)), cwd=project, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

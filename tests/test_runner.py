@@ -1,0 +1,226 @@
+"""The run engine with real subprocesses (the fake agent CLI) in temporary projects."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bridge.events import Status, UnitActivity, UnitStarted, UnitWaiting
+from bridge.ledger import Ledger
+from tests.runhelp import make_project, pid_alive, run_inproc, write_playbook
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path)
+
+
+def test_outputs_handoff_and_ledger(project: Path) -> None:
+    pb = write_playbook(project, """
+        stages:
+          a:
+            agent: f
+            prompt: "FAKE: write={{ shared }}/a.txt=hello; message=from a; tokens=100,20; cost=0.25; tool=Bash:ls -la"
+            outputs: [a.txt]
+          b:
+            agent: f
+            needs: a
+            prompt: "FAKE: message=b saw {{ stages.a.outputs['a.txt'].text }} and {{ stages.a.final_message }}; cost=0.5"
+    """)
+    result, events = run_inproc(project, pb)
+    assert result.status is Status.SUCCESS
+    assert result.cost_usd == pytest.approx(0.75)
+    assert any(isinstance(e, UnitActivity) and "ls -la" in e.text for e in events)
+    with Ledger(project) as ledger:
+        run = ledger.run(result.run_id)
+        assert run is not None and run.status == "success" and run.cost_usd == pytest.approx(0.75)
+        units = {u.key: u for u in ledger.units(result.run_id)}
+        assert units["b"].final_message == "b saw hello and from a"
+        assert units["a"].tokens == 120
+        attempts = ledger.attempts(result.run_id, "a")
+        assert len(attempts) == 1 and attempts[0].status == "success"
+        assert attempts[0].argv[0].endswith("fake_agent.py") and attempts[0].session_id
+        assert attempts[0].input_tokens == 100 and attempts[0].cost_usd == pytest.approx(0.25)
+        assert ledger.attempts(result.run_id, "b")[0].upstream_transcript_bytes > 0
+        (art,) = ledger.artifacts(result.run_id, "a")
+        assert art["path"] == "a.txt" and art["size"] == 5 and len(art["sha256"]) == 64
+    assert (project / ".bridge" / "runs" / result.run_id / "summary.md").exists()
+
+
+def test_outputs_complete_stops_running_agent(project: Path, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    pb = write_playbook(project, f"""
+        stages:
+          a:
+            agent: f
+            prompt: "FAKE: pidfile={pidfile}; write={{{{ shared }}}}/r.json={{\\"ok\\": true}}; sleep=60"
+            outputs: [r.json]
+    """)
+    result, _ = run_inproc(project, pb)
+    assert result.status is Status.SUCCESS, result.reason
+    assert "outputs complete" in result.stages["a"].units[0].reason
+    assert not pid_alive(int(pidfile.read_text()))
+
+
+def test_missing_outputs_fail_with_names(project: Path) -> None:
+    pb = write_playbook(project, """
+        stages:
+          a:
+            agent: f
+            prompt: "FAKE: write={{ shared }}/one.txt=x"
+            outputs: [one.txt, two.txt, three.json]
+    """)
+    result, _ = run_inproc(project, pb)
+    assert result.status is Status.FAILURE
+    reason = result.stages["a"].reason
+    assert "two.txt" in reason and "three.json" in reason and "one.txt" not in reason
+
+
+def test_retry_then_success(project: Path, tmp_path: Path) -> None:
+    count = tmp_path / "count"
+    pb = write_playbook(project, f"""
+        stages:
+          a:
+            agent: f
+            retry: {{limit: 2, backoff: 10ms}}
+            prompt: "FAKE: count={count}; fail_first=1"
+    """)
+    result, _ = run_inproc(project, pb)
+    assert result.status is Status.SUCCESS
+    assert len(count.read_text().splitlines()) == 2
+    with Ledger(project) as ledger:
+        assert [a.status for a in ledger.attempts(result.run_id, "a")] == ["failure", "success"]
+
+
+def test_rate_limit_wait_is_not_an_attempt(project: Path, tmp_path: Path) -> None:
+    count = tmp_path / "count"
+    pb = write_playbook(project, f"""
+        stages:
+          a:
+            agent: f
+            prompt: "FAKE: count={count}; rate_limit_first=1; reset=0.2"
+    """)
+    result, events = run_inproc(project, pb)  # retry.limit is 0: a counted failure would end it
+    assert result.status is Status.SUCCESS, result.reason
+    waits = [e for e in events if isinstance(e, UnitWaiting)]
+    assert len(waits) == 1 and "usage limit" in waits[0].reason
+    assert len(count.read_text().splitlines()) == 2
+
+
+def test_budget_exceeded_stops_the_run(project: Path, tmp_path: Path) -> None:
+    count = tmp_path / "count"
+    pb = write_playbook(project, f"""
+        max_tokens: 150
+        stages:
+          a: {{agent: f, prompt: "FAKE: count={count}; tokens=100,0"}}
+          b: {{agent: f, needs: a, prompt: "FAKE: count={count}; tokens=100,0"}}
+          c: {{agent: f, needs: b, prompt: "FAKE: count={count}"}}
+    """)
+    result, _ = run_inproc(project, pb)
+    assert result.status is Status.FAILURE
+    assert "budget exceeded" in result.reason and "200 tokens > max_tokens 150" in result.reason
+    assert result.stages["c"].status is Status.CANCELLED
+    assert len(count.read_text().splitlines()) == 2
+
+
+def test_stage_budget(project: Path) -> None:
+    pb = write_playbook(project, """
+        stages:
+          a: {agent: f, max_cost_usd: 0.1, prompt: "FAKE: cost=0.5"}
+          b: {agent: f, needs: a, prompt: "FAKE: message=hi"}
+    """)
+    result, _ = run_inproc(project, pb)
+    a = result.stages["a"]
+    assert a.status is Status.FAILURE and "max_cost_usd" in a.reason
+    assert a.units[0].error is not None and a.units[0].error.value == "budget"
+    assert result.stages["b"].status is Status.SKIPPED
+
+
+def test_fail_fast_stops_siblings_without_leftovers(project: Path, tmp_path: Path) -> None:
+    pb = write_playbook(project, f"""
+        stages:
+          m:
+            agent: f
+            matrix: {{x: [bad, s1, s2]}}
+            prompt: "FAKE: pidfile={tmp_path}/{{{{ matrix.x }}}}.pid; {{% if matrix.x == 'bad' %}}pre_sleep=0.5; result=error{{% else %}}sleep=60{{% endif %}}"
+    """)
+    result, _ = run_inproc(project, pb)
+    statuses = {u.key: u.status for u in result.stages["m"].units}
+    assert statuses == {"m-bad": Status.FAILURE, "m-s1": Status.CANCELLED, "m-s2": Status.CANCELLED}
+    for name in ("s1", "s2"):
+        assert not pid_alive(int((tmp_path / f"{name}.pid").read_text()))
+
+
+def test_matrix_max_parallel(project: Path, tmp_path: Path) -> None:
+    pb = write_playbook(project, """
+        stages:
+          m:
+            agent: f
+            max_parallel: 2
+            matrix: {x: [1, 2, 3, 4, 5]}
+            prompt: "FAKE: sleep=0.2"
+    """)
+    result, events = run_inproc(project, pb)
+    assert result.status is Status.SUCCESS
+    running, peak = 0, 0
+    for e in events:
+        if isinstance(e, UnitStarted):
+            running += 1
+            peak = max(peak, running)
+        elif type(e).__name__ == "UnitFinished":
+            running -= 1
+    assert peak == 2
+
+
+def test_loop_until_sees_previous_iteration(project: Path) -> None:
+    pb = write_playbook(project, """
+        stages:
+          fix:
+            loop:
+              max_iterations: 4
+              until: "stages.verify.outputs['verdict.json'].ok"
+              stages:
+                impl:
+                  agent: f
+                  prompt: "FAKE: message=impl {{ loop.iteration }} after {{ loop.previous.verify.final_message if loop.previous else 'nothing' }}"
+                verify:
+                  agent: f
+                  needs: impl
+                  prompt: "FAKE: write={{ shared }}/verdict.json={\\"ok\\": {{ 'true' if loop.iteration == 2 else 'false' }}}; message=verdict {{ loop.iteration }}"
+                  outputs: [verdict.json]
+          after: {agent: f, needs: fix, prompt: "FAKE: message={{ stages.verify.final_message }}"}
+    """)
+    result, _ = run_inproc(project, pb)
+    assert result.status is Status.SUCCESS, result.reason
+    assert result.stages["fix"].iterations == 2
+    with Ledger(project) as ledger:
+        units = {u.key: u for u in ledger.units(result.run_id)}
+    assert units["impl@2"].final_message == "impl 2 after verdict 1"
+    assert units["after"].final_message == "verdict 2"
+    assert "impl@3" not in units
+
+
+def test_finally_runs_after_failure(project: Path) -> None:
+    pb = write_playbook(project, """
+        stages:
+          a: {agent: f, prompt: "FAKE: result=error; message=broken"}
+        finally:
+          report: {agent: f, prompt: "FAKE: message=a was {{ stages.a.status }}"}
+    """)
+    result, _ = run_inproc(project, pb)
+    assert result.status is Status.FAILURE
+    assert result.stages["report"].status is Status.SUCCESS
+    assert result.stages["report"].units[0].final_message == "a was failure"
+
+
+def test_json_result_file_written(project: Path) -> None:
+    pb = write_playbook(project, """
+        stages:
+          a: {agent: f, prompt: "FAKE: message=ok"}
+    """)
+    result, _ = run_inproc(project, pb)
+    data = json.loads((project / ".bridge" / "runs" / result.run_id / "stages" / "a" / "attempt-1"
+                       / "result.json").read_text())
+    assert data["status"] == "success" and data["final_message"] == "ok"
