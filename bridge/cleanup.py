@@ -1,4 +1,4 @@
-"""Removing the worktrees and branches of finished runs, never unmerged work; pruning stale entries."""
+"""Removing what finished runs left in git (worktrees, branches), never unmerged work."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def _user_branches(repo: git.Repo) -> list[str]:
 
 
 def _contained(repo: git.Repo, branch: str, user: list[str]) -> str | None:
-    """Why `branch` holds no unmerged work (None if it does): reachable, or its content already in."""
+    """Why `branch` holds no unmerged work (None if it does): reachable, or its content is in."""
     count = run_git(repo, "rev-list", "--count", branch, "--not", *user, "--") if user else "1"
     if count == "0":
         return "merged"
@@ -59,7 +59,7 @@ def _contained(repo: git.Repo, branch: str, user: list[str]) -> str | None:
 
 def clean(repo_path: Path, run_id: str | None = None, dry_run: bool = False,
           finished_runs: set[str] | None = None) -> CleanReport:
-    """Remove worktrees and branches of finished runs (`finished_runs`; None: every run is finished).
+    """Remove worktrees and branches of finished runs (`finished_runs`; None: all are finished).
 
     A branch is deleted only when its work is on one of the user's (non-bridge) branches; a worktree
     only when it holds no uncommitted change. Everything kept is reported with the reason.
@@ -98,7 +98,7 @@ def _clean(repo: git.Repo, root: Path, run_id: str | None, dry_run: bool,
             if "locked" in w:
                 why = f"locked — `git worktree unlock {path}` to allow removing it"
             elif status_entries(repo, path):
-                why = "uncommitted changes in the worktree; commit or discard them, then clean again"
+                why = "uncommitted changes in the worktree; commit or discard them, then clean"
             if why:
                 kept.append((str(path), why))
                 busy.add(w.get("branch", "").removeprefix("refs/heads/"))
@@ -112,8 +112,8 @@ def _clean(repo: git.Repo, root: Path, run_id: str | None, dry_run: bool,
                 continue
             if _contained(repo, branch, user) is None:
                 n = run_git(repo, "rev-list", "--count", branch, "--not", *user, "--")
-                kept.append((branch, f"{n} commit(s) on no branch of yours: `git merge {branch}` to "
-                                     f"keep the work, or `git branch -D {branch}` to drop it"))
+                kept.append((branch, f"{n} commit(s) on no branch of yours: `git merge {branch}` "
+                                     f"to keep the work, or `git branch -D {branch}` to drop it"))
                 continue
             if not dry_run:
                 run_git(repo, "branch", "-D", "-q", branch)

@@ -2,7 +2,8 @@
 
 Every merge happens in a temporary integration worktree on `bridge/<run>/@integration`, never in
 the user's tree. `land` then fast-forwards the user's branch only when that cannot disturb
-anything (see docs/worktrees.md, "Landing rule"); otherwise the work waits on the integration branch.
+anything (see docs/worktrees.md, "Landing rule"); otherwise the work waits on the integration
+branch.
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ def _merge_one(wt: git.Repo, info: WorktreeInfo, strategy: str, run_id: str) -> 
     tip = wt.git.rev_parse(info.branch)
     done = dict(stage_key=info.stage_key, strategy=strategy, branch=info.branch, into=into)
     if wt.git.rev_list("--count", f"HEAD..{tip}") == "0":
-        return MergeResult(ok=True, commit=None, message=f"{info.branch}: nothing new to merge", **done)
+        return MergeResult(ok=True, commit=None, message=f"{info.branch}: nothing new to merge",
+                           **done)
     title = f"bridge: {info.stage_key} (run {run_id})"
     if strategy == "merge":
         ok = _try(wt, "merge", "--no-ff", "--no-edit", "-m", f"{title}: merge {info.branch}",
@@ -131,7 +133,8 @@ def _merge_one(wt: git.Repo, info: WorktreeInfo, strategy: str, run_id: str) -> 
                 "--format=* %s", f"HEAD..{tip}")
             ok = _try(wt, "commit", "-q", "--no-verify", "-m", msg, env=env)
         elif ok:
-            return MergeResult(ok=True, commit=None, message=f"{info.branch}: already present", **done)
+            return MergeResult(ok=True, commit=None, message=f"{info.branch}: already present",
+                               **done)
         abort = ("reset", "--hard", "-q", "HEAD")  # a squash leaves no MERGE_HEAD to abort
     else:  # rebase: replay the branch's commits on top, leaving the stage branch itself untouched
         ok = _try(wt, "checkout", "-q", "--detach", tip, env=env) and _try(
@@ -161,7 +164,8 @@ def merge_back(repo_path: Path, infos_in_order: Iterable[WorktreeInfo], strategy
     whether the stage fails is the caller's decision. Call `land` afterwards.
     """
     if strategy not in STRATEGIES:
-        raise BridgeError(f"unknown merge strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+        raise BridgeError(f"unknown merge strategy {strategy!r}; "
+                          f"use one of {', '.join(STRATEGIES)}")
     infos = list(infos_in_order)
     if strategy == "none":
         return [MergeResult(stage_key=i.stage_key, ok=True, strategy="none", commit=None,
@@ -215,7 +219,8 @@ def land(repo_path: Path, run_id: str, base: BaseInfo) -> Landing:
                    if w.get("branch") == ref), None)
     if holder is None:  # checked out nowhere: move the ref, no working tree involved
         run_git(repo, "update-ref", "-m", f"bridge: land run {run_id}", ref, tip, current)
-        return Landing(True, base.branch, into, tip, f"{base.branch} fast-forwarded to {into}", files)
+        return Landing(True, base.branch, into, tip, f"{base.branch} fast-forwarded to {into}",
+                       files)
     if any(xy != "??" for xy, _ in status_entries(repo, holder)):
         return kept("your tree had uncommitted changes")
     refused = _attempt(git.Repo(holder), "merge", "--ff-only", "-q", tip)

@@ -37,7 +37,7 @@ def _save(path: Path, data: dict[str, Any]) -> None:
 
 
 def claude_config_file(config_dir: Path) -> Path:
-    # Older Claude Code versions kept the same data in <config dir>/.config.json; it wins if present.
+    # Older Claude Code kept the same data in <config dir>/.config.json; it wins when present.
     legacy = config_dir / ".config.json"
     return legacy if legacy.exists() else config_dir / ".claude.json"
 

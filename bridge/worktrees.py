@@ -107,7 +107,7 @@ def worktree_lock(root: Path) -> Iterator[None]:
 
 
 def run_git(repo: git.Repo, *args: str, env: dict[str, str] | None = None, **kw: object) -> str:
-    """`git <args>` in `repo`; a failure becomes a BridgeError showing the command and git's words."""
+    """`git <args>` in `repo`; a failure is a BridgeError showing the command and git's words."""
     try:
         return repo.git.execute(git_argv(*args), env=env, **kw)  # type: ignore[call-overload]
     except git.GitCommandError as exc:
@@ -234,7 +234,7 @@ def _copy_ignored(repo: git.Repo, root: Path, dest: Path, patterns: Iterable[str
             try:
                 repo.git.check_ignore("-q", "--no-index", rel)
             except git.GitCommandError:
-                # Not ignored: copying it would let the stage's commit pick it up (a secret in .env).
+                # Not ignored: the stage's commit would pick it up (a secret in .env).
                 skipped.append((rel, "not ignored by git, so it could end up in a commit"))
                 continue
             target = dest / rel
@@ -264,11 +264,13 @@ def add_worktree(repo_path: Path, run_id: str, key: str, base: BaseInfo | str,
         registered = {Path(w["worktree"]).resolve(): w for w in registered_worktrees(repo)}
         if path.resolve() in registered:
             if registered[path.resolve()].get("branch") != f"refs/heads/{branch}":
-                raise BridgeError(f"{path} is a worktree of another branch; run `bridge clean` first")
+                raise BridgeError(f"{path} is a worktree of another branch; "
+                                  "run `bridge clean` first")
         else:
             if path.exists():
-                raise BridgeError(f"{path} exists but is not a git worktree (left by an interrupted "
-                                  "removal?); move it away or delete it, then run again")
+                raise BridgeError(f"{path} exists but is not a git worktree (left by an "
+                                  "interrupted removal?); move it away or delete it, then "
+                                  "run again")
             path.parent.mkdir(parents=True, exist_ok=True)
             if _branch_exists(repo, branch):
                 if _is_ancestor(repo, branch, commit):  # holds nothing the base lacks: start afresh
@@ -282,7 +284,7 @@ def add_worktree(repo_path: Path, run_id: str, key: str, base: BaseInfo | str,
 
 
 def remove_worktree(info: WorktreeInfo, force: bool = False) -> bool:
-    """Remove the worktree folder (the branch stays). False, and kept, when it has uncommitted work."""
+    """Remove the worktree folder (the branch stays); False, and kept, on uncommitted work."""
     repo = open_repo(info.repo)
     if info.path.exists() and not force and status_entries(repo, info.path):
         return False
@@ -319,12 +321,13 @@ def finish_worktree(info: WorktreeInfo, run_id: str, key: str, artifacts: Path) 
     """Commit what the agent left, write `<key>.patch` and `<key>.diffstat` (against the base)."""
     wt = open_repo(info.path)
     if wt.head.is_detached or wt.head.ref.name != info.branch:
-        raise BridgeError(f"stage {key} switched its worktree {info.path} away from {info.branch}; "
-                          f"bridge commits only on the stage's branch — check out {info.branch} there")
+        raise BridgeError(f"stage {key} switched its worktree {info.path} away from "
+                          f"{info.branch}; bridge commits only on the stage's branch — check out "
+                          f"{info.branch} there")
     leftovers = bool(status_entries(wt))
     if leftovers:
         run_git(wt, "add", "-A")
-        if info.copied:  # only if the worktree does not ignore them (an uncommitted .gitignore edit)
+        if info.copied:  # in case the worktree does not ignore them (an uncommitted .gitignore)
             run_git(wt, "reset", "-q", "--", *(f":(literal){p}" for p in info.copied))
         staged = run_git(wt, "diff", "--cached", "--name-only").strip()
         if staged:

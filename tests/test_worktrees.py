@@ -78,7 +78,8 @@ def snapshot(root: Path) -> dict[str, object]:
 
 def test_base_commit_reports_branch_and_dirty_files(repo: Path) -> None:
     clean = base_commit(repo)
-    assert (clean.branch, clean.dirty, clean.commit) == ("main", False, git(repo, "rev-parse", "HEAD"))
+    assert (clean.branch, clean.dirty) == ("main", False)
+    assert clean.commit == git(repo, "rev-parse", "HEAD")
     (repo / "README.md").write_text("changed\n")
     (repo / "notes.txt").write_text("mine\n")
     dirty = base_commit(repo)
@@ -121,7 +122,8 @@ def test_finish_commits_leftovers_and_writes_patch_and_diffstat(repo: Path) -> N
     log = git(repo, "log", "-1", "--format=%an <%ae>|%s", info.branch)
     assert log == f"bridge <bridge@localhost>|bridge: impl (run {RUN})"
     assert set(finish.files) == {"app.py", "new.py", "impl-0.txt"}
-    assert "new.py" in finish.diffstat and finish.diffstat_path.read_text() == finish.diffstat + "\n"
+    assert "new.py" in finish.diffstat
+    assert finish.diffstat_path.read_text() == finish.diffstat + "\n"
     patch = finish.patch_path.read_text()
     assert "+n = 1" in patch and patch.endswith("\n")
     # The patch is against the base: it applies to a fresh checkout of it.
@@ -181,7 +183,8 @@ def test_conflicts_abort_cleanly_for_squash_and_rebase(repo: Path, strategy: str
     assert first.ok and not second.ok and second.conflicts == ("app.py",)
     tip = git(repo, "rev-parse", integration_branch(RUN))
     assert tip == first.commit
-    assert not list((repo / ".git").rglob("rebase-merge")) and not list((repo / ".git").rglob("MERGE_HEAD"))
+    assert not list((repo / ".git").rglob("rebase-merge"))
+    assert not list((repo / ".git").rglob("MERGE_HEAD"))
 
 
 def test_squash_leaves_exactly_one_commit(repo: Path) -> None:
@@ -203,7 +206,8 @@ def test_rebase_gives_linear_history(repo: Path) -> None:
     assert land(repo, RUN, base).landed
     assert git(repo, "rev-list", "--merges", f"{base.commit}..main") == ""
     assert git(repo, "rev-list", "--count", f"{base.commit}..main") == "4"
-    assert git(repo, "rev-parse", b.branch) != git(repo, "rev-parse", "main")  # stage branch untouched
+    # The stage branch itself is untouched.
+    assert git(repo, "rev-parse", b.branch) != git(repo, "rev-parse", "main")
 
 
 def test_none_leaves_the_branch_for_review(repo: Path) -> None:
@@ -312,7 +316,8 @@ def test_bad_ids_and_empty_repo_are_user_errors(repo: Path, tmp_path: Path) -> N
 def test_trust_helpers_write_the_cli_formats_and_keep_other_keys(tmp_path: Path) -> None:
     config = tmp_path / "claude"
     config.mkdir()
-    (config / ".claude.json").write_text(json.dumps({"theme": "dark", "projects": {"/x": {"a": 1}}}))
+    existing = {"theme": "dark", "projects": {"/x": {"a": 1}}}
+    (config / ".claude.json").write_text(json.dumps(existing))
     path = trust_folder_for_claude(config, tmp_path / "wt")
     data = json.loads(path.read_text())
     assert data["theme"] == "dark" and data["projects"]["/x"] == {"a": 1}

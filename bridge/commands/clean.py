@@ -23,7 +23,8 @@ def _alive(pid: int | None) -> bool:
 
 def _run_ids(root: Path) -> set[str]:
     repo = open_repo(root)
-    refs = run_git(repo, "for-each-ref", "--format=%(refname:short)", f"refs/heads/{BRANCH_PREFIX}/")
+    refs = run_git(repo, "for-each-ref", "--format=%(refname:short)",
+                   f"refs/heads/{BRANCH_PREFIX}/")
     ids = {r.split("/")[1] for r in refs.splitlines() if r.count("/") >= 2}
     return ids | {p.name for p in (root / WORKTREES).glob("*") if p.is_dir()}
 
