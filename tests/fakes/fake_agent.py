@@ -11,6 +11,7 @@ Keys (`;`-separated, repeatable where it makes sense):
   count=FILE             append "<BRIDGE_STAGE> <pid>" to FILE (how many times it ran, and where)
   write=PATH=TEXT        write TEXT to PATH (atomically) before sleeping; repeatable
   sleep=SECONDS          sleep before the result (after the writes)
+  sleep_first=N:SECONDS  the first N runs (per count file) sleep SECONDS more
   pre_sleep=SECONDS      sleep before the writes
   message=TEXT           the final message (default "done")
   tokens=IN,OUT / cost=USD   usage and cost in the result event
@@ -105,6 +106,10 @@ def main(argv: list[str]) -> int:
         path, _, content = item.partition("=")
         write_atomic(path, content or "ok\n")
     time.sleep(float(one("sleep", "0")))
+    if "sleep_first" in d:
+        n, _, secs = one("sleep_first").partition(":")
+        if runs and runs <= int(n):
+            time.sleep(float(secs))
     tin, _, tout = one("tokens", "10,5").partition(",")
     usage = {"input_tokens": int(tin or 0), "output_tokens": int(tout or 0)}
     cost = float(one("cost", "0"))

@@ -1,0 +1,195 @@
+"""`bridge run / resume / cancel / runs / show / logs` as real subprocesses, with the fake agent CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bridge.ledger import Ledger
+from tests.runhelp import bridge, bridge_argv, make_project, pid_alive, wait_for, write_playbook
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path)
+
+
+def popen(project: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "NO_COLOR": "1"}
+    return subprocess.Popen(bridge_argv(*args, "--dir", str(project)), cwd=project, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def slow_chain(project: Path, tmp: Path) -> Path:
+    """a (quick) -> b (sleeps 60 s on its first run only) -> c; counters per stage."""
+    return write_playbook(project, f"""
+        stages:
+          a:
+            agent: f
+            prompt: "FAKE: count={tmp}/a.count; write={{{{ shared }}}}/a.txt=from-a"
+            outputs: [a.txt]
+          b:
+            agent: f
+            needs: a
+            prompt: "FAKE: count={tmp}/b.count; pidfile={tmp}/b.pid; sleep_first=1:60; message=b read {{{{ stages.a.outputs['a.txt'].text }}}}"
+          c:
+            agent: f
+            needs: b
+            prompt: "FAKE: count={tmp}/c.count; message=c after {{{{ stages.b.final_message }}}}"
+    """)
+
+
+def test_resume_after_sigkill(project: Path, tmp_path: Path) -> None:
+    pb = slow_chain(project, tmp_path)
+    proc = popen(project, "run", str(pb))
+    wait_for(lambda: (tmp_path / "b.pid").exists(), what="stage b's agent to start")
+    leftover = int((tmp_path / "b.pid").read_text())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert pid_alive(leftover)  # the agent outlived its bridge
+    with Ledger(project) as ledger:
+        run_id = ledger.find_run("last").id
+        assert ledger.run(run_id).status == "running"  # type: ignore[union-attr]
+    listed = bridge(project, "runs")
+    assert "interrupted" in listed.stdout
+
+    done = bridge(project, "resume", run_id)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not pid_alive(leftover)
+    assert len(lines(tmp_path / "a.count")) == 1  # succeeded stages never run again
+    assert len(lines(tmp_path / "b.count")) == 2
+    assert len(lines(tmp_path / "c.count")) == 1
+    with Ledger(project) as ledger:
+        assert ledger.run(run_id).status == "success"  # type: ignore[union-attr]
+        assert ledger.unit(run_id, "c").final_message == "c after b read from-a"  # type: ignore[union-attr]
+        assert [a.status for a in ledger.attempts(run_id, "b")] == ["interrupted", "success"]
+
+
+def test_cancel_then_resume(project: Path, tmp_path: Path) -> None:
+    pb = slow_chain(project, tmp_path)
+    proc = popen(project, "run", str(pb))
+    wait_for(lambda: (tmp_path / "b.pid").exists(), what="stage b's agent to start")
+    agent = int((tmp_path / "b.pid").read_text())
+    cancelled = bridge(project, "cancel", "last")
+    assert cancelled.returncode == 0, cancelled.stderr
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "bridge resume" in out
+    assert not pid_alive(agent)
+    with Ledger(project) as ledger:
+        run = ledger.find_run("last")
+        assert run.status == "cancelled"
+        assert ledger.unit(run.id, "b").status == "cancelled"  # type: ignore[union-attr]
+        assert ledger.unit(run.id, "c").status == "cancelled"  # type: ignore[union-attr]
+    assert bridge(project, "resume", run.id).returncode == 0
+    assert len(lines(tmp_path / "a.count")) == 1 and len(lines(tmp_path / "c.count")) == 1
+
+
+def test_cancel_when_bridge_is_gone(project: Path, tmp_path: Path) -> None:
+    pb = slow_chain(project, tmp_path)
+    proc = popen(project, "run", str(pb))
+    wait_for(lambda: (tmp_path / "b.pid").exists(), what="stage b's agent to start")
+    agent = int((tmp_path / "b.pid").read_text())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    result = bridge(project, "cancel", "last")
+    assert result.returncode == 0 and "marked cancelled" in result.stdout
+    assert not pid_alive(agent)
+
+
+def test_two_runs_of_one_playbook_at_once(project: Path) -> None:
+    pb = write_playbook(project, """
+        stages:
+          m:
+            agent: f
+            matrix: {x: [1, 2, 3]}
+            prompt: "FAKE: write={{ shared }}/out-{{ matrix.x }}.txt={{ run.id }}; sleep=0.3"
+            outputs: ["out-{{ matrix.x }}.txt"]
+          after: {agent: f, needs: m, prompt: "FAKE: message={{ stages.m.items | length }} items"}
+    """)
+    procs = [popen(project, "run", str(pb), "--json") for _ in range(2)]
+    for p in procs:
+        p.communicate(timeout=60)
+        assert p.returncode == 0
+    with Ledger(project) as ledger:
+        runs = ledger.runs()
+        assert len(runs) == 2 and {r.status for r in runs} == {"success"}
+        for run in runs:
+            assert {u.key for u in ledger.units(run.id)} == {"m-1", "m-2", "m-3", "after"}
+            shared = project / ".bridge" / "runs" / run.id / "shared"
+            assert (shared / "out-2.txt").read_text() == run.id
+            assert ledger.unit(run.id, "after").final_message == "3 items"  # type: ignore[union-attr]
+
+
+def test_json_output(project: Path) -> None:
+    pb = write_playbook(project, """
+        stages:
+          a: {agent: f, prompt: "FAKE: message=hi; tool=Bash:echo"}
+          b: {agent: f, needs: a, prompt: "FAKE: message=ho"}
+    """)
+    result = bridge(project, "run", str(pb), "--json")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    names = [e["event"] for e in events]
+    assert names[0] == "run_started" and names[-1] == "run_finished"
+    assert names.count("unit_started") == 2 and names.count("unit_finished") == 2
+    assert events[-1]["status"] == "success"
+    assert any(e["event"] == "unit_activity" and e["text"] == "echo" for e in events)
+
+
+def test_plain_output_and_failure_exit_code(project: Path) -> None:
+    pb = write_playbook(project, """
+        stages:
+          a: {agent: f, prompt: "FAKE: result=error; message=it broke"}
+    """)
+    result = bridge(project, "run", str(pb))
+    assert result.returncode == 1
+    out = result.stdout.splitlines()
+    assert all(re.match(r"^(\d\d:\d\d:\d\d |  )", line) for line in out), out
+    assert any("✗ a failure" in line and "it broke" in line for line in out)
+    assert "\x1b[" not in result.stdout
+
+
+def test_runs_show_logs(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_API_KEY", "supersecret-123456")
+    pb = write_playbook(project, """
+        stages:
+          a: {agent: f, prompt: "FAKE: message=the key is supersecret-123456; cost=0.5; write={{ shared }}/r.md=report", outputs: [r.md]}
+    """)
+    assert bridge(project, "run", str(pb)).returncode == 0
+    runs = bridge(project, "runs")
+    assert runs.returncode == 0 and "success" in runs.stdout and "$0.50" in runs.stdout
+    with Ledger(project) as ledger:
+        run_id = ledger.find_run("last").id
+    shown = bridge(project, "show", run_id[:10])
+    assert shown.returncode == 0 and "a " in shown.stdout and run_id in shown.stdout
+    stage = bridge(project, "show", "last", "a")
+    assert "--- prompt ---" in stage.stdout and "r.md" in stage.stdout and "stdout.jsonl" in stage.stdout
+    logs = bridge(project, "logs", "last", "a")
+    assert logs.returncode == 0 and '"type": "result"' in logs.stdout
+    assert "supersecret-123456" not in logs.stdout and "***" in logs.stdout
+    missing = bridge(project, "show", "last", "nope")
+    assert missing.returncode == 1 and "no stage 'nope'" in missing.stderr
+
+
+def test_logs_follow(project: Path, tmp_path: Path) -> None:
+    pb = write_playbook(project, f"""
+        stages:
+          a: {{agent: f, prompt: "FAKE: pidfile={tmp_path}/a.pid; tool=Bash:step-one; sleep=1.5; message=finished"}}
+    """)
+    proc = popen(project, "run", str(pb))
+    wait_for(lambda: (tmp_path / "a.pid").exists(), what="the agent to start")
+    follow = bridge(project, "logs", "last", "a", "--follow")
+    assert follow.returncode == 0
+    assert "step-one" in follow.stdout and "finished" in follow.stdout
+    proc.communicate(timeout=30)
