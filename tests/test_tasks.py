@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bridge.errors import BridgeError
+from bridge.tasks import Task, TaskList, parse_tasks, read_tasks, tick
+
+CHECKLIST = """\
+# Tasks for the implementation
+
+Some prose that is not a task.
+- [ ] Fix the SQL injection in store.py (claude)
+- [x] Write the audit report @codex
+  - [ ] nested: add a regression test
+    * [X] deeper still
+- [ ] Speed up dedupe, ask @gemini about it
+1. [ ] numbered item
+- plain bullet, not a task
+- [] broken checkbox
+-[ ] no space
+- [ ]
+"""
+
+
+def test_parse_items_owners_nesting() -> None:
+    tasks = parse_tasks(CHECKLIST)
+    assert [t.text for t in tasks.items] == [
+        "Fix the SQL injection in store.py", "Write the audit report", "nested: add a regression test",
+        "deeper still", "Speed up dedupe, ask @gemini about it", "numbered item", ""]
+    assert [t.done for t in tasks.items] == [False, True, False, True, False, False, False]
+    assert [t.owner for t in tasks.items] == ["claude", "codex", None, None, "gemini", None, None]
+    assert [t.depth for t in tasks.items] == [0, 0, 1, 2, 0, 0, 0]
+    assert tasks.items[0].line == 4 and tasks.items[3].line == 7
+    assert (tasks.done_count, tasks.done, tasks.total, tasks.open) == (2, 2, 7, 5)
+
+
+def test_json_shape_for_ledger_and_templates() -> None:
+    data = json.loads(json.dumps(parse_tasks(CHECKLIST).to_dict()))
+    assert set(data) == {"items", "done", "total", "open"}
+    assert data["items"][1] == {"text": "Write the audit report", "done": True, "owner": "codex", "line": 5,
+                                "depth": 0}
+
+
+def test_missing_file_and_garbage(tmp_path: Path) -> None:
+    assert read_tasks(tmp_path / "nope.md") == TaskList()
+    assert read_tasks(tmp_path / "nope.md").total == 0
+    (tmp_path / "junk.md").write_bytes(b"\xff\xfe garbage\n\x00\x01\n- [x] survives\n")
+    assert [t.text for t in read_tasks(tmp_path / "junk.md").items] == ["survives"]
+    assert read_tasks(tmp_path).total == 0  # a folder where the file should be
+
+
+def test_tick_by_text_and_index_preserves_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.md"
+    path.write_text(CHECKLIST.replace("\n", "\r\n"))
+    task = tick(path, "fix the sql injection in store.py")
+    assert task == Task("Fix the SQL injection in store.py", True, "claude", 4, 0)
+    tick(path, 2)  # "nested: add a regression test"
+    after = path.read_text()
+    assert "- [x] Fix the SQL injection in store.py (claude)\r\n" in after
+    assert "  - [x] nested: add a regression test\r\n" in after
+    assert after.replace("[x]", "[ ]").replace("[X]", "[ ]") == \
+        CHECKLIST.replace("\n", "\r\n").replace("[x]", "[ ]").replace("[X]", "[ ]")
+    assert read_tasks(path).done_count == 4
+    tick(path, "audit report", done=False)
+    assert not read_tasks(path).items[1].done
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tasks.md"]
+
+
+def test_tick_errors(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.md"
+    with pytest.raises(BridgeError, match="does not exist"):
+        tick(path, 0)
+    path.write_text("- [ ] add tests for a\n- [ ] add tests for b\n")
+    with pytest.raises(BridgeError, match="matches 2 tasks"):
+        tick(path, "add tests")
+    with pytest.raises(BridgeError, match="no task"):
+        tick(path, "deploy")
+    with pytest.raises(BridgeError, match="no task number 5"):
+        tick(path, 5)
+    assert tick(path, "tests for b").line == 2
