@@ -105,10 +105,14 @@ def catch_up(policy: str, missed: list[float]) -> tuple[list[float], list[float]
 
 
 def validate_schedules(playbook: Playbook) -> None:
-    """Raise ScheduleError for the first schedule whose cron or timezone cannot be evaluated."""
+    """Raise ScheduleError for the first schedule that cannot be evaluated or passes undeclared vars."""
     for i, s in enumerate(playbook.schedule):
         try:
             cron_expression(s.cron)
             zone(s.timezone)
         except ScheduleError as exc:
             raise ScheduleError(f"schedule[{i}]: {exc}") from None
+        undeclared = sorted(set(s.vars) - set(playbook.vars))
+        if undeclared:
+            raise ScheduleError(f"schedule[{i}].vars: {', '.join(undeclared)} not declared under `vars:`; "
+                                "`bridge run --var` only overrides declared variables")

@@ -16,7 +16,7 @@ import pytest
 
 from bridge.commands import schedule_export, schedule_list
 from bridge.cron import (ScheduleError, catch_up, cron_expression, fires_between, jitter_offset,
-                         next_fires)
+                         next_fires, validate_schedules)
 from bridge.playbook import Schedule
 from bridge.scheduled_run import LockHeld, RunRequest, playbook_lock, run_argv
 from bridge.scheduler import Scheduler, SchedulerEvent
@@ -84,7 +84,7 @@ class Starter:
 
 
 def playbook_yaml(name: str, *schedules: str) -> str:
-    lines = ["version: 1", f"name: {name}", "agents: {a: {cli: claude}}",
+    lines = ["version: 1", f"name: {name}", "vars: {x: '0', v: old, target: dev}", "agents: {a: {cli: claude}}",
              "stages: {s: {agent: a, prompt: hi}}", "schedule:"]
     lines += [f"  - {s}" for s in schedules]
     return "\n".join(lines) + "\n"
@@ -185,6 +185,14 @@ def test_catch_up_policies() -> None:
     assert catch_up("none", missed) == ([], missed)
     assert catch_up("last", missed) == ([3.0], [1.0, 2.0])
     assert catch_up("all", missed) == (missed, [])
+
+
+def test_undeclared_schedule_vars_are_a_schedule_error(project: Path) -> None:
+    write(project, "a.yaml", playbook_yaml("a", "{cron: '@daily', vars: {nope: 1}}"))
+    from bridge.scheduler import load_playbook
+
+    with pytest.raises(ScheduleError, match="nope not declared"):
+        validate_schedules(load_playbook(project / "playbooks" / "a.yaml"))
 
 
 def test_run_argv_passes_vars() -> None:
