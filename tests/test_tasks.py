@@ -58,7 +58,7 @@ def test_tick_by_text_and_index_preserves_the_rest(tmp_path: Path) -> None:
     task = tick(path, "fix the sql injection in store.py")
     assert task == Task("Fix the SQL injection in store.py", True, "claude", 4, 0)
     tick(path, 2)  # "nested: add a regression test"
-    after = path.read_text()
+    after = path.read_bytes().decode()
     assert "- [x] Fix the SQL injection in store.py (claude)\r\n" in after
     assert "  - [x] nested: add a regression test\r\n" in after
     assert after.replace("[x]", "[ ]").replace("[X]", "[ ]") == \
