@@ -80,7 +80,9 @@ def test_codex_shape(inv, tmp_path):
     assert contains(cmd.argv, ["-C", str(inv.cwd)])
     assert contains(cmd.argv, ["-o", str(inv.stage_dir / "last_message.txt")])
     assert contains(cmd.argv, ["--model", "gpt-5.5"]) and cmd.argv[-1] == "Audit the code."
-    (inv.cwd / ".git").mkdir()
+    (inv.cwd / ".git").mkdir()  # a stray folder is not a repository
+    assert "--skip-git-repo-check" in build_command(AgentProfile(cli="codex"), inv).argv
+    (inv.cwd / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
     assert "--skip-git-repo-check" not in build_command(AgentProfile(cli="codex"), inv).argv
 
 

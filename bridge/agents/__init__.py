@@ -33,7 +33,9 @@ def build_command(profile: Any, inv: Invocation, wiring: Any = None, project: Pa
     env, args, files, model = wiring_parts(wiring)
     if wiring is not None:
         cli = {**cli, "extra_args": [*cli.get("extra_args", ()), *args]}
-        if model:  # the rehearsal model accepts only the name its wiring gives (Codex: its catalog)
+        if any(a in ("-m", "--model") for a in args):  # the wiring names the model itself
+            profile = profile.model_copy(update={"model": None})
+        elif model:  # the rehearsal model accepts only the name its wiring gives (Codex: its catalog)
             profile = profile.model_copy(update={"model": model})
     cmd = module.build_command(profile, inv, cli)
     if wiring is None:

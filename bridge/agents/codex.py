@@ -15,7 +15,17 @@ SCHEMA = "output-schema.json"
 
 
 def in_git_repo(path: Path) -> bool:
-    return any((p / ".git").exists() for p in (path, *path.parents))
+    """A real repository or worktree above `path` (a stray, empty .git folder does not count)."""
+    for folder in (path, *path.parents):
+        dot = folder / ".git"
+        if (dot / "HEAD").is_file():
+            return True
+        if dot.is_file():
+            try:
+                return dot.read_text(errors="replace").startswith("gitdir:")
+            except OSError:
+                return False
+    return False
 
 
 def _toml_str(value: str) -> str:
