@@ -164,6 +164,11 @@ def reply(conv: Conversation, act: str | ToolCall) -> Answer:
 
 def error(err: ApiError) -> Answer:
     kind, code = _ERRORS.get(err.status, ("server_error", None))
-    body = {"error": {"message": err.message, "type": err.type or kind, "param": None, "code": code}}
+    body: dict[str, Any] = {"error": {"message": err.message, "type": err.type or kind, "param": None,
+                                      "code": code}}
+    if err.retry_after is not None:
+        # Codex reads these on a usage limit to say when to try again.
+        body["error"]["resets_in_seconds"] = int(err.retry_after)
+        body["error"]["resets_at"] = int(time.time() + err.retry_after)
     return json_answer(err.status, body, (("x-request-id", "req_rehearsal_error"),
                                           *retry_after_headers(err.retry_after)))
