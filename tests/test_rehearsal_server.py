@@ -310,3 +310,15 @@ def test_wiring_points_every_cli_at_the_server(tmp_path: Path) -> None:
         assert not any("key" in k.lower() and v not in ("rehearsal",) for k, v in w.env.items())
     with pytest.raises(BridgeError, match="rehearsals support"):
         wiring("aider", url, tmp_path)
+
+
+def test_shipped_example_scripts_parse() -> None:
+    from bridge.rehearsal import load_script
+
+    scripts = sorted((Path(__file__).parent / "fixtures" / "scripts").glob("*.yaml"))
+    assert scripts
+    for path in scripts:
+        script = load_script(path)
+        assert script.replies
+    sel = select(load_script(scripts[0]), "Audit the repo. Write your findings to /s/f.md", "gemini", 0)
+    assert sel.expand(sel.step.write_file.path) == "/s/f.md"
