@@ -211,13 +211,29 @@ class Ledger:
                                        check_same_thread=False)
             self._db.row_factory = sqlite3.Row
             self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            with self._lock:
-                self._db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+            self._setup(timeout)
         except sqlite3.DatabaseError as exc:
             raise RunError(f"cannot open the run ledger {self.path}: {exc}. "
                            "Move the file aside to start a fresh ledger.") from exc
+
+    def _setup(self, timeout: float) -> None:
+        """WAL mode and the schema. Two bridges may open a new ledger at once: SQLite does not call
+        the busy handler for some lock upgrades (it reports 'locked' at once), so retry here."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute("PRAGMA synchronous = NORMAL")
+                if self._db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                    self._db.executescript(
+                        f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+                return
+            except sqlite3.OperationalError as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def __enter__(self) -> Ledger:
         return self

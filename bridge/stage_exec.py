@@ -9,6 +9,7 @@ if the agent still talks), and reports back an AttemptReport.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.agents.base import ErrorKind, Invocation, Outcome
+from bridge.attempt import run_attempt, write_private
 from bridge.errors import BridgeError
 from bridge.events import Status
 from bridge.ledger import Ledger
@@ -25,7 +27,7 @@ from bridge.runner import AttemptControl
 from bridge.templates import render
 from bridge.unit import AttemptReport, Unit
 from bridge.views import Contexts
-from bridge.workspace import (RunLayout, atomic_write_json, atomic_write_text, cap_summary,
+from bridge.workspace import (RunLayout, cap_summary,
                               check_outputs, handoff_size, missing_outputs_message,
                               transcript_bytes)
 
@@ -76,13 +78,11 @@ class StageExecutor:
 
     async def __call__(self, unit: Unit, n: int, context: dict[str, Any],
                        control: AttemptControl) -> AttemptReport:
-        from bridge.attempt import run_attempt  # the agent stack loads only when a stage runs
 
         stage, sid = unit.stage, unit.stage_id
         profile = self.playbook.agents[stage.agent or ""]
         prompt = render(self._prompt_text(sid, stage), context, f"stages.{sid}.prompt")
-        paths = self.layout.attempt(unit.key, n).create()
-        atomic_write_text(paths.prompt, self.redact(prompt))
+        paths = self.layout.attempt(unit.key, n).create()  # run_attempt writes prompt.md and argv.json
         specs = [spec.model_copy(update={"path": rel})
                  for spec, rel in zip(stage.outputs, self.contexts.output_rels(stage, unit.matrix))]
         inv = Invocation(prompt=prompt, cwd=self.workdir(unit), shared_dir=self.layout.shared,
@@ -172,7 +172,8 @@ class StageExecutor:
             handoff_bytes=report.handoff_bytes, upstream_transcript_bytes=transcript_bytes(upstream),
             stdout_path=str(res.stdout_path), stderr_path=str(res.stderr_path),
         )
-        atomic_write_json(result_path, {
+        # result.json is a record for people, not a hand-off: no fsync on the hot path
+        write_private(result_path, json.dumps({
             "status": report.status.value, "error": report.error.value if report.error else None,
             "reason": report.reason, "session_id": outcome.session_id, "final_message": outcome.final_message,
             "usage": {"input_tokens": outcome.usage.input_tokens, "output_tokens": outcome.usage.output_tokens,
@@ -180,4 +181,4 @@ class StageExecutor:
             "cost_usd": outcome.cost_usd, "exit_code": process and process.exit_code,
             "ended_by": process and process.ended_by,
             "duration": report.duration, "handoff_bytes": report.handoff_bytes,
-        })
+        }, indent=2))

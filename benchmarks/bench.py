@@ -1,0 +1,145 @@
+"""bridge's own overhead, measured with the fake agent CLI. Run by hand; prints a table. Not a test.
+
+    .venv/bin/python benchmarks/bench.py [--chain 100] [--fanout 64] [--sleep 2]
+
+Targets: per-stage overhead <= 15 ms, fan-out efficiency >= 90 %, peak RSS <= 150 MB, --help <= 300 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FAKE = REPO / "tests" / "fakes" / "fake_agent.sh"  # --python-fake: the full Python fake instead
+
+
+def project(root: Path) -> Path:
+    (root / ".bridge").mkdir(parents=True, exist_ok=True)
+    (root / ".bridge" / "clis.yaml").write_text(f"claude:\n  binary: {FAKE}\n")
+    return root
+
+
+def playbook(root: Path, name: str, stages: str, top: str = "") -> Path:
+    path = root / f"{name}.yaml"
+    path.write_text(f"version: 1\nname: {name}\n{top}agents:\n  f: {{cli: claude}}\nstages:\n{stages}")
+    return path
+
+
+def run_bridge(root: Path, pb: Path, *extra: str, sample_rss: bool = False) -> tuple[float, list[dict], int]:
+    """Wall time, the JSON events, and the peak RSS (kB, VmHWM) of the bridge process."""
+    argv = [sys.executable, "-m", "bridge", "run", str(pb), "--json", "--dir", str(root), *extra]
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    if sample_rss:
+        while proc.poll() is None:
+            try:
+                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+            except OSError:
+                pass
+            time.sleep(0.05)
+    out, err = proc.communicate()
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"bridge run failed ({proc.returncode}):\n{err[-2000:]}")
+    return wall, [json.loads(line) for line in out.splitlines() if line.startswith("{")], peak
+
+
+def span(events: list[dict]) -> float:
+    started = next(e["t"] for e in events if e["event"] == "run_started")
+    finished = next(e["t"] for e in events if e["event"] == "run_finished")
+    return finished - started
+
+
+def direct(prompt: str, times: int) -> float:
+    """The same fake CLI run `times` times in a row, no bridge."""
+    argv = [str(FAKE), "-p", prompt, "--output-format", "stream-json", "--verbose"]
+    start = time.perf_counter()
+    for _ in range(times):
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                       check=True)
+    return time.perf_counter() - start
+
+
+def bench_chain(root: Path, n: int) -> tuple[float, float, float]:
+    stages = "".join(f"  s{i}:\n    agent: f\n    prompt: 'FAKE: message=m{i}'\n"
+                     + (f"    needs: s{i - 1}\n" if i else "") for i in range(n))
+    pb = playbook(root, "chain", stages)
+    wall, events, _ = run_bridge(root, pb)
+    base = direct("FAKE: message=m", n)
+    return (span(events) - base) / n, wall, base
+
+
+def direct_parallel(prompt: str, n: int) -> float:
+    """n copies of the fake CLI started at once, no bridge: the wall time to beat."""
+    argv = [str(FAKE), "-p", prompt, "--output-format", "stream-json", "--verbose"]
+    start = time.perf_counter()
+    procs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+             for _ in range(n)]
+    for proc in procs:
+        proc.wait()
+    return time.perf_counter() - start
+
+
+def bench_fanout(root: Path, n: int, sleep: float) -> tuple[float, float, float, int]:
+    """Efficiency = the same n agents started directly in parallel / bridge's run span."""
+    stages = "".join(f"  s{i}:\n    agent: f\n    prompt: 'FAKE: sleep={sleep}'\n" for i in range(n))
+    pb = playbook(root, "fanout", stages)
+    ideal = direct_parallel(f"FAKE: sleep={sleep}", n)
+    wall, events, peak = run_bridge(root, pb, "--max-parallel", str(n), sample_rss=True)
+    return ideal / span(events), span(events), ideal, peak
+
+
+def bench_help(times: int = 5) -> float:
+    samples = []
+    for _ in range(times):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "bridge", "--help"], stdout=subprocess.DEVNULL, check=True)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--chain", type=int, default=100)
+    parser.add_argument("--fanout", type=int, default=64)
+    parser.add_argument("--sleep", type=float, default=2.0)
+    parser.add_argument("--python-fake", action="store_true", help="use tests/fakes/fake_agent.py")
+    args = parser.parse_args()
+    if args.python_fake:
+        global FAKE
+        FAKE = REPO / "tests" / "fakes" / "fake_agent.py"
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp:
+        root = project(Path(tmp))
+        per_stage, chain_wall, chain_direct = bench_chain(root, args.chain)
+        efficiency, fan_span, fan_ideal, peak_kb = bench_fanout(root, args.fanout, args.sleep)
+    help_s = bench_help()
+    rows = [
+        (f"overhead per stage ({args.chain}-stage chain)", f"{per_stage * 1000:.1f} ms", "<= 15 ms",
+         per_stage <= 0.015, f"bridge {chain_wall:.2f}s wall vs direct {chain_direct:.2f}s"),
+        (f"fan-out efficiency ({args.fanout} x {args.sleep:g}s)", f"{efficiency * 100:.0f} %", ">= 90 %",
+         efficiency >= 0.9, f"run took {fan_span:.2f}s; the same agents started directly {fan_ideal:.2f}s"),
+        (f"peak RSS of bridge ({args.fanout} agents)", f"{peak_kb / 1024:.0f} MB", "<= 150 MB",
+         peak_kb / 1024 <= 150, "VmHWM of the bridge process"),
+        ("bridge --help start-up", f"{help_s * 1000:.0f} ms", "<= 300 ms", help_s <= 0.3, "median of 5"),
+    ]
+    widths = [max(len(str(r[i])) for r in rows) for i in range(3)]
+    print(f"{'measure':<{widths[0]}}  {'value':>{widths[1]}}  {'target':<{widths[2]}}  ok  note")
+    for name, value, target, ok, note in rows:
+        print(f"{name:<{widths[0]}}  {value:>{widths[1]}}  {target:<{widths[2]}}  {'yes' if ok else 'NO ':<3} {note}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
