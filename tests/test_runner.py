@@ -224,3 +224,18 @@ def test_json_result_file_written(project: Path) -> None:
     data = json.loads((project / ".bridge" / "runs" / result.run_id / "stages" / "a" / "attempt-1"
                        / "result.json").read_text())
     assert data["status"] == "success" and data["final_message"] == "ok"
+
+
+def test_from_reuses_earlier_stages(project: Path, tmp_path: Path) -> None:
+    pb = write_playbook(project, f"""
+        stages:
+          a: {{agent: f, prompt: "FAKE: count={tmp_path}/a; write={{{{ shared }}}}/a.txt=A", outputs: [a.txt]}}
+          b: {{agent: f, needs: a, prompt: "FAKE: count={tmp_path}/b; message=b got {{{{ stages.a.outputs['a.txt'].text }}}}"}}
+    """)
+    first, _ = run_inproc(project, pb)
+    assert first.status is Status.SUCCESS
+    second, _ = run_inproc(project, pb, from_stage="b")
+    assert second.status is Status.SUCCESS, second.reason
+    assert len((tmp_path / "a").read_text().splitlines()) == 1
+    assert len((tmp_path / "b").read_text().splitlines()) == 2
+    assert second.stages["b"].units[0].final_message == "b got A"
