@@ -1,0 +1,274 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bridge.commands import watch as watch_cmd
+from bridge.errors import BridgeError
+from bridge.triggers import TriggerQueue, glob_regex, matches
+
+REPO = Path(__file__).resolve().parent.parent
+WAIT = 15.0
+
+# A stand-in for `bridge run`: records its argv, then waits for a gate file (if any) so a test can
+# hold a run open; on SIGINT it notes that it was interrupted and exits.
+RECORDER = textwrap.dedent("""\
+    import json, os, signal, sys, time
+    rec = os.environ["REC_DIR"]
+    name = os.path.join(rec, f"{time.time_ns()}-{os.getpid()}")
+    def on_int(*_):
+        open(name + ".sigint", "w").close()
+        sys.exit(3)
+    signal.signal(signal.SIGINT, on_int)
+    with open(name + ".tmp", "w") as fh:
+        json.dump(sys.argv[1:], fh)
+    os.replace(name + ".tmp", name + ".json")
+    gate = os.environ.get("REC_GATE")
+    while gate and not os.path.exists(gate):
+        time.sleep(0.01)
+""")
+
+
+# -- globs -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pattern, rel, expected", [
+    ("*.md", "report.md", True),
+    ("*.md", "audit/report.md", False),
+    ("audit/*.md", "audit/report.md", True),
+    ("**/*.md", "a/b/report.md", True),
+    ("**/*.md", "report.md", True),
+    ("audit-*.json", "audit-security.json", True),
+    ("r?.md", "r1.md", True),
+    ("[ab].md", "b.md", True),
+    ("[!ab].md", "a.md", False),
+    ("*.md", ".report.md", False),  # hidden: a writer's temp file
+    ("**/*.md", ".tmp/report.md", False),
+    ("*", "report.md~", False),
+])
+def test_glob(pattern: str, rel: str, expected: bool) -> None:
+    assert matches(glob_regex(pattern), rel) is expected
+
+
+# -- the trigger queue (clock passed in) -----------------------------------------------------------
+
+def test_debounce_waits_for_quiet() -> None:
+    q = TriggerQueue(1.0)
+    q.notice(Path("a.md"), now=0.0)
+    q.notice(Path("a.md"), now=0.8)  # still being written: the quiet period restarts
+    assert q.next_deadline() == pytest.approx(1.8)
+    assert q.due(1.5) == []
+    [(trigger, replaced)] = q.due(1.8)
+    assert trigger.path == Path("a.md") and trigger.seq == 1 and replaced is None
+    assert q.next_deadline() is None
+    assert q.pop() == trigger and q.pop() is None
+
+
+def test_coalesce_keeps_only_the_latest_pending() -> None:
+    q = TriggerQueue(0.5)
+    q.notice(Path("1.md"), 0.0)
+    q.due(0.5)
+    running = q.pop()  # run 1 starts
+    assert running is not None
+    q.notice(Path("2.md"), 1.0)
+    q.notice(Path("3.md"), 1.2)
+    first = q.due(1.5)
+    second = q.due(1.7)
+    assert [t.path for t, _ in first] == [Path("2.md")] and first[0][1] is None
+    assert second[0][1] is not None and second[0][1].path == Path("2.md")
+    assert [t.path for t in q.pending] == [Path("3.md")]
+    assert q.pop().path == Path("3.md") and q.pop() is None
+
+
+def test_queue_keeps_every_trigger_in_order() -> None:
+    q = TriggerQueue(0.5, queue_all=True)
+    for i, at in enumerate([0.0, 0.1, 0.2]):
+        q.notice(Path(f"{i}.md"), at)
+    q.notice(Path("0.md"), 0.3)  # 0.md changed again: it becomes ready last
+    assert [t.path.name for t, _ in q.due(10.0)] == ["1.md", "2.md", "0.md"]
+    assert [q.pop().seq for _ in range(3)] == [1, 2, 3]
+    with pytest.raises(ValueError):
+        TriggerQueue(-1)
+
+
+# -- the command, end to end with a recording stand-in for `bridge run` ----------------------------
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "implement.yaml").write_text("version: 1\n")
+    script = tmp_path / "recorder.py"
+    script.write_text(RECORDER)
+    records = tmp_path / "records"
+    records.mkdir()
+    monkeypatch.setenv("REC_DIR", str(records))
+    real = watch_cmd.child_argv
+    monkeypatch.setattr(watch_cmd, "child_argv",
+                        lambda *a: [sys.executable, str(script), *real(*a)[1:]])
+    return proj
+
+
+def records(project: Path) -> list[list[str]]:
+    folder = project.parent / "records"
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def wait_for(predicate, timeout: float = WAIT) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def drop(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+class Watching:
+    """`bridge watch` running in a thread until the test is done with it."""
+
+    def __init__(self, project: Path, **options: object) -> None:
+        self.stop = threading.Event()
+        self.ready = threading.Event()
+        kwargs = dict(playbook=Path("implement.yaml"), on="audit/*.md", watch_dir=None, queue=False,
+                      debounce=0.05, var=["focus=security"], directory=project)
+        kwargs.update(options)
+        self.result: list[int] = []
+        self.thread = threading.Thread(target=lambda: self.result.append(watch_cmd.run(**kwargs, stop=self.stop,
+                                                                                 ready=self.ready)))
+
+    def __enter__(self) -> Watching:
+        self.thread.start()
+        assert self.ready.wait(WAIT)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(WAIT)
+        assert not self.thread.is_alive()
+
+
+def test_a_file_dropped_in_the_inbox_starts_exactly_one_run(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inbox = project / ".bridge" / "inbox"
+    with Watching(project):
+        report = drop(inbox / "audit" / "report.md", "# Codex audit\n")
+        assert wait_for(lambda: len(records(project)) == 1)
+        time.sleep(0.3)  # well past the debounce: no second run may follow
+        (inbox / "ignored.txt").write_text("not matching")
+        assert len(records(project)) == 1
+    [argv] = records(project)
+    assert argv == ["-m", "bridge", "run", str(project / "implement.yaml"), "--trigger", str(report.resolve()),
+                    "--dir", str(project), "--var", "focus=security"]
+    out = capsys.readouterr().out
+    assert "trigger #1: audit/report.md" in out and "run #1 ended: exit 0" in out
+
+
+def test_coalesce_runs_only_the_latest_pending_trigger(project: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    lines: list[str] = []
+    monkeypatch.setattr(watch_cmd, "say", lines.append)
+    gate = tmp_path / "gate"
+    monkeypatch.setenv("REC_GATE", str(gate))
+    inbox = project / "drop"
+    inbox.mkdir()
+    with Watching(project, watch_dir=Path("drop"), on="*.md"):
+        drop(inbox / "1.md", "one")
+        assert wait_for(lambda: len(records(project)) == 1)
+        for n in (2, 3, 4):
+            drop(inbox / f"{n}.md", "x")
+            assert wait_for(lambda: any(f"trigger #{n}:" in line for line in lines))  # its own trigger
+        gate.touch()  # run 1 ends; only the latest pending trigger runs next
+        assert wait_for(lambda: len(records(project)) == 2)
+        time.sleep(0.3)
+    triggers = [Path(argv[argv.index("--trigger") + 1]).name for argv in records(project)]
+    assert triggers == ["1.md", "4.md"]
+
+
+def test_queue_runs_every_trigger_in_order(project: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    lines: list[str] = []
+    monkeypatch.setattr(watch_cmd, "say", lines.append)
+    gate = tmp_path / "gate"
+    monkeypatch.setenv("REC_GATE", str(gate))
+    inbox = project / ".bridge" / "inbox"
+    with Watching(project, queue=True, on="*.md"):
+        drop(inbox / "1.md", "one")
+        assert wait_for(lambda: len(records(project)) == 1)
+        for n in (2, 3):
+            drop(inbox / f"{n}.md", "x")
+            assert wait_for(lambda: any(f"trigger #{n}:" in line for line in lines))
+        gate.touch()
+        assert wait_for(lambda: len(records(project)) == 3)
+    triggers = [Path(argv[argv.index("--trigger") + 1]).name for argv in records(project)]
+    assert triggers == ["1.md", "2.md", "3.md"]
+
+
+def test_stopping_interrupts_the_running_child(project: Path, monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    monkeypatch.setenv("REC_GATE", str(tmp_path / "never"))
+    inbox = project / ".bridge" / "inbox"
+    watching = Watching(project, on="*.md")
+    with watching:
+        drop(inbox / "a.md", "x")
+        assert wait_for(lambda: len(records(project)) == 1)
+    assert watching.result == [130]
+    assert list((tmp_path / "records").glob("*.sigint"))
+
+
+def test_bad_arguments(project: Path) -> None:
+    with pytest.raises(BridgeError, match="not found"):
+        watch_cmd.run(Path("nope.yaml"), "*.md", None, False, 1.0, [], project)
+    with pytest.raises(BridgeError, match="not a folder"):
+        watch_cmd.run(Path("implement.yaml"), "*.md", Path("missing"), False, 1.0, [], project)
+    with pytest.raises(BridgeError, match="key=value"):
+        watch_cmd.run(Path("implement.yaml"), "*.md", None, False, 1.0, ["novalue"], project)
+    with pytest.raises(BridgeError, match="debounce"):
+        watch_cmd.run(Path("implement.yaml"), "*.md", None, False, -1.0, [], project)
+
+
+def test_ctrl_c_stops_watching_and_the_child(project: Path, tmp_path: Path) -> None:
+    """The real signal path: `bridge watch` in its own process, SIGINT as from a terminal."""
+    gate = tmp_path / "never"
+    driver = textwrap.dedent(f"""\
+        import sys
+        from pathlib import Path
+        from bridge.commands import watch
+        real = watch.child_argv
+        watch.child_argv = lambda *a: [sys.executable, {str(tmp_path / 'recorder.py')!r}, *real(*a)[1:]]
+        sys.exit(watch.run(Path("implement.yaml"), "*.md", None, False, 0.05, [], Path({str(project)!r})))
+    """)
+    env = {**os.environ, "REC_GATE": str(gate), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", driver], cwd=project, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out_lines: list[str] = []
+    reader = threading.Thread(target=lambda: out_lines.extend(iter(proc.stdout.readline, "")))  # type: ignore[union-attr]
+    reader.start()
+    try:
+        inbox = project / ".bridge" / "inbox"
+        assert wait_for(lambda: any("Ctrl-C to stop" in line for line in out_lines))
+        drop(inbox / "audit.md", "x")
+        assert wait_for(lambda: len(records(project)) == 1)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        reader.join(WAIT)
+    out = "".join(out_lines)
+    assert proc.returncode == 130, out
+    assert "run #1 started" in out and "stopping run #1" in out and "stopped watching after 1 run" in out
+    assert list((tmp_path / "records").glob("*.sigint"))
