@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,13 @@ class TaskList:
     @property
     def open(self) -> int:
         return self.total - self.done_count
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """The items as plain (JSON-ready) dicts, so `list(read_tasks(path))` is a list of dicts."""
+        return (t.to_dict() for t in self.items)
+
+    def __len__(self) -> int:
+        return self.total
 
     def to_dict(self) -> dict[str, Any]:
         """The shape the ledger stores and templates see: items, done, total, open."""

@@ -102,6 +102,16 @@ class RunLayout:
         return self
 
 
+def __getattr__(name: str) -> Any:
+    # The task list lives in bridge.tasks (which imports this module); the architecture doc lists it
+    # under workspace, so `from bridge.workspace import read_tasks` keeps working.
+    if name in ("read_tasks", "tick", "parse_tasks", "Task", "TaskList"):
+        from bridge import tasks
+
+        return getattr(tasks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def new_run_id() -> str:
     """A sortable, unique-enough id: UTC timestamp + 4 random hex digits, e.g. 20261121-142233-ab12."""
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)

@@ -81,3 +81,14 @@ def test_tick_errors(tmp_path: Path) -> None:
     with pytest.raises(BridgeError, match="no task number 5"):
         tick(path, 5)
     assert tick(path, "tests for b").line == 2
+
+
+def test_list_of_dicts_and_the_workspace_alias(tmp_path: Path) -> None:
+    from bridge.workspace import read_tasks as via_workspace
+
+    path = tmp_path / "tasks.md"
+    path.write_text("- [x] a\n- [ ] b (claude)\n")
+    tasks = via_workspace(path)
+    assert len(tasks) == 2
+    assert list(tasks) == [t.to_dict() for t in tasks.items]
+    assert list(tasks)[1]["owner"] == "claude"
