@@ -22,7 +22,7 @@ EXPECTED = {
     ("claude", "read-only"): ["--permission-mode", "default"],
     ("claude", "workspace-write"): ["--permission-mode", "acceptEdits"],
     ("claude", "full-access"): ["--permission-mode", "bypassPermissions"],
-    ("gemini", "read-only"): ["--approval-mode", "default"],
+    ("gemini", "read-only"): ["--approval-mode", "auto_edit", "--policy"],
     ("gemini", "workspace-write"): ["--approval-mode", "auto_edit"],
     ("gemini", "full-access"): ["--approval-mode", "yolo"],
 }
@@ -66,6 +66,14 @@ def test_claude_read_only_allows_edits_only_in_shared(inv):
     cmd = build_command(AgentProfile(cli="claude"), inv)
     assert f"Edit(/{inv.shared_dir}/**)" in cmd.argv and f"Write(/{inv.shared_dir}/**)" in cmd.argv
     assert cmd.argv[1:3] == ("-p", "Audit the code.")  # before any variadic flag
+
+
+def test_gemini_read_only_policy_file_denies_edits_outside_shared(inv):
+    cmd = build_command(AgentProfile(cli="gemini"), inv)
+    policy = inv.stage_dir / "gemini-policy.toml"
+    assert contains(cmd.argv, ["--policy", str(policy)])
+    assert 'decision = "deny"' in cmd.files[policy] and str(inv.shared_dir) in cmd.files[policy]
+    assert "--policy" not in build_command(AgentProfile(cli="gemini", sandbox="workspace-write"), inv).argv
 
 
 def test_claude_full_access_sets_is_sandbox(inv):

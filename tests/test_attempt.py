@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import asyncio
 import json
 import os
@@ -15,6 +17,7 @@ from bridge.attempt import run_attempt
 from bridge.playbook import AgentProfile
 from bridge.process import group_members, run_processes
 
+RUN_A = f"run-a-{uuid.uuid4().hex[:8]}"  # unique: suites may run side by side
 FAKES = Path(__file__).parent / "fakes"
 STREAMS = Path(__file__).parent / "fixtures" / "streams"
 
@@ -40,10 +43,10 @@ def attempt(profile, inv, **kw):
     events = []
     kw.setdefault("timeout", 20)
     kw.setdefault("idle_timeout", None)
-    result = asyncio.run(run_attempt(profile, inv, on_event=events.append, run_id="run-a", stage_key="a", **kw))
+    result = asyncio.run(run_attempt(profile, inv, on_event=events.append, run_id=RUN_A, stage_key="a", **kw))
     if result.process is not None:
         assert group_members(result.process.pid) == []
-    assert run_processes("run-a") == []
+    assert run_processes(RUN_A) == []
     return result, events
 
 
@@ -57,7 +60,7 @@ def test_success_replayed(cli, tmp_path, fake_bin, monkeypatch):
     assert any(e.kind is EventKind.FILE_CHANGE for e in events)
     seen = json.loads((tmp_path / "argv.json").read_text())
     assert seen["argv"][1:] == list(result.argv[1:]) and Path(result.argv[0]).is_absolute()
-    assert seen["env"]["BRIDGE_RUN_ID"] == "run-a" and seen["stdin"] == ""
+    assert seen["env"]["BRIDGE_RUN_ID"] == RUN_A and seen["stdin"] == ""
     assert (inv.stage_dir / "prompt.md").read_text() == "Do it."
     assert json.loads((inv.stage_dir / "argv.json").read_text())["argv"] == list(result.argv)
     assert result.stdout_path.read_text().count("\n") >= 3
@@ -122,11 +125,11 @@ def test_cancel(tmp_path, fake_bin, monkeypatch):
         ev = asyncio.Event()
         asyncio.get_running_loop().call_later(0.7, ev.set)
         return await run_attempt(AgentProfile(cli="claude"), invocation(tmp_path), timeout=30, idle_timeout=None,
-                                 on_event=None, cancel=ev, run_id="run-a", stage_key="a", grace=0.3)
+                                 on_event=None, cancel=ev, run_id=RUN_A, stage_key="a", grace=0.3)
 
     result = asyncio.run(go())
     assert result.outcome.error is ErrorKind.CANCELLED
-    assert group_members(result.process.pid) == [] and run_processes("run-a") == []
+    assert group_members(result.process.pid) == [] and run_processes(RUN_A) == []
 
 
 def test_missing_binary_is_not_found_with_the_fix(tmp_path, monkeypatch):

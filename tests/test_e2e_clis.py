@@ -4,6 +4,8 @@ process of the agent is left behind."""
 
 from __future__ import annotations
 
+import uuid
+
 import asyncio
 import os
 import time
@@ -17,6 +19,7 @@ from bridge.playbook import AgentProfile
 from bridge.process import group_members, run_processes
 from bridge.rehearsal import ModelServer, parse_script, wiring
 
+RUN_E2E = f"run-e2e-{uuid.uuid4().hex[:8]}"  # unique: suites may run side by side
 pytestmark = pytest.mark.e2e
 CLIS = ("codex", "claude", "gemini")
 
@@ -32,7 +35,7 @@ def world(tmp_path, real_clis, monkeypatch):
 
 def go(cli: str, world: Path, script: str, prompt: str = "Do the rehearsal task.", *, profile=None,
        timeout: float = 90, idle_timeout: float | None = None, cancel_after: float | None = None,
-       run_id: str = "run-e2e"):
+       run_id: str = RUN_E2E):
     shared = world / "run" / "shared"
     script = script.replace("SHARED", str(shared))
     inv = Invocation(prompt=prompt.replace("SHARED", str(shared)), cwd=world / "repo", shared_dir=shared,
@@ -86,28 +89,28 @@ def test_tool_writes_into_the_shared_folder_under_the_sandbox(cli, world):
     assert "bypassPermissions" not in result.argv and "yolo" not in result.argv
 
 
-def test_claude_read_only_can_still_write_the_shared_folder(world):
-    result, _, _ = go("claude", world, WRITE, "Write the audit into SHARED as report.md",
-                      profile=AgentProfile(cli="claude", sandbox="read-only"))
+@pytest.mark.parametrize("cli", ["claude", "gemini"])
+def test_read_only_can_still_write_the_shared_folder(cli, world):
+    result, _, _ = go(cli, world, WRITE, "Write the audit into SHARED as report.md",
+                      profile=AgentProfile(cli=cli, sandbox="read-only"))
     assert result.outcome.success, result.outcome
     assert (world / "run" / "shared" / "report.md").exists()
 
 
-def test_claude_read_only_denies_writes_elsewhere(world):
+@pytest.mark.parametrize("cli", ["claude", "gemini"])
+def test_read_only_denies_writes_elsewhere(cli, world):
     script = WRITE.replace("'$1/$2'", "'$2'")  # into the repo (cwd) instead
-    result, _, _ = go("claude", world, script, "Write the audit into SHARED as report.md",
-                      profile=AgentProfile(cli="claude", sandbox="read-only"))
+    result, _, _ = go(cli, world, script, "Write the audit into SHARED as report.md",
+                      profile=AgentProfile(cli=cli, sandbox="read-only"))
     assert result.outcome.error is ErrorKind.PERMISSION_DENIED, result.outcome
     assert not (world / "repo" / "report.md").exists()
 
 
-@pytest.mark.parametrize("cli", ["codex", "gemini"])
-def test_read_only_blocks_writes_silently(cli, world):
-    """Documented limit: codex ignores --add-dir under read-only and gemini's default approval mode
-    offers no write tool, so neither can write the shared folder; neither reports a failure either
-    (bridge's output checks catch the missing file)."""
-    result, _, _ = go(cli, world, WRITE, "Write the audit into SHARED as report.md",
-                      profile=AgentProfile(cli=cli, sandbox="read-only"))
+def test_codex_read_only_blocks_writes_silently(world):
+    """Documented limit: codex ignores --add-dir under read-only, so it cannot write the shared
+    folder, and it does not report a failure either (bridge's output checks catch the missing file)."""
+    result, _, _ = go("codex", world, WRITE, "Write the audit into SHARED as report.md",
+                      profile=AgentProfile(cli="codex", sandbox="read-only"))
     assert not (world / "run" / "shared" / "report.md").exists()
     assert not (world / "repo" / "report.md").exists()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import asyncio
 import sys
 import time
@@ -10,6 +12,7 @@ from pathlib import Path
 from bridge.interactive import Rule, SessionSpec, run_interactive, run_session
 from bridge.process import group_members, run_processes
 
+RUN_I = f"run-i-{uuid.uuid4().hex[:8]}"  # unique: suites may run side by side
 FAKE = Path(__file__).parent / "fakes" / "fake_interactive"
 TRUST = Rule(r"Do you trust this folder\? \(y/n\)", "y\r")
 
@@ -18,12 +21,12 @@ def spec(tmp_path: Path, *flags: str, **kw) -> SessionSpec:
     kw.setdefault("rules", (TRUST,))
     kw.setdefault("grace", 0.5)
     return SessionSpec(argv=(sys.executable, str(FAKE), str(tmp_path / "out.txt"), *flags), cwd=tmp_path,
-                       log=tmp_path / "session.log", run_id="run-i", stage="s", **kw)
+                       log=tmp_path / "session.log", run_id=RUN_I, stage="s", **kw)
 
 
 def assert_clean(pid: int) -> None:
     assert group_members(pid) == []
-    assert run_processes("run-i") == []
+    assert run_processes(RUN_I) == []
 
 
 def test_trust_dialog_answered_done_pattern_then_clean_exit(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import asyncio
 import json
 import os
@@ -18,6 +20,9 @@ from bridge.errors import AgentNotFound
 from bridge.process import (ProcessSpec, group_members, kill_leftovers, run_processes, supervise,
                             which)
 
+RUN_TEST = f"run-test-{uuid.uuid4().hex[:8]}"  # unique: suites may run side by side
+RUN_HOST = f"run-host-{uuid.uuid4().hex[:8]}"  # unique: suites may run side by side
+RUN_ORPHAN = f"run-orphan-{uuid.uuid4().hex[:8]}"  # unique: suites may run side by side
 FAKE = Path(__file__).parent / "fakes" / "fake_agent"
 
 
@@ -25,7 +30,7 @@ def spec(tmp_path: Path, *args: str, **kw) -> ProcessSpec:
     kw.setdefault("grace", 1.0)
     return ProcessSpec(argv=(sys.executable, str(FAKE), *args), cwd=tmp_path,
                        stdout_log=tmp_path / "out.jsonl", stderr_log=tmp_path / "err.log",
-                       run_id=kw.pop("run_id", "run-test"), stage=kw.pop("stage", "s1"), **kw)
+                       run_id=kw.pop("run_id", RUN_TEST), stage=kw.pop("stage", "s1"), **kw)
 
 
 def alive(pid: int) -> bool:
@@ -36,7 +41,7 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def assert_clean(pgid: int, run_id: str = "run-test") -> None:
+def assert_clean(pgid: int, run_id: str = RUN_TEST) -> None:
     assert group_members(pgid) == []
     assert run_processes(run_id) == []
 
@@ -51,7 +56,7 @@ def test_lines_exit_code_logs_and_markers(tmp_path):
     result, lines = run(spec(tmp_path, "argv"))
     assert result.exit_code == 0 and result.ended_by == "exit" and result.signal is None
     data = json.loads(lines[0])
-    assert data["env"] == {"BRIDGE_RUN_ID": "run-test", "BRIDGE_STAGE": "s1"}
+    assert data["env"] == {"BRIDGE_RUN_ID": RUN_TEST, "BRIDGE_STAGE": "s1"}
     assert data["stdin"] == ""  # /dev/null, never an open pipe
     assert (tmp_path / "out.jsonl").read_text().strip() == lines[0]
     assert_clean(result.pid)
@@ -164,7 +169,7 @@ def test_task_cancellation(tmp_path):
 
     asyncio.run(go())
     assert not alive(int(pidfile.read_text()))
-    assert run_processes("run-test") == []
+    assert run_processes(RUN_TEST) == []
 
 
 def test_logs_are_redacted(tmp_path, monkeypatch):
@@ -184,7 +189,7 @@ def test_bridge_interrupted_by_sigterm_stops_the_agent(tmp_path):
         from pathlib import Path
         from bridge.process import ProcessSpec, supervise, sigterm_as_interrupt
         s = ProcessSpec(argv=(sys.executable, {str(FAKE)!r}, "grandchild", {str(pidfile)!r}, "hang"),
-                        cwd=Path({str(tmp_path)!r}), run_id="run-host", stage="s", grace=0.5)
+                        cwd=Path({str(tmp_path)!r}), run_id={RUN_HOST!r}, stage="s", grace=0.5)
         with sigterm_as_interrupt():
             try:
                 asyncio.run(supervise(s, print))
@@ -197,18 +202,18 @@ def test_bridge_interrupted_by_sigterm_stops_the_agent(tmp_path):
     host.send_signal(signal.SIGTERM)
     assert host.wait(timeout=10) == 130
     assert not alive(int(pidfile.read_text()))
-    assert run_processes("run-host") == []
+    assert run_processes(RUN_HOST) == []
 
 
 def test_kill_leftovers_after_bridge_was_sigkilled(tmp_path):
-    env = {**os.environ, "BRIDGE_RUN_ID": "run-orphan", "BRIDGE_STAGE": "s"}
+    env = {**os.environ, "BRIDGE_RUN_ID": RUN_ORPHAN, "BRIDGE_STAGE": "s"}
     orphan = subprocess.Popen([sys.executable, str(FAKE), "ignore-term"], env=env,
                               start_new_session=True, stdout=subprocess.PIPE)
     assert orphan.stdout is not None
     orphan.stdout.readline()
     assert kill_leftovers(orphan.pid, "another-run") is False  # not ours: left alone
     assert alive(orphan.pid)
-    assert kill_leftovers(orphan.pid, "run-orphan") is True
+    assert kill_leftovers(orphan.pid, RUN_ORPHAN) is True
     orphan.wait(timeout=5)
     assert group_members(orphan.pid) == []
 

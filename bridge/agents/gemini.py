@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any
 
-from bridge.agents.base import (AgentEvent, Command, EventKind, Invocation, StreamParser, Usage,
+from bridge.agents.base import (AgentEvent, Command, ErrorKind, EventKind, Invocation, StreamParser, Usage,
                                 as_int, classify_error, folders, full_prompt, option, policy_args,
                                 prompt_file, too_long)
 
 FILE_TOOLS = {"write_file", "replace", "edit"}
 SHELL_TOOLS = {"run_shell_command"}
 STDIN_NOTE = "Follow the instructions above."
+POLICY = "gemini-policy.toml"
+
+
+def shared_policy(cli: dict[str, Any], shared: Path) -> str:
+    """A policy-engine file denying edits whose file_path is not inside the shared folder."""
+    regex = '"file_path":"(?!' + re.escape(str(shared)).replace("\\-", "-") + '/)'
+    return str(cli.get("shared_policy", "")).replace("{shared_regex}", json.dumps(regex))
 
 
 def build_command(profile: Any, inv: Invocation, cli: dict[str, Any]) -> Command:
@@ -24,7 +34,13 @@ def build_command(profile: Any, inv: Invocation, cli: dict[str, Any]) -> Command
     argv = [cli.get("binary", "gemini"), "-p", prompt]
     argv += list(cli.get("extra_args", ()))
     argv += ["--output-format", "stream-json", "--skip-trust"]
-    argv += policy_args(profile, cli, inv.shared_dir)
+    policy = policy_args(profile, cli, inv.shared_dir)
+    if "{shared_policy}" in policy:
+        if inv.stage_dir is None:
+            raise ValueError("gemini's read-only policy needs inv.stage_dir to write its policy file")
+        files[inv.stage_dir / POLICY] = shared_policy(cli, inv.shared_dir)
+        policy = [str(inv.stage_dir / POLICY) if a == "{shared_policy}" else a for a in policy]
+    argv += policy
     for d in folders(inv):
         argv += [cli.get("extra_dir_flag", "--include-directories"), str(d)]
     argv += option(cli, "model_flag", profile.model)
@@ -42,6 +58,7 @@ class GeminiParser(StreamParser):
         super().__init__()
         self._text: list[str] = []
         self.errors: list[str] = []
+        self.denials: list[str] = []
 
     def handle(self, obj: dict[str, Any]) -> list[AgentEvent]:
         kind = obj.get("type", "")
@@ -65,6 +82,9 @@ class GeminiParser(StreamParser):
             if name in FILE_TOOLS:
                 return [AgentEvent(EventKind.FILE_CHANGE, str(params.get("file_path", "")), obj)]
             return [AgentEvent(EventKind.TOOL, name, obj)]
+        if kind == "tool_result" and (obj.get("error") or {}).get("type") == "policy_violation":
+            self.denials.append(str(obj.get("tool_id") or "tool"))
+            return [AgentEvent(EventKind.ERROR, "denied by policy", obj)]
         if kind == "error":
             message = str(obj.get("message") or "")
             self.errors.append(message)
@@ -73,7 +93,10 @@ class GeminiParser(StreamParser):
             stats = obj.get("stats") or {}
             self.usage = Usage(as_int(stats.get("input_tokens") or stats.get("input")),
                                as_int(stats.get("output_tokens")), as_int(stats.get("cached")))
-            if obj.get("status") == "success":
+            self.permission_denials = tuple(self.denials)
+            if obj.get("status") == "success" and self.denials:
+                self.fail(ErrorKind.PERMISSION_DENIED, "denied by policy: " + ", ".join(self.denials))
+            elif obj.get("status") == "success":
                 self.success = True
             else:
                 err = obj.get("error") or {}
