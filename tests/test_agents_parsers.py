@@ -196,3 +196,15 @@ def test_parse_reset_clock_time_is_in_the_future():
 ])
 def test_classify_error(text, status, kind):
     assert classify_error(text, status) is kind
+
+
+def test_gemini_policy_denial_is_a_failure():
+    """Observed on gemini 0.61.0 under bridge's read-only policy file: the run still says success."""
+    lines = ['{"type":"init","session_id":"s1","model":"gemini-2.5-flash"}',
+             '{"type":"tool_use","tool_name":"write_file","tool_id":"w1","parameters":{"file_path":"/repo/out.txt"}}',
+             '{"type":"tool_result","tool_id":"w1","status":"error","output":"Tool execution denied by policy.",'
+             '"error":{"type":"policy_violation","message":"Tool execution denied by policy."}}',
+             '{"type":"message","role":"assistant","content":"done","delta":true}',
+             '{"type":"result","status":"success","stats":{"input_tokens":40,"output_tokens":15}}']
+    outcome = feed_all("gemini", lines)
+    assert outcome.error is ErrorKind.PERMISSION_DENIED and outcome.permission_denials == ("w1",)
