@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 from bridge.errors import RunError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: worktrees and landings (new tables only)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -108,6 +108,32 @@ CREATE TABLE IF NOT EXISTS schedule_fires (
     detail TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS fires_by_playbook ON schedule_fires (playbook, scheduled_for);
+CREATE TABLE IF NOT EXISTS worktrees (
+    run_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    stage_id TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    path TEXT NOT NULL,
+    base TEXT NOT NULL,
+    status TEXT NOT NULL,
+    commit_sha TEXT,
+    strategy TEXT,
+    merged_commit TEXT,
+    conflicts_json TEXT NOT NULL DEFAULT '[]',
+    message TEXT NOT NULL DEFAULT '',
+    updated REAL NOT NULL,
+    PRIMARY KEY (run_id, key)
+);
+CREATE TABLE IF NOT EXISTS landings (
+    run_id TEXT PRIMARY KEY,
+    landed INTEGER NOT NULL,
+    branch TEXT,
+    integration_branch TEXT NOT NULL,
+    commit_sha TEXT,
+    message TEXT NOT NULL,
+    files_json TEXT NOT NULL DEFAULT '[]',
+    t REAL NOT NULL
+);
 """
 
 
@@ -371,6 +397,32 @@ class Ledger:
     def events(self, run_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
         for r in self._all("SELECT name, json FROM events WHERE run_id = ? ORDER BY id", (run_id,)):
             yield r["name"], json.loads(r["json"])
+
+    # worktrees and landing (bridge.mergeback) ----------------------------------------------
+    def upsert_worktree(self, run_id: str, key: str, stage_id: str, **values: Any) -> None:
+        """Create or update a unit's worktree row; `values` are column names of `worktrees`."""
+        if "conflicts" in values:
+            values["conflicts_json"] = json.dumps(list(values.pop("conflicts")))
+        cols = {**values, "updated": time.time()}
+        sets = ", ".join(f"{c} = excluded.{c}" for c in cols)
+        names = ["run_id", "key", "stage_id", *cols]
+        self._exec(f"INSERT INTO worktrees ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+                   f" ON CONFLICT (run_id, key) DO UPDATE SET {sets}", (run_id, key, stage_id, *cols.values()))
+
+    def worktrees(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self._all("SELECT * FROM worktrees WHERE run_id = ? ORDER BY key", (run_id,))
+        return [{**dict(r), "conflicts": json.loads(r["conflicts_json"])} for r in rows]
+
+    def set_landing(self, run_id: str, *, landed: bool, branch: str | None, integration_branch: str,
+                    commit: str | None, message: str, files: tuple[str, ...] = ()) -> None:
+        self._exec("INSERT OR REPLACE INTO landings (run_id, landed, branch, integration_branch, commit_sha,"
+                   " message, files_json, t) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (run_id, int(landed), branch, integration_branch, commit, message,
+                    json.dumps(list(files)), time.time()))
+
+    def landing(self, run_id: str) -> dict[str, Any] | None:
+        rows = self._all("SELECT * FROM landings WHERE run_id = ?", (run_id,))
+        return {**dict(rows[0]), "files": json.loads(rows[0]["files_json"])} if rows else None
 
     # schedule fires (for bridge.scheduler) ---------------------------------------------------
     def record_fire(self, playbook: str, scheduled_for: float, fired_at: float, action: str,
