@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -115,8 +116,21 @@ def _pids() -> Iterator[int]:
             yield int(name)
 
 
+def _group_exists(pgid: int) -> bool:
+    """Whether any process (zombies included) is in group `pgid`: one syscall, no /proc scan."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes whose process group is `pgid`."""
+    if not _group_exists(pgid):
+        return []
     out = []
     for pid in _pids():
         st = _stat(pid)
@@ -125,22 +139,59 @@ def group_members(pgid: int) -> list[int]:
     return out
 
 
-def run_processes(run_id: str, stage: str | None = None) -> list[int]:
-    """Live processes carrying BRIDGE_RUN_ID=run_id (and BRIDGE_STAGE=stage when given)."""
-    if not run_id:
-        return []
+_MARKER = b"BRIDGE_RUN_ID="
+
+
+def _scan_marked() -> list[tuple[int, str, str]]:
+    """(pid, run id, stage) of every live process carrying a run marker, bridge itself excluded."""
     me = os.getpid()
     out = []
     for pid in _pids():
         if pid == me:
             continue
+        try:
+            raw = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if _MARKER not in raw:  # most processes: no need to parse their environment
+            continue
         st = _stat(pid)
         if not st or st[0] in ("Z", "X"):
             continue
-        env = _environ(pid)
-        if env.get("BRIDGE_RUN_ID") == run_id and (stage is None or env.get("BRIDGE_STAGE") == stage):
-            out.append(pid)
+        env = dict(item.partition(b"=")[::2] for item in raw.split(b"\0") if b"=" in item)
+        out.append((pid, env.get(b"BRIDGE_RUN_ID", b"").decode(errors="replace"),
+                    env.get(b"BRIDGE_STAGE", b"").decode(errors="replace")))
     return out
+
+
+class _MarkedTable:
+    """One /proc scan shared by every caller that asks while it runs or waits for it.
+
+    Each agent's end checks for escaped processes carrying its run marker; 64 agents ending together
+    would otherwise read every process's environ 64 times over (the fan-out benchmark's tail)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._scanned_at = -1.0
+        self._rows: list[tuple[int, str, str]] = []
+
+    def rows(self) -> list[tuple[int, str, str]]:
+        asked = time.monotonic()
+        with self._lock:
+            if self._scanned_at < asked:  # a scan begun after the ask sees every process alive then
+                self._scanned_at = time.monotonic()
+                self._rows = _scan_marked()
+            return self._rows
+
+
+_MARKED = _MarkedTable()
+
+
+def run_processes(run_id: str, stage: str | None = None) -> list[int]:
+    """Live processes carrying BRIDGE_RUN_ID=run_id (and BRIDGE_STAGE=stage when given)."""
+    if not run_id:
+        return []
+    return [pid for pid, rid, st in _MARKED.rows() if rid == run_id and (stage is None or st == stage)]
 
 
 def _signal_group(pgid: int, sig: int) -> None:
