@@ -36,8 +36,9 @@ def load_playbook(path: Path) -> Playbook:
 
 
 def playbook_files(folder: Path) -> list[Path]:
-    """The playbook files of a folder (*.yaml, *.yml), sorted."""
-    return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    """The playbook files of a folder (*.yaml, *.yml), sorted; rehearsal scripts (*.rehearsal.yaml) are not."""
+    return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()
+                  and not p.stem.endswith(".rehearsal"))
 
 
 def project_dir_for(folder: Path) -> Path:

@@ -58,12 +58,17 @@ def read(path: str, body: dict[str, Any]) -> Conversation:
 
 
 def action(step: Step, sel: Selection, conv: Conversation) -> str | ToolCall:
-    """The scripted step as Claude Code's own tools: Write, Bash, StructuredOutput."""
+    """The scripted step as Claude Code's own tools: Write, Read, Bash, StructuredOutput."""
     if step.write_file is not None:
         path = sel.expand(step.write_file.path)
         if not posixpath.isabs(path) and conv.cwd:
             path = posixpath.join(conv.cwd, path)  # Write insists on absolute paths
         return ToolCall("Write", {"file_path": path, "content": sel.expand(step.write_file.content)})
+    if step.read_file is not None:
+        path = sel.expand(step.read_file)
+        if not posixpath.isabs(path) and conv.cwd:
+            path = posixpath.join(conv.cwd, path)
+        return ToolCall("Read", {"file_path": path})
     if step.shell is not None:
         return ToolCall("Bash", {"command": sel.expand(step.shell), "description": "rehearsal step"})
     if step.structured is not None:

@@ -89,6 +89,9 @@ def action(step: Step, sel: Selection, conv: Conversation) -> str | ToolCall:
         if "apply_patch" in conv.tools:
             return ToolCall("apply_patch", free_text=_patch(path, content))
         return _shell(_heredoc(path, content), conv)
+    if step.read_file is not None:
+        path = sel.expand(step.read_file)
+        return _shell("cat '" + path.replace("'", "'\\''") + "'", conv)
     if step.shell is not None:
         return _shell(sel.expand(step.shell), conv)
     if step.structured is not None:

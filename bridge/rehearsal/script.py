@@ -39,6 +39,7 @@ class Step(_Model):
 
     text: Optional[str] = None
     write_file: Optional[WriteFile] = None
+    read_file: Optional[str] = None  # a path; Claude Code's Write refuses an existing file not Read first
     shell: Optional[str] = None
     structured: Optional[Any] = None
     error: Optional[ApiError] = None
@@ -52,25 +53,26 @@ class Step(_Model):
 
     @model_validator(mode="after")
     def _one_action(self) -> "Step":
-        actions = [k for k in ("text", "write_file", "shell", "structured", "error") if getattr(self, k) is not None]
+        actions = [k for k in ("text", "write_file", "read_file", "shell", "structured", "error")
+                   if getattr(self, k) is not None]
         if self.hang:
             actions.append("hang")
         if len(actions) > 1:
             raise ValueError(f"a step does one thing; this one has {', '.join(actions)}")
         if not actions and not self.delay:
-            raise ValueError("a step needs one of text, write_file, shell, structured, error, hang")
+            raise ValueError("a step needs one of text, write_file, read_file, shell, structured, error, hang")
         return self
 
     @property
     def kind(self) -> str:
-        for key in ("write_file", "shell", "structured", "error", "text"):
+        for key in ("write_file", "read_file", "shell", "structured", "error", "text"):
             if getattr(self, key) is not None:
                 return key
         return "hang" if self.hang else "text"
 
     @property
     def is_tool(self) -> bool:
-        return self.write_file is not None or self.shell is not None
+        return self.write_file is not None or self.read_file is not None or self.shell is not None
 
 
 class Reply(_Model):
