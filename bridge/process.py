@@ -326,7 +326,8 @@ async def supervise(
         waiter = asyncio.ensure_future(proc.wait())
         exited_at: float | None = None
         while True:
-            await asyncio.wait([waiter, *pumps], timeout=POLL, return_when=asyncio.FIRST_COMPLETED)
+            pending = [f for f in (waiter, *pumps) if not f.done()]  # a done one would spin the loop
+            await asyncio.wait(pending, timeout=POLL, return_when=asyncio.FIRST_COMPLETED)
             now = time.monotonic()
             if waiter.done() and all(p.done() for p in pumps):
                 break
