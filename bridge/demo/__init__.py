@@ -1,0 +1,99 @@
+"""The rehearsed demo's pieces: the sample repository, and finding or installing the pinned agent CLIs.
+
+Nothing here prints; `bridge/commands/demo.py` tells the story. The CLI versions come from one file,
+tests/e2e/package.json (shipped as bridge/_data/clis/package.json), the same pins the tests use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from bridge.errors import BridgeError
+from bridge.resources import data_dir
+
+SAMPLE = Path(__file__).resolve().parent / "sample"
+CLI_BINARIES = {"codex": "@openai/codex", "claude": "@anthropic-ai/claude-code", "gemini": "@google/gemini-cli"}
+_AUTHOR = ("bridge demo", "demo@bridge.invalid")
+
+
+def build_sample(dest: Path) -> Path:
+    """Copy the sample repository into `dest` (absent or empty) and make it a git repo with one commit."""
+    import git
+
+    dest = dest.resolve()
+    if dest.exists() and any(dest.iterdir()):
+        raise BridgeError(f"{dest} is not empty: give --keep a new or empty folder")
+    shutil.copytree(SAMPLE, dest, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".bridge"))
+    repo = git.Repo.init(dest, initial_branch="main")
+    with repo.config_writer() as config:  # a demo repo of its own: no user identity needed
+        config.set_value("user", "name", _AUTHOR[0])
+        config.set_value("user", "email", _AUTHOR[1])
+    repo.git.add("-A")
+    repo.git.commit("-m", "inventory: the sample with three seeded bugs", "--no-verify", "--no-gpg-sign")
+    return dest
+
+
+def pinned_clis() -> dict[str, str]:
+    """{npm package: version} of the agent CLIs, from the shipped package.json."""
+    path = data_dir("clis") / "package.json"
+    try:
+        deps = json.loads(path.read_text(encoding="utf-8"))["dependencies"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise BridgeError(f"cannot read the pinned CLI versions from {path} ({exc}); reinstall bridge") from exc
+    return {pkg: deps[pkg] for pkg in CLI_BINARIES.values() if pkg in deps}
+
+
+def cache_dir() -> Path:
+    """Where `bridge demo --yes` installs the CLIs: $XDG_CACHE_HOME/bridge/clis (~/.cache/bridge/clis)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "bridge" / "clis"
+
+
+def local_bin_dirs() -> list[Path]:
+    """Folders searched after PATH: the cache install, then a source checkout's tests/e2e install."""
+    dirs = [cache_dir() / "node_modules" / ".bin"]
+    checkout = SAMPLE.parent.parent.parent / "tests" / "e2e" / "node_modules" / ".bin"
+    if checkout.is_dir():
+        dirs.append(checkout)
+    return dirs
+
+
+def find_clis() -> tuple[dict[str, str | None], Path | None]:
+    """({binary: path or None}, the local folder to put first on PATH, or None when PATH has them all)."""
+    found = {name: shutil.which(name) for name in CLI_BINARIES}
+    if all(found.values()):
+        return found, None
+    for folder in local_bin_dirs():
+        here = {name: shutil.which(name, path=str(folder)) for name in CLI_BINARIES}
+        if all(here.values()):
+            return here, folder
+    return found, None
+
+
+def install_argv(prefix: Path) -> list[str]:
+    """The npm command that installs the pinned CLIs into `prefix` (no global install, no sudo)."""
+    return ["npm", "install", "--no-fund", "--no-audit", "--prefix", str(prefix),
+            *(f"{pkg}@{version}" for pkg, version in pinned_clis().items())]
+
+
+@contextlib.contextmanager
+def path_first(folder: Path | None) -> Iterator[None]:
+    """PATH with `folder` in front for the duration (bridge resolves every agent CLI on PATH)."""
+    if folder is None:
+        yield
+        return
+    old = os.environ.get("PATH")
+    os.environ["PATH"] = f"{folder}{os.pathsep}{old or os.defpath}"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = old
