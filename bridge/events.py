@@ -106,6 +106,18 @@ class LoopIteration:
 
 
 @dataclass(frozen=True)
+class GitNote:
+    """Worktree news: the run's base, a merge, a conflict, the landing on the user's branch."""
+
+    kind: str  # base | dirty | merged | conflict | kept | landed | not_landed
+    message: str
+    key: str = ""  # the unit (worktree) it is about, if any
+    branch: str = ""
+    files: tuple[str, ...] = ()
+    t: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
 class RunCancelling:
     reason: str
     force: bool = False
@@ -126,7 +138,7 @@ class RunFinished:
 
 
 Event = Union[RunStarted, UnitStarted, UnitActivity, UnitWaiting, UnitRetrying, UnitFinished,
-              LoopIteration, RunCancelling, RunFinished]
+              LoopIteration, GitNote, RunCancelling, RunFinished]
 Emit = Callable[[Event], None]
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from bridge import dag
 from bridge.errors import RunError
-from bridge.events import Emit, RunFinished, RunStarted, Status, UnitFinished, UnitRetrying, UnitWaiting, to_dict
+from bridge.events import Emit, GitNote, RunFinished, RunStarted, Status, UnitFinished, UnitRetrying, UnitWaiting, to_dict
 from bridge.ledger import Ledger, RunRow
 from bridge.playbook import Playbook, iter_stages, matrix_items
 from bridge.runner import Prior, Runner, RunnerOptions
@@ -28,7 +28,7 @@ from bridge.unit import RunResult
 from bridge.views import Contexts, unit_key
 from bridge.workspace import RunLayout, new_run_id
 
-RECORDED_EVENTS = (RunStarted, RunFinished, UnitFinished, UnitRetrying, UnitWaiting)
+RECORDED_EVENTS = (RunStarted, RunFinished, UnitFinished, UnitRetrying, UnitWaiting, GitNote)
 
 
 @dataclass(frozen=True)
@@ -158,12 +158,13 @@ class Session:
 
     def __init__(self, playbook: Playbook, spec: RunSpec, layout: RunLayout, ledger: Ledger,
                  emit: Emit, prior: dict[str, Prior], selected: frozenset[str] | None,
-                 resumed: bool) -> None:
+                 resumed: bool, base: Any = None) -> None:
         self.playbook, self.spec, self.layout, self.ledger = playbook, spec, layout, ledger
         self.prior, self.selected, self.resumed = prior, selected, resumed
         self._emit = emit
         self.signals = 0
         self.runner: Runner | None = None
+        self.base = base  # bridge.worktrees.BaseInfo of a run in a git repository, else None
 
     def emit(self, event: Any) -> None:
         if isinstance(event, RECORDED_EVENTS):
@@ -202,6 +203,7 @@ class Session:
         return asyncio.run(self._main())
 
     async def _main(self) -> RunResult:
+        from bridge.mergeback import Integration
         from bridge.stage_exec import StageExecutor
         from bridge.watcher import OutputWatcher
 
@@ -215,17 +217,21 @@ class Session:
                             run_id=layout.run_id, vars=dict(playbook.vars), tasks=self._tasks,
                             trigger=str(self.spec.trigger) if self.spec.trigger else None)
         self.emit(RunStarted(layout.run_id, playbook.name, str(layout.run_dir), self._all_keys(), self.resumed))
+        git = Integration(self.spec.project, playbook, layout, self.ledger, self.emit, self.base)
+        git.announce()
         with contextlib.ExitStack() as stack:
             watcher = stack.enter_context(OutputWatcher(layout.shared))
             wiring = self._rehearsal(stack)
             executor = StageExecutor(playbook, playbook_dir=self.spec.playbook_path.parent.resolve(),
                                      project=self.spec.project, layout=layout, ledger=self.ledger,
-                                     contexts=contexts, watcher=watcher, wiring=wiring)
+                                     contexts=contexts, watcher=watcher, wiring=wiring,
+                                     workdir=git.workdir, release=git.release)
             self.runner = Runner(
                 playbook, layout.run_id, execute=executor, emit=self.emit, contexts=contexts,
                 options=RunnerOptions(max_parallel=self.spec.max_parallel, selected=self.selected),
-                prior=self.prior, record=self.record)
+                prior=self.prior, record=self.record, stage_done=git.stage_done)
             result = await self.runner.run()
+        await asyncio.to_thread(git.close)  # land the merged work, remove bridge's checkouts
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError, RuntimeError):
                 loop.remove_signal_handler(sig)
@@ -307,14 +313,18 @@ def start_run(spec: RunSpec, emit: Emit) -> RunResult:
     selected = _selected(playbook, spec.only, spec.from_stage)
     if spec.rehearse:
         rehearsal_script(spec.playbook_path, spec.script)  # fail before anything is created
+    from bridge.mergeback import base_to_json, take_base
+
+    base = take_base(project, playbook)  # once, before anything of the run exists
     layout = RunLayout(project, new_run_id()).create()
     with Ledger(project) as ledger, run_lock(layout):
         options = {"only": list(spec.only), "from_stage": spec.from_stage, "max_parallel": spec.max_parallel,
-                   "rehearse": spec.rehearse, "script": str(spec.script) if spec.script else None}
+                   "rehearse": spec.rehearse, "script": str(spec.script) if spec.script else None,
+                   "base": base_to_json(base)}
         ledger.start_run(layout.run_id, playbook.name, spec.playbook_path, project, vars=spec.vars,
                          options=options, pid=os.getpid(), trigger=str(spec.trigger) if spec.trigger else None)
         prior = _earlier(ledger, playbook, layout, selected) if selected is not None else {}
-        return Session(playbook, spec, layout, ledger, emit, prior, selected, resumed=False).drive()
+        return Session(playbook, spec, layout, ledger, emit, prior, selected, resumed=False, base=base).drive()
 
 
 def resume_run(project: Path, ref: str, emit: Emit) -> RunResult:
@@ -338,4 +348,7 @@ def resume_run(project: Path, ref: str, emit: Emit) -> RunResult:
                                   u.cost_usd) for u in ledger.units(row.id)}
             ledger.reopen_run(row.id, os.getpid())
             selected = _selected(playbook, spec.only, spec.from_stage)
-            return Session(playbook, spec, layout, ledger, emit, prior, selected, resumed=True).drive()
+            from bridge.mergeback import base_from_json, take_base
+
+            return Session(playbook, spec, layout, ledger, emit, prior, selected, resumed=True,
+                           base=base_from_json(opts.get("base")) or take_base(project, playbook)).drive()

@@ -95,10 +95,12 @@ class Runner:
     def __init__(self, playbook: Playbook, run_id: str, *, execute: Execute, emit: Emit,
                  contexts: Contexts, options: RunnerOptions = RunnerOptions(),
                  prior: dict[str, Prior] | None = None,
-                 record: Callable[..., None] | None = None) -> None:
+                 record: Callable[..., None] | None = None,
+                 stage_done: Callable[[StageResult], Awaitable[StageResult]] | None = None) -> None:
         self.playbook, self.run_id, self.execute, self.emit = playbook, run_id, execute, emit
         self.contexts, self.options, self.prior = contexts, options, prior or {}
         self.record = record or (lambda *a, **k: None)
+        self.stage_done = stage_done  # the merge step of worktree stages (bridge.mergeback)
         limit = options.max_parallel or playbook.max_parallel or DEFAULT_MAX_PARALLEL
         self.slots = asyncio.Semaphore(limit)
         self.budget = BudgetTracker(playbook)
@@ -275,7 +277,10 @@ class Runner:
         stopped = [r for r in ran if r.status is Status.CANCELLED]
         status = Status.FAILURE if failed else Status.CANCELLED if stopped else Status.SUCCESS
         reason = "; ".join(f"{r.key}: {r.reason}" for r in failed or stopped)
-        return StageResult(sid, status, reason, tuple(results), continue_on_error=stage.continue_on_error)
+        result = StageResult(sid, status, reason, tuple(results), continue_on_error=stage.continue_on_error)
+        if self.stage_done is not None:  # once every item has finished: merge them back in order
+            result = await self.stage_done(result)
+        return result
 
     async def _run_loop(self, sid: str, stage: Stage, scope: Scope) -> StageResult:
         assert stage.loop is not None

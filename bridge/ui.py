@@ -188,6 +188,8 @@ def describe(event: Any) -> str | None:
         return f"{mark} {event.key} {status}{tail}{why}"
     if kind == "loop_iteration":
         return f"⟳ {event.stage_id} iteration {event.iteration} {'done' if event.done else 'continues'}"
+    if kind == "git_note":
+        return f"⎇ {event.message}"
     if kind == "run_cancelling":
         return f"■ {'killing agents' if event.force else 'stopping agents'}: {event.reason}"
     if kind == "run_finished":
@@ -277,7 +279,7 @@ class LiveView:
             row.tokens, row.cost = event.tokens or row.tokens, event.cost_usd or row.cost
             row.attempt = event.attempts or row.attempt
             row.activity = "reused" if event.reused else (event.reason if row.status != "success" else "")
-        elif kind in ("run_cancelling", "run_finished", "loop_iteration"):
+        elif kind in ("run_cancelling", "run_finished", "loop_iteration", "git_note"):
             text = describe(event)
             if text and kind != "loop_iteration":
                 self.notes.append(text)

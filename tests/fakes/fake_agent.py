@@ -10,6 +10,8 @@ and write, anywhere in a stage's prompt, lines such as
 Keys (`;`-separated, repeatable where it makes sense):
   count=FILE             append "<BRIDGE_STAGE> <pid>" to FILE (how many times it ran, and where)
   write=PATH=TEXT        write TEXT to PATH (atomically) before sleeping; repeatable
+  append=PATH=TEXT       append TEXT and a newline to PATH (relative paths: the cwd); repeatable
+  read=PATH=DEST         copy PATH's text (or "<missing>") to DEST, after the writes; repeatable
   sleep=SECONDS          sleep before the result (after the writes)
   sleep_first=N:SECONDS  the first N runs (per count file) sleep SECONDS more
   pre_sleep=SECONDS      sleep before the writes
@@ -105,6 +107,18 @@ def main(argv: list[str]) -> int:
     for item in d.get("write", []):
         path, _, content = item.partition("=")
         write_atomic(path, content or "ok\n")
+    for item in d.get("append", []):
+        path, _, content = item.partition("=")
+        with open(path, "a") as fh:
+            fh.write(content + "\n")
+    for item in d.get("read", []):
+        path, _, dest = item.partition("=")
+        try:
+            with open(path) as fh:
+                text = fh.read()
+        except OSError:
+            text = "<missing>"
+        write_atomic(dest, text)
     time.sleep(float(one("sleep", "0")))
     if "sleep_first" in d:
         n, _, secs = one("sleep_first").partition(":")

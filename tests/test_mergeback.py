@@ -1,0 +1,215 @@
+"""Worktree stages in real runs (fake agent CLI, real git): isolation, merge-back, landing, clean."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bridge.events import GitNote, Status
+from bridge.ledger import Ledger
+from tests.runhelp import bridge, make_project, run_inproc, write_playbook
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    proj = make_project(tmp_path)
+    git(proj, "init", "-q", "-b", "main")
+    git(proj, "config", "user.name", "Tester")
+    git(proj, "config", "user.email", "t@example.com")
+    (proj / "app.txt").write_text("line 1\nline 2\n")
+    (proj / "notes.txt").write_text("notes\n")
+    git(proj, "add", "app.txt", "notes.txt")
+    git(proj, "commit", "-q", "-m", "start")
+    return proj
+
+
+def notes(events: list, kind: str | None = None) -> list[GitNote]:
+    return [e for e in events if isinstance(e, GitNote) and (kind is None or e.kind == kind)]
+
+
+def parallel(project: Path, merge: str = "merge", same_file: bool = False) -> Path:
+    target = "app.txt" if same_file else "{{ matrix.item }}.txt"
+    return write_playbook(project, f"""
+        stages:
+          impl:
+            agent: f
+            matrix: {{item: [a, b]}}
+            worktree: {{merge: {merge}}}
+            prompt: "FAKE: write={target}=from {{{{ matrix.item }}}}"
+    """)
+
+
+def test_parallel_implementers_land_on_the_users_branch(project: Path) -> None:
+    base = git(project, "rev-parse", "HEAD").strip()
+    result, events = run_inproc(project, parallel(project))
+    assert result.status is Status.SUCCESS, result.reason
+    assert (project / "a.txt").read_text() == "from a" and (project / "b.txt").read_text() == "from b"
+    assert git(project, "status", "--porcelain", "--untracked-files=no") == ""
+    log = git(project, "log", "--format=%s", f"{base}..main").splitlines()
+    assert [s for s in log if "merge" in s] == [
+        f"bridge: impl-b (run {result.run_id}): merge bridge/{result.run_id}/impl-b",
+        f"bridge: impl-a (run {result.run_id}): merge bridge/{result.run_id}/impl-a"]
+    assert notes(events, "landed")
+    with Ledger(project) as ledger:
+        rows = {r["key"]: r for r in ledger.worktrees(result.run_id)}
+        assert {k: r["status"] for k, r in rows.items()} == {"impl-a": "merged", "impl-b": "merged"}
+        landing = ledger.landing(result.run_id)
+        assert landing["landed"] == 1 and landing["branch"] == "main"
+        arts = {a["path"] for a in ledger.artifacts(result.run_id)}
+    assert {"patches/impl-a.patch", "patches/impl-a.diffstat", "patches/impl-b.patch"} <= arts
+    shared = project / ".bridge" / "runs" / result.run_id / "shared"
+    assert "+from a" in (shared / "patches" / "impl-a.patch").read_text()
+    assert not (project / ".bridge" / "worktrees" / result.run_id).exists()  # folders go, branches stay
+
+    out = bridge(project, "clean")
+    assert out.returncode == 0, out.stderr
+    assert git(project, "branch", "--list", f"bridge/{result.run_id}/*") == ""
+    assert "main" in git(project, "branch", "--list", "main")
+
+
+def test_squash_makes_one_commit_per_stage(project: Path) -> None:
+    base = git(project, "rev-parse", "HEAD").strip()
+    result, _ = run_inproc(project, parallel(project, merge="squash"))
+    assert result.status is Status.SUCCESS, result.reason
+    assert git(project, "rev-list", "--count", f"{base}..main").strip() == "2"  # impl-a, impl-b
+    assert git(project, "rev-list", "--merges", "--count", f"{base}..main").strip() == "0"
+    assert (project / "a.txt").exists() and (project / "b.txt").exists()
+    out = bridge(project, "clean", result.run_id)
+    assert out.returncode == 0, out.stderr
+    assert git(project, "branch", "--list", f"bridge/{result.run_id}/*") == ""
+
+
+def test_conflict_fails_the_stage_naming_files_and_keeps_the_branch(project: Path) -> None:
+    head = git(project, "rev-parse", "HEAD").strip()
+    result, events = run_inproc(project, parallel(project, same_file=True))
+    assert result.status is Status.FAILURE
+    reason = result.stages["impl"].reason
+    assert "app.txt" in reason and f"bridge/{result.run_id}/impl-b" in reason, reason
+    assert git(project, "rev-parse", "HEAD").strip() == head  # nothing landed
+    assert (project / "app.txt").read_text() == "line 1\nline 2\n"
+    assert git(project, "status", "--porcelain", "--untracked-files=no") == ""
+    assert git(project, "branch", "--list", f"bridge/{result.run_id}/impl-b").strip()
+    conflict = notes(events, "conflict")
+    assert conflict and conflict[0].files == ("app.txt",)
+    with Ledger(project) as ledger:
+        row = next(r for r in ledger.worktrees(result.run_id) if r["key"] == "impl-b")
+        assert row["status"] == "conflict" and row["conflicts"] == ["app.txt"]
+        assert ledger.unit(result.run_id, "impl-b").status == "failure"
+        assert ledger.landing(result.run_id)["landed"] == 0
+
+    out = bridge(project, "clean")
+    assert out.returncode == 0, out.stderr
+    assert git(project, "branch", "--list", f"bridge/{result.run_id}/impl-b").strip()  # unmerged: kept
+    assert f"bridge/{result.run_id}/impl-b" in out.stdout
+
+
+def test_conflict_continue_marks_it_and_goes_on(project: Path) -> None:
+    pb = write_playbook(project, """
+        stages:
+          impl:
+            agent: f
+            matrix: {item: [a, b]}
+            worktree: {on_conflict: continue}
+            prompt: "FAKE: write=app.txt=from {{ matrix.item }}"
+          after:
+            agent: f
+            needs: impl
+            prompt: "FAKE: message=ran"
+    """)
+    result, events = run_inproc(project, pb)
+    assert result.status is Status.SUCCESS, result.reason
+    assert "on_conflict: continue" in result.stages["impl"].reason
+    assert result.stages["after"].status is Status.SUCCESS
+    assert (project / "app.txt").read_text() == "from a"  # impl-a merged and landed
+
+
+def test_dirty_tree_is_left_byte_for_byte(project: Path) -> None:
+    (project / "app.txt").write_text("my edit\n")  # modified, unstaged
+    (project / "notes.txt").write_text("staged edit\n")
+    git(project, "add", "notes.txt")
+    (project / "scratch.txt").write_text("untracked\n")
+    pb = parallel(project)
+
+    def state() -> tuple:
+        return (git(project, "status", "--porcelain", "--", ".", ":!.bridge"), git(project, "diff"),
+                git(project, "diff", "--cached"), (project / ".git" / "index").read_bytes(),
+                git(project, "rev-parse", "HEAD"), git(project, "branch", "--show-current"),
+                {p: (project / p).read_bytes() for p in ("app.txt", "notes.txt", "scratch.txt", "pb.yaml")})
+
+    before = state()
+    result, events = run_inproc(project, pb)
+    assert result.status is Status.SUCCESS, result.reason
+    assert state() == before
+    assert not (project / "a.txt").exists()
+    dirty = notes(events, "dirty")
+    assert dirty and "uncommitted changes" in dirty[0].message and "left untouched" in dirty[0].message
+    into = f"bridge/{result.run_id}/@integration"
+    waiting = notes(events, "not_landed")
+    assert waiting and f"git merge {into}" in waiting[-1].message
+    assert git(project, "show", f"{into}:a.txt") == "from a"
+    out = bridge(project, "clean")
+    assert out.returncode == 0, out.stderr
+    assert git(project, "branch", "--list", into).strip()  # never landed: kept, with the reason
+    assert "git merge" in out.stdout
+
+
+def test_loop_iteration_two_sees_iteration_one_and_verify_sees_merged_code(project: Path) -> None:
+    pb = write_playbook(project, """
+        stages:
+          work:
+            loop:
+              until: "loop.iteration >= 2"
+              max_iterations: 3
+              stages:
+                impl:
+                  agent: f
+                  worktree: squash
+                  prompt: "FAKE: append=log.txt=round {{ loop.iteration }}"
+                check:
+                  agent: f
+                  needs: impl
+                  prompt: "FAKE: read=log.txt={{ shared }}/seen-{{ loop.iteration }}.txt"
+    """)
+    result, _ = run_inproc(project, pb)
+    assert result.status is Status.SUCCESS, result.reason
+    assert (project / "log.txt").read_text() == "round 1\nround 2\n"
+    shared = project / ".bridge" / "runs" / result.run_id / "shared"
+    assert (shared / "seen-1.txt").read_text() == "round 1\n"
+    assert (shared / "seen-2.txt").read_text() == "round 1\nround 2\n"
+    branches = git(project, "branch", "--list", f"bridge/{result.run_id}/*")
+    assert "impl.1" in branches and "impl.2" in branches
+
+
+def test_verify_runs_on_merged_work_when_it_could_not_land(project: Path) -> None:
+    (project / "app.txt").write_text("dirty\n")  # landing is not possible
+    pb = write_playbook(project, """
+        stages:
+          impl:
+            agent: f
+            worktree: true
+            prompt: "FAKE: write=new.txt=made"
+          verify:
+            agent: f
+            needs: impl
+            prompt: "FAKE: read=new.txt={{ shared }}/seen.txt"
+    """)
+    result, _ = run_inproc(project, pb)
+    assert result.status is Status.SUCCESS, result.reason
+    shared = project / ".bridge" / "runs" / result.run_id / "shared"
+    assert (shared / "seen.txt").read_text() == "made"
+    assert not (project / "new.txt").exists()
+    assert not (project / ".bridge" / "worktrees" / result.run_id).exists()  # the checkout went
+
+
+def test_worktree_stage_outside_git_is_a_clear_error(tmp_path: Path) -> None:
+    proj = make_project(tmp_path)
+    from bridge.errors import BridgeError
+
+    with pytest.raises(BridgeError, match="git"):
+        run_inproc(proj, parallel(proj))
