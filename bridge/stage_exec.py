@@ -8,6 +8,7 @@ if the agent still talks), and reports back an AttemptReport.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
@@ -50,12 +51,10 @@ class StageExecutor:
 
     def __init__(self, playbook: Playbook, *, playbook_dir: Path, project: Path, layout: RunLayout,
                  ledger: Ledger, contexts: Contexts, watcher: Any = None,
-                 wiring: Wiring = lambda profile: None, workdir: Workdir | None = None,
-                 release: Callable[[Unit, Path], None] | None = None) -> None:
+                 wiring: Wiring = lambda profile: None, workdir: Workdir | None = None) -> None:
         self.playbook, self.playbook_dir, self.project = playbook, playbook_dir, project
         self.layout, self.ledger, self.contexts, self.watcher = layout, ledger, contexts, watcher
         self.wiring, self.workdir = wiring, workdir or (lambda unit: project)
-        self.release = release or (lambda unit, cwd: None)  # the attempt no longer works in cwd
         self.run_id = layout.run_id
         self.redact = Redactor.for_env()
         self.transcripts: dict[str, Path] = {}  # unit key -> stdout log of its latest attempt
@@ -87,15 +86,17 @@ class StageExecutor:
         paths = self.layout.attempt(unit.key, n).create()  # run_attempt writes prompt.md and argv.json
         specs = [spec.model_copy(update={"path": rel})
                  for spec, rel in zip(stage.outputs, self.contexts.output_rels(stage, unit.matrix))]
-        cwd = self.workdir(unit)  # the project, the unit's worktree, or the merged work's checkout
-        inv = Invocation(prompt=prompt, cwd=cwd, shared_dir=self.layout.shared,
+        inv = Invocation(prompt=prompt, cwd=self.workdir(unit), shared_dir=self.layout.shared,
                          extra_dirs=(self.layout.inbox,), resume_session=control.resume_session,
                          stage_dir=paths.dir)
         attempt_id = self.ledger.start_attempt(self.run_id, unit.key, n, dir=paths.dir)
         complete = threading.Event()
         watch_key = f"{unit.key}#{n}"
         if self.watcher is not None and any(s.required for s in specs):
-            self.watcher.watch(watch_key, specs, lambda key, checks: complete.set())
+            # off the loop: a new output folder waits for its inotify watch (ms, up to 2 s), and 64
+            # units registering one after another delayed the last agents' start
+            await asyncio.to_thread(self.watcher.watch, watch_key, specs,
+                                    lambda key, checks: complete.set())
 
         runner_stop: list[str] = []
 
@@ -115,7 +116,6 @@ class StageExecutor:
                 wiring=self.wiring(profile), run_id=self.run_id, stage_key=unit.key, project=self.project,
             )
         finally:
-            self.release(unit, cwd)
             if self.watcher is not None:
                 self.watcher.unwatch(watch_key)
         self.transcripts[unit.key] = Path(res.stdout_path)

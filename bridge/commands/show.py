@@ -40,6 +40,7 @@ def _run(ledger: Ledger, run: RunRow, project: Path) -> None:
              f"folder    {layout.run_dir}"]
     if layout.summary.exists():
         lines.append(f"summary   {layout.summary}")
+    lines += _git_lines(ledger, run)
     print_text("\n".join(lines))
     rows = []
     for u in ledger.units(run.id):
@@ -48,6 +49,24 @@ def _run(ledger: Ledger, run: RunRow, project: Path) -> None:
                      u.reason[:80]])
     if rows:
         print_run_table("stages", ["stage", "status", "attempts", "duration", "tokens", "cost", "reason"], rows)
+
+
+def _git_lines(ledger: Ledger, run: RunRow) -> list[str]:
+    """The run's base, each worktree's branch and fate, and the landing on the user's branch."""
+    base = run.options.get("base")
+    lines = []
+    if base:
+        where = f"branch {base['branch']}" if base.get("branch") else "a detached HEAD"
+        dirty = f" (uncommitted changes left out: {len(base.get('dirty_files') or [])} file(s))" \
+            if base.get("dirty") else ""
+        lines.append(f"base      {base['commit'][:12]} on {where}{dirty}")
+    for wt in ledger.worktrees(run.id):
+        conflicts = f" in {', '.join(wt['conflicts'])}" if wt["conflicts"] else ""
+        lines.append(f"branch    {wt['branch']}: {wt['status']}{conflicts}")
+    landing = ledger.landing(run.id)
+    if landing:
+        lines.append(f"landing   {'landed' if landing['landed'] else 'not landed'}: {landing['message']}")
+    return lines
 
 
 def _unit(ledger: Ledger, run: RunRow, unit: UnitRow) -> None:
