@@ -1,0 +1,123 @@
+"""`bridge demo`: rehearse audit-then-implement on a sample repo — the real CLIs, a scripted model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from bridge.errors import BridgeError
+
+PLAYBOOK = "audit-then-implement.yaml"
+NODE_HINT = ("Node.js (with npm) is needed for the agent CLIs and was not found: install Node.js 20 or newer "
+             "from https://nodejs.org (or `sudo apt install nodejs npm`, `brew install node`), then run "
+             "`bridge demo --yes` again.")
+
+
+def _ask(question: str) -> bool:
+    from bridge import ui
+
+    if not sys.stdin.isatty():
+        return False
+    ui.print_text(question)
+    try:
+        return input("[y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+def _ensure_clis(yes: bool) -> Path | None:
+    """The local folder to put first on PATH (None: PATH has the CLIs); installs them if allowed."""
+    from bridge import demo, ui
+    from bridge.process import run_quick
+
+    found, folder = demo.find_clis()
+    if all(found.values()):
+        return folder
+    missing = ", ".join(name for name, path in found.items() if path is None)
+    prefix = demo.cache_dir()
+    argv = demo.install_argv(prefix)
+    how = (f"The demo drives the real agent CLIs and {missing} {'is' if ',' not in missing else 'are'} not "
+           f"installed. Install the pinned versions locally (no sudo, nothing global):\n\n    {' '.join(argv)}\n\n"
+           f"then run `bridge demo` again (or run `bridge demo --yes` to do both).")
+    if not yes and not _ask(how + "\n\nInstall them now?"):
+        raise BridgeError(how)
+    if shutil.which("npm") is None or shutil.which("node") is None:
+        raise BridgeError(NODE_HINT)
+    ui.print_text(f"Installing the agent CLIs into {prefix} (a minute or two) ...")
+    prefix.mkdir(parents=True, exist_ok=True)
+    code, out = run_quick(argv, timeout=900)
+    if code != 0:
+        tail = "\n".join(out.strip().splitlines()[-15:])
+        raise BridgeError(f"`{' '.join(argv)}` {'timed out' if code is None else f'exited {code}'}:\n{tail}")
+    found, folder = demo.find_clis()
+    if not all(found.values()):
+        raise BridgeError(f"npm finished but the CLIs are not in {prefix / 'node_modules' / '.bin'}; "
+                          f"run `{' '.join(argv)}` yourself to see why")
+    return folder
+
+
+def _story(repo: Path, result: object, folder: Path | None, playbook: Path) -> None:
+    import git
+
+    from bridge import ui
+    from bridge.workspace import RunLayout
+
+    layout = RunLayout(repo, result.run_id)  # type: ignore[attr-defined]
+    shared = layout.shared
+    verdict = {}
+    if (shared / "verify" / "result.json").is_file():
+        verdict = json.loads((shared / "verify" / "result.json").read_text(encoding="utf-8"))
+    fix = result.stages.get("fix")  # type: ignore[attr-defined]
+    branches = sorted(b.name for b in git.Repo(repo).branches if b.name.startswith("bridge/"))
+    lines = [
+        "",
+        "What happened",
+        "  1. Codex audited the repo three times in parallel (security, performance, test gaps), each",
+        "     writing a report into the shared folder and handing on a summary capped at 5 lines.",
+        "  2. Claude Code, as lead, turned the reports into the shared task list; two Claude teammates",
+        "     fixed their tasks at the same time, each in its own git worktree, merged back on your branch.",
+        "  3. Codex ran the real test suite: still failing (total_value), so the loop went back to the lead",
+        f"     with the failures; round {fix.iterations if fix else '?'} fixed it and the tests pass"
+        f" (verify/result.json: {json.dumps(verdict) if verdict else 'missing'}).",
+        "",
+        f"The demo repo:   {repo}   (git log --graph; python3 -m unittest -q)",
+        f"Audit reports:   {shared / 'audit'}/{{security,performance,test-gaps}}.md",
+        f"Task list:       {shared / 'tasks.md'}",
+        f"Test log:        {shared / 'verify' / 'tests.log'}",
+        f"Run summary:     {layout.summary}",
+        f"Branches:        {', '.join(branches) if branches else '-'}",
+        f"Agent logs:      bridge show {result.run_id} --dir {repo}",  # type: ignore[attr-defined]
+        "",
+        "Run it for real (your credentials, your repo):",
+        "  bridge doctor",
+        f"  bridge run {playbook} --dir YOUR_REPO",
+        f"  (`bridge plan {playbook}` shows every prompt; copy it next to your repo to adapt it)",
+    ]
+    if folder is not None:
+        lines.append(f"  The CLIs the demo used are in {folder}: export PATH=\"{folder}:$PATH\"")
+    ui.print_text("\n".join(lines))
+
+
+def run(yes: bool = False, keep: Path | None = None) -> int:
+    from bridge import demo, ui
+    from bridge.events import Status
+    from bridge.launch import RunSpec, start_run
+    from bridge.resources import data_dir
+
+    folder = _ensure_clis(yes)
+    where = keep if keep is not None else Path(tempfile.mkdtemp(prefix="bridge-demo-"))
+    repo = demo.build_sample(where)
+    ui.print_text(f"Sample repo (3 seeded bugs, 2 of 4 tests failing): {repo}\n"
+                  "Rehearsal: the real codex and claude CLIs, a scripted model on 127.0.0.1, no credentials.\n")
+    spec = RunSpec(playbook_path=data_dir("playbooks") / PLAYBOOK, project=repo, rehearse=True)
+    with demo.path_first(folder), ui.progress(False) as emit:
+        result = start_run(spec, emit)
+    if result.status is not Status.SUCCESS:
+        ui.print_text(f"The demo run ended {result.status.value}: {result.reason}\n"
+                      f"Look at: bridge show {result.run_id} --dir {repo}")
+        return 1
+    _story(repo, result, folder, spec.playbook_path)
+    return 0

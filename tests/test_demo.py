@@ -1,0 +1,96 @@
+"""`bridge demo` as a user runs it: a subprocess, the real CLIs found on PATH, or install instructions."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bridge.demo import build_sample, install_argv, pinned_clis
+from bridge.resources import data_dir
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def demo(*args: str, env: dict[str, str], cwd: Path, pythonpath: Path | None = None,
+         timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    env = {**env, "NO_COLOR": "1", "COLUMNS": "200"}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    return subprocess.run([sys.executable, "-m", "bridge", "demo", *args], cwd=cwd, env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_demo_yes_rehearses_the_whole_flow(tmp_path: Path, real_clis: Path) -> None:
+    env = {**os.environ, "PATH": f"{real_clis}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(tmp_path)}
+    done = demo("--yes", env=env, cwd=tmp_path)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    assert "Traceback" not in out
+    repo = Path(re.search(r"The demo repo:\s+(\S+)", done.stdout).group(1))
+    assert repo.parent == tmp_path and repo.name.startswith("bridge-demo-")
+    for word in ("audit-security", "implement-one@1", "merged", "verify@2", "Audit reports:", "bridge doctor",
+                 "bridge run", "--dir YOUR_REPO", '"status": "pass"'):
+        assert word in done.stdout, word
+    reports = re.search(r"Audit reports:\s+(\S+)/\{", done.stdout).group(1)
+    assert sorted(p.name for p in Path(reports).iterdir()) == ["performance.md", "security.md", "test-gaps.md"]
+    tests = subprocess.run([sys.executable, "-m", "unittest", "-q"], cwd=repo, capture_output=True, text=True,
+                           timeout=60, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert tests.returncode == 0 and "Ran 5 tests" in tests.stderr, tests.stderr
+
+
+def _installed_copy(tmp_path: Path) -> Path:
+    """bridge laid out as the wheel installs it (bridge/_data/...), away from the checkout's CLIs."""
+    site = tmp_path / "site"
+    shutil.copytree(REPO / "bridge", site / "bridge", ignore=shutil.ignore_patterns("__pycache__", "_data"))
+    for name in ("configs", "playbooks", "clis"):
+        shutil.copytree(data_dir(name), site / "bridge" / "_data" / name,
+                        ignore=shutil.ignore_patterns("node_modules"))
+    return site
+
+
+def test_missing_clis_without_yes_print_the_install_command(tmp_path: Path) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    env = {**os.environ, "PATH": f"{empty}{os.pathsep}/usr/bin{os.pathsep}/bin", "TMPDIR": str(tmp_path)}
+    if any(shutil.which(n, path=env["PATH"]) for n in ("codex", "claude", "gemini")):
+        pytest.fail("an agent CLI is installed system-wide; this test needs a PATH without them")
+    done = demo(env=env, cwd=tmp_path, pythonpath=_installed_copy(tmp_path), timeout=60)
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    assert "Traceback" not in out
+    assert "codex, claude, gemini are not installed" in out
+    flat = " ".join(out.split())
+    assert " ".join(install_argv(Path(os.environ["XDG_CACHE_HOME"]) / "bridge" / "clis")) in flat
+    assert "@openai/codex@0.169.0" in out and "bridge demo --yes" in out
+    assert pinned_clis() == {"@openai/codex": "0.169.0", "@anthropic-ai/claude-code": "2.1.197",
+                             "@google/gemini-cli": "0.61.0"}
+    assert not any(tmp_path.glob("bridge-demo-*"))
+
+
+def test_missing_node_with_yes_says_how_to_get_it(tmp_path: Path) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    done = demo("--yes", env={**os.environ, "PATH": str(empty)}, cwd=tmp_path,
+                pythonpath=_installed_copy(tmp_path), timeout=60)
+    out = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 1, out
+    assert "Traceback" not in out
+    assert "Node.js (with npm) is needed" in out and "https://nodejs.org" in out
+
+
+def test_keep_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "mine.txt").write_text("keep me")
+    from bridge.errors import BridgeError
+
+    with pytest.raises(BridgeError, match="not empty"):
+        build_sample(tmp_path / "x")
+    assert (tmp_path / "x" / "mine.txt").read_text() == "keep me"
