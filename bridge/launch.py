@@ -283,16 +283,22 @@ class Session:
         except ImportError:
             return None
         stages = []
+        branches = {w["key"]: w for w in self.ledger.worktrees(self.layout.run_id)}
         for row in self.ledger.units(self.layout.run_id):
             reports = tuple(a["path"] for a in self.ledger.artifacts(self.layout.run_id, row.key))
+            wt = branches.get(row.key)
             stages.append(StageSummary(
                 id=row.key, status=row.status, attempts=row.attempts,
                 duration=(row.ended - row.started) if row.ended and row.started else 0.0,
                 cost_usd=row.cost_usd, tokens=row.tokens, reports=reports,
+                branch=wt["branch"] if wt else None,
+                worktree=wt["path"] if wt and Path(wt["path"]).exists() else None,
                 error=row.reason if row.status in ("failure", "cancelled") else None))
+        landing = self.ledger.landing(self.layout.run_id)
         summary = RunSummary(self.layout.run_id, self.playbook.name, result.status.value, started, time.time(),
                              tuple(stages), result.cost_usd, result.tokens, str(self.layout.shared),
-                             (result.reason,) if result.reason and result.status is not Status.SUCCESS else ())
+                             (result.reason,) if result.reason and result.status is not Status.SUCCESS else (),
+                             landing=landing["message"] if landing else None)
         path = write_run_summary(self.layout.summary, summary)
         if self.playbook.notify:
             notify(list(self.playbook.notify), summary, summary_path=path)

@@ -53,6 +53,7 @@ class RunSummary:
     tokens: int | None = None
     shared_dir: str | None = None  # absolute path of the run's shared folder
     errors: tuple[str, ...] = ()
+    landing: str | None = None  # what happened to the user's branch (worktree stages), if anything
 
     @property
     def duration(self) -> float:
@@ -92,6 +93,7 @@ def payload(summary: RunSummary, summary_path: Path | None = None) -> dict[str, 
             for s in summary.stages
         ],
         "errors": list(summary.errors),
+        "landing": summary.landing,
         "summary_path": str(summary_path) if summary_path else None,
     }
 
@@ -204,6 +206,8 @@ def render_summary(summary: RunSummary, base: Path) -> str:
         for s in branches:
             where = f" ([worktree]({_rel(Path(s.worktree), base)}))" if s.worktree else ""
             lines.append(f"- {s.id}: `{s.branch}`{where}")
+    if summary.landing:
+        lines += ["", "## Landing", "", summary.landing]
     errors = [*summary.errors, *(f"{s.id}: {s.error}" for s in summary.stages if s.error)]
     if errors:
         lines += ["", "## Errors", ""]

@@ -51,10 +51,12 @@ class StageExecutor:
 
     def __init__(self, playbook: Playbook, *, playbook_dir: Path, project: Path, layout: RunLayout,
                  ledger: Ledger, contexts: Contexts, watcher: Any = None,
-                 wiring: Wiring = lambda profile: None, workdir: Workdir | None = None) -> None:
+                 wiring: Wiring = lambda profile: None, workdir: Workdir | None = None,
+                 release: Callable[[Unit, Path], None] | None = None) -> None:
         self.playbook, self.playbook_dir, self.project = playbook, playbook_dir, project
         self.layout, self.ledger, self.contexts, self.watcher = layout, ledger, contexts, watcher
         self.wiring, self.workdir = wiring, workdir or (lambda unit: project)
+        self.release = release or (lambda unit, cwd: None)  # the attempt no longer works in cwd
         self.run_id = layout.run_id
         self.redact = Redactor.for_env()
         self.transcripts: dict[str, Path] = {}  # unit key -> stdout log of its latest attempt
@@ -86,7 +88,8 @@ class StageExecutor:
         paths = self.layout.attempt(unit.key, n).create()  # run_attempt writes prompt.md and argv.json
         specs = [spec.model_copy(update={"path": rel})
                  for spec, rel in zip(stage.outputs, self.contexts.output_rels(stage, unit.matrix))]
-        inv = Invocation(prompt=prompt, cwd=self.workdir(unit), shared_dir=self.layout.shared,
+        cwd = self.workdir(unit)  # the project, the unit's worktree, or the merged work's checkout
+        inv = Invocation(prompt=prompt, cwd=cwd, shared_dir=self.layout.shared,
                          extra_dirs=(self.layout.inbox,), resume_session=control.resume_session,
                          stage_dir=paths.dir)
         attempt_id = self.ledger.start_attempt(self.run_id, unit.key, n, dir=paths.dir)
@@ -116,6 +119,7 @@ class StageExecutor:
                 wiring=self.wiring(profile), run_id=self.run_id, stage_key=unit.key, project=self.project,
             )
         finally:
+            self.release(unit, cwd)
             if self.watcher is not None:
                 self.watcher.unwatch(watch_key)
         self.transcripts[unit.key] = Path(res.stdout_path)
