@@ -282,8 +282,9 @@ class Integration:
     # landing ---------------------------------------------------------------------------------
     def _land(self, final: bool = False) -> None:
         """Bring merged work onto the user's branch — never under an agent working in the project."""
-        if self.base is None or self._tip() is None:
-            return
+        tip = None if self.base is None else self._tip()
+        if tip is None or (self.landing is not None and self.landing.landed and self.landing.commit == tip):
+            return  # nothing merged, or already landed
         if self.in_project and not final:
             return  # an agent is working in the project folder: land at the next step or the end
         before = self.landing
@@ -291,7 +292,7 @@ class Integration:
             into = integration_branch(self.run_id)
             if before is not None and not before.landed and not final:
                 return
-            self.landing = Landing(False, self.base.branch, into, self._tip(),
+            self.landing = Landing(False, self.base.branch, into, tip,
                                    f"{self.blocked}, so nothing more lands on your branch; merged work "
                                    f"is on branch {into} — run `git merge {into}`")
         else:

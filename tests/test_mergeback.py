@@ -67,6 +67,13 @@ def test_parallel_implementers_land_on_the_users_branch(project: Path) -> None:
     assert "+from a" in (shared / "patches" / "impl-a.patch").read_text()
     assert not (project / ".bridge" / "worktrees" / result.run_id).exists()  # folders go, branches stay
 
+    shown = bridge(project, "show", result.run_id)
+    assert shown.returncode == 0, shown.stderr
+    assert f"bridge/{result.run_id}/impl-a: merged" in shown.stdout
+    assert "landing   landed: main fast-forwarded" in shown.stdout
+    summary = (project / ".bridge" / "runs" / result.run_id / "summary.md").read_text()
+    assert f"`bridge/{result.run_id}/impl-b`" in summary and "## Landing" in summary
+
     out = bridge(project, "clean")
     assert out.returncode == 0, out.stderr
     assert git(project, "branch", "--list", f"bridge/{result.run_id}/*") == ""
