@@ -4,6 +4,7 @@ configs/clis.yaml, completion by a pattern or by the caller, then a clean exit o
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import threading
@@ -193,6 +194,10 @@ async def run_interactive_attempt(profile: Any, cmd: Command, inv: Invocation, *
 
     _, cli = resolve(profile, project)
     rules, done, exit_text = rules_from(cli)
+    from bridge.trust import trust_worktree
+
+    # a fresh worktree is a folder the CLI never saw: answer its trust dialog in advance
+    trust_worktree(cli.get("adapter", profile.cli), Path(cmd.cwd or inv.cwd), {**os.environ, **cmd.env})
     spec = SessionSpec(argv=cmd.argv, cwd=cmd.cwd or inv.cwd, env=cmd.env, rules=rules, done=done,
                        exit_text=exit_text, log=out_path, timeout=timeout, idle_timeout=idle_timeout,
                        grace=grace, run_id=run_id, stage=stage_key)

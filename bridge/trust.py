@@ -60,3 +60,19 @@ def trust_folder_for_gemini(gemini_home: Path, folder: Path) -> Path:
     data[str(folder.resolve())] = "TRUST_FOLDER"
     _save(path, data)
     return path
+
+
+def trust_worktree(kind: str, folder: Path, env: dict[str, str]) -> Path | None:
+    """Pre-accept the trust prompt of an interactive `kind` CLI for a bridge worktree `folder`.
+
+    Only folders under `.bridge/worktrees/` (bridge made them from the user's own commits); the
+    config dir comes from the CLI's environment (CLAUDE_CONFIG_DIR, else HOME), as the CLI reads it.
+    """
+    if ".bridge/worktrees/" not in folder.resolve().as_posix() + "/":
+        return None
+    home = Path(env.get("HOME") or os.environ.get("HOME") or Path.home())
+    if kind == "claude":
+        return trust_folder_for_claude(Path(env.get("CLAUDE_CONFIG_DIR") or home), folder)
+    if kind == "gemini":
+        return trust_folder_for_gemini(home, folder)
+    return None

@@ -220,3 +220,19 @@ def test_worktree_stage_outside_git_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(BridgeError, match="git"):
         run_inproc(proj, parallel(proj))
+
+
+def test_interactive_clis_trust_bridge_worktrees_only(tmp_path: Path) -> None:
+    import json
+
+    from bridge.trust import trust_worktree
+
+    wt = tmp_path / "repo" / ".bridge" / "worktrees" / "run1" / "impl"
+    wt.mkdir(parents=True)
+    conf, home = tmp_path / "claude-conf", tmp_path / "home2"
+    assert trust_worktree("claude", tmp_path / "repo", {"CLAUDE_CONFIG_DIR": str(conf)}) is None
+    path = trust_worktree("claude", wt, {"CLAUDE_CONFIG_DIR": str(conf), "HOME": str(home)})
+    assert json.loads(path.read_text())["projects"][str(wt.resolve())]["hasTrustDialogAccepted"] is True
+    path = trust_worktree("gemini", wt, {"HOME": str(home)})
+    assert json.loads(path.read_text()) == {str(wt.resolve()): "TRUST_FOLDER"}
+    assert trust_worktree("codex", wt, {"HOME": str(home)}) is None
