@@ -104,6 +104,11 @@ class OutputSpec(Model):
     schema_: dict[str, Any] | None = Field(None, alias="schema")
     description: str = ""
     required: bool = True
+    from_: Literal["agent", "final_message"] = Field(
+        "agent", alias="from",
+        description="Who writes the file: the agent (default), or bridge, which writes the agent's final "
+        "message into it after a successful end (for read-only agents, e.g. a read-only Codex auditor).",
+    )
 
     @field_validator("path")
     @classmethod

@@ -14,6 +14,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,9 @@ from bridge.redact import Redactor
 from bridge.runner import AttemptControl
 from bridge.templates import render
 from bridge.unit import AttemptReport, Unit
-from bridge.views import Contexts
-from bridge.workspace import (RunLayout, cap_summary,
-                              check_outputs, handoff_size, missing_outputs_message,
-                              transcript_bytes)
+from bridge.views import Contexts, handed_bytes, handed_pieces
+from bridge.workspace import (RunLayout, atomic_write_text, cap_summary, check_outputs,
+                              missing_outputs_message, resolve_output, transcript_bytes)
 
 OUTPUTS_COMPLETE = "outputs complete"
 
@@ -95,7 +95,9 @@ class StageExecutor:
         attempt_id = self.ledger.start_attempt(self.run_id, unit.key, n, dir=paths.dir)
         complete = threading.Event()
         watch_key = f"{unit.key}#{n}"
-        if self.watcher is not None and any(s.required for s in specs):
+        # an output bridge writes from the final message needs the agent's end: no early stop then
+        by_bridge = [s for s in specs if s.from_ == "final_message"]
+        if self.watcher is not None and not by_bridge and any(s.required for s in specs):
             # off the loop: a new output folder waits for its inotify watch (ms, up to 2 s), and 64
             # units registering one after another delayed the last agents' start
             await asyncio.to_thread(self.watcher.watch, watch_key, specs,
@@ -123,8 +125,11 @@ class StageExecutor:
             if self.watcher is not None:
                 self.watcher.unwatch(watch_key)
         self.transcripts[unit.key] = Path(res.stdout_path)
+        if by_bridge and res.outcome.success and not runner_stop:
+            self._write_final_message(by_bridge, res.outcome.final_message)
         report = self._judge(unit, specs, res.outcome, res.process, runner_stop[0] if runner_stop else None, upstream,
                              time.monotonic() - start)
+        report = replace(report, handoff_bytes=handed_bytes(prompt, handed_pieces(context)))
         self._record(attempt_id, unit, specs, res, report, paths.result, upstream)
         return report
 
@@ -143,15 +148,28 @@ class StageExecutor:
         early = process.ended_by == "stopped" and process.stop_reason == OUTPUTS_COMPLETE
         if (outcome.success or early) and not missing:
             summary = self._summary(unit.stage, outcome.final_message, checks)
-            handoff = handoff_size(summary, upstream)
             cut_short = early and outcome.reason.startswith("stopped")  # no result event of its own
             return AttemptReport(Status.SUCCESS, None, "outputs complete; agent stopped" if cut_short else "",
-                                 summary=summary, handoff_bytes=handoff.handed_bytes, **common)
+                                 summary=summary, **common)
         if outcome.success:
             return AttemptReport(Status.FAILURE, ErrorKind.OUTPUTS, missing, **common)
         error = outcome.error or ErrorKind.CRASHED
         return AttemptReport(Status.FAILURE, error, outcome.reason or error.value, reset_at=outcome.reset_at,
                              **common)
+
+    def _write_final_message(self, specs: list[OutputSpec], message: str) -> None:
+        """`from: final_message` outputs: bridge writes them, so a read-only agent stays read-only."""
+        if not message.strip():
+            return  # the output check reports it as missing
+        for spec in specs:
+            try:
+                path = resolve_output(self.layout.shared, spec.path)
+            except BridgeError:
+                continue  # the output check names the problem
+            if path.is_symlink():
+                path.unlink()  # never write through a link an agent left in its place
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, message if message.endswith("\n") else message + "\n")
 
     def _summary(self, stage: Stage, final_message: str, checks: list[Any]) -> str:
         text = final_message

@@ -13,7 +13,7 @@ from bridge.templates import (Outputs, OutputValue, StageView, TemplateError, bu
 from bridge.unit import StageResult, UnitResult
 from bridge.workspace import stage_key
 
-__all__ = ["Contexts", "evaluate", "render", "unit_key"]
+__all__ = ["Contexts", "evaluate", "handed_bytes", "handed_pieces", "render", "unit_key"]
 
 
 def unit_key(stage_id: str, matrix: dict[str, Any] | None, iteration: int | None) -> str:
@@ -22,11 +22,44 @@ def unit_key(stage_id: str, matrix: dict[str, Any] | None, iteration: int | None
     return f"{key}@{iteration}" if iteration is not None else key
 
 
+def handed_pieces(context: dict[str, Any]) -> list[str]:
+    """What upstream stages offer a prompt: summaries, final messages, output texts and paths."""
+    views: list[StageView] = []
+    pending = list((context.get("stages") or {}).values())
+    previous = (context.get("loop") or {}).get("previous") if isinstance(context.get("loop"), dict) else None
+    pending += list((previous or {}).values())
+    while pending:
+        view = pending.pop()
+        views.append(view)
+        pending.extend(view.items)
+    pieces: list[str] = []
+    for view in views:
+        pieces += [view.summary, view.final_message]
+        for out in view.outputs.values():
+            pieces += [out.text, str(out)]
+    return pieces
+
+
+def handed_bytes(prompt: str, pieces: list[str]) -> int:
+    """UTF-8 bytes of `prompt` that are upstream pieces (see handed_pieces), quoted verbatim.
+
+    Overlapping occurrences (a summary inside the final message it caps) count once; the prompt's
+    own wording counts not at all. This is what the ledger records as an attempt's hand-off.
+    """
+    covered = bytearray(len(prompt))
+    for piece in {p for p in pieces if p and p.strip()}:
+        start = prompt.find(piece)
+        while start != -1:
+            covered[start:start + len(piece)] = b"\x01" * len(piece)
+            start = prompt.find(piece, start + len(piece))
+    return sum(len(ch.encode("utf-8")) for ch, hit in zip(prompt, covered) if hit)
+
+
 class Contexts:
     """Builds template contexts for one run; views of finished results are built once and cached."""
 
     def __init__(self, playbook: Playbook, *, shared: Path, inbox: Path, run_id: str,
-                 vars: dict[str, Any], tasks: Callable[[], list[dict[str, Any]]] = list,
+                 vars: dict[str, Any], tasks: Callable[[], dict[str, Any]] = dict,
                  trigger: str | None = None) -> None:
         self.playbook, self.shared, self.inbox, self.run_id = playbook, shared, inbox, run_id
         self.vars, self.tasks, self.trigger = vars, tasks, trigger
