@@ -106,6 +106,20 @@ class LoopIteration:
 
 
 @dataclass(frozen=True)
+class TasksUpdated:
+    """The shared task list changed (read after a unit ended, or at the start)."""
+
+    done: int
+    total: int
+    after: str = ""  # the unit key whose end prompted the read ("" at the start)
+    t: float = field(default_factory=_now)
+
+    @property
+    def open(self) -> int:
+        return self.total - self.done
+
+
+@dataclass(frozen=True)
 class GitNote:
     """Worktree news: the run's base, a merge, a conflict, the landing on the user's branch."""
 
@@ -138,7 +152,7 @@ class RunFinished:
 
 
 Event = Union[RunStarted, UnitStarted, UnitActivity, UnitWaiting, UnitRetrying, UnitFinished,
-              LoopIteration, GitNote, RunCancelling, RunFinished]
+              LoopIteration, TasksUpdated, GitNote, RunCancelling, RunFinished]
 Emit = Callable[[Event], None]
 
 

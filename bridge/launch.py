@@ -20,10 +20,12 @@ from typing import Any
 
 from bridge import dag
 from bridge.errors import RunError
-from bridge.events import Emit, GitNote, RunFinished, RunStarted, Status, UnitFinished, UnitRetrying, UnitWaiting, to_dict
+from bridge.events import (Emit, GitNote, RunFinished, RunStarted, Status, TasksUpdated, UnitFinished, UnitRetrying,
+                           UnitWaiting, to_dict)
 from bridge.ledger import Ledger, RunRow
 from bridge.playbook import Playbook, iter_stages, matrix_items
 from bridge.runner import Prior, Runner, RunnerOptions
+from bridge.tasks import TaskList, read_tasks
 from bridge.unit import RunResult
 from bridge.views import Contexts, unit_key
 from bridge.workspace import RunLayout, new_run_id
@@ -165,12 +167,24 @@ class Session:
         self.signals = 0
         self.runner: Runner | None = None
         self.base = base  # bridge.worktrees.BaseInfo of a run in a git repository, else None
+        self._task_counts: tuple[int, int] | None = None
 
     def emit(self, event: Any) -> None:
         if isinstance(event, RECORDED_EVENTS):
             data = to_dict(event)
             self.ledger.add_event(self.layout.run_id, data.pop("event"), data)
         self._emit(event)
+        if self.playbook.tasks and isinstance(event, (RunStarted, UnitFinished)):
+            self._snapshot_tasks(getattr(event, "key", ""))
+
+    def _snapshot_tasks(self, after: str) -> None:
+        """Agents tick the task list by editing it: re-read it after every unit, record it, show changes."""
+        snapshot = self._tasks()
+        self.ledger.add_event(self.layout.run_id, "tasks", {"after": after, **snapshot})
+        counts = (snapshot["done"], snapshot["total"])
+        if counts != self._task_counts and (snapshot["total"] or self._task_counts):
+            self._emit(TasksUpdated(snapshot["done"], snapshot["total"], after))
+        self._task_counts = counts
 
     def record(self, key: str, stage_id: str, *, status: str, iteration: int | None = None,
                matrix: dict[str, Any] | None = None, **values: Any) -> None:
@@ -243,17 +257,14 @@ class Session:
                               resumable=result.status is not Status.SUCCESS))
         return result
 
-    def _tasks(self) -> list[dict[str, Any]]:
+    def _tasks(self) -> dict[str, Any]:
+        """The task list as templates and the ledger see it: items, done, total, open."""
         if not self.playbook.tasks:
-            return []
+            return TaskList().to_dict()
         try:
-            from bridge.workspace import read_tasks  # type: ignore[attr-defined]
-        except ImportError:
-            return []
-        try:
-            return list(read_tasks(self.layout.shared / self.playbook.tasks))
-        except Exception:  # a half-written task list must not fail a stage's prompt
-            return []
+            return read_tasks(self.layout.shared / self.playbook.tasks).to_dict()
+        except Exception:  # a half-written or unreadable task list must not fail a stage's prompt
+            return TaskList().to_dict()
 
     def _rehearsal(self, stack: contextlib.ExitStack) -> Any:
         if not self.spec.rehearse:

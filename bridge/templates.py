@@ -13,7 +13,8 @@ runs) or `stub_context` (validation and `bridge plan`), so both have exactly the
     stage     {"id": ..., "name": ...} of the stage being rendered
     loop      {"iteration": 1-based, "max_iterations": n, "previous": {id: StageView} | None}
               inside a loop (previous is None on iteration 1), else None
-    tasks     the parsed shared task list (list of dicts), [] when there is none
+    tasks     the shared task list: tasks.items (dicts: text, done, owner, line, depth), tasks.done,
+              tasks.total, tasks.open; iterating it yields the items (empty without a task list)
     trigger   the file that triggered the run under `bridge watch` (str), else None
     stages    {id: StageView} of the stages upstream of this one (only those: referencing any
               other stage is an error that names the stage and says to add it to `needs`)
@@ -256,6 +257,40 @@ class OutputValue(dict):  # type: ignore[type-arg]
         return dict.__eq__(self, other) and getattr(other, "path", None) == self.path  # type: ignore[arg-type]
 
 
+class TasksView:
+    """`tasks`: the shared task list as read when the template is rendered."""
+
+    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        data = data or {}
+        self.items: tuple[dict[str, Any], ...] = tuple(data.get("items") or ())
+        self.done = int(data.get("done") or sum(bool(t.get("done")) for t in self.items))
+        self.total = int(data.get("total") or len(self.items))
+        self.open = int(data.get("open") if data.get("open") is not None else self.total - self.done)
+
+    def __iter__(self) -> Any:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, int):
+            return self.items[key]
+        if key in ("items", "done", "total", "open"):
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"items": list(self.items), "done": self.done, "total": self.total, "open": self.open}
+
+    def __repr__(self) -> str:
+        return f"TasksView(done={self.done}, total={self.total})"
+
+
+# validation renders templates once: one open placeholder item, so `tasks.items[0].text` validates
+STUB_TASKS = TasksView({"items": [{"text": "(a task)", "done": False, "owner": None, "line": 1, "depth": 0}]})
+
+
 @dataclass(frozen=True)
 class StageView:
     """What a template knows about another stage (its last attempt / last loop iteration)."""
@@ -274,7 +309,7 @@ def build_context(
     *, vars: Mapping[str, Any], shared: Path, inbox: Path, run_id: str, playbook: str, stage_id: str,
     stages: Mapping[str, StageView], stage_name: str | None = None, matrix: Mapping[str, Any] | None = None,
     loop_iteration: int | None = None, loop_max: int | None = None,
-    loop_previous: Mapping[str, StageView] | None = None, tasks: list[dict[str, Any]] | None = None,
+    loop_previous: Mapping[str, StageView] | None = None, tasks: Any = None,
     trigger: Path | str | None = None, known: Iterable[str] = (),
 ) -> dict[str, Any]:
     """The context of one stage's templates, from plain values (see the module docstring).
@@ -294,7 +329,8 @@ def build_context(
         "run": {"id": run_id, "playbook": playbook},
         "stage": {"id": stage_id, "name": stage_name or stage_id},
         "loop": loop,
-        "tasks": list(tasks or []),
+        "tasks": tasks if isinstance(tasks, TasksView) else TasksView(
+            tasks if isinstance(tasks, Mapping) else {"items": list(tasks or [])}),
         "trigger": None if trigger is None else str(trigger),
         "stages": Stages(stages, stage_id, known),
     }
@@ -354,5 +390,5 @@ def stub_context(
         vars=playbook.vars, shared=shared, inbox=shared.parent / "inbox", run_id="RUN_ID",
         playbook=playbook.name, stage_id=stage_id, stage_name=place.stage.name, stages=views,
         matrix=matrix, loop_iteration=iteration, loop_max=max_it, loop_previous=previous,
-        tasks=[], trigger=str(shared.parent / "inbox" / "TRIGGER") if trigger else None, known=where,
+        tasks=STUB_TASKS, trigger=str(shared.parent / "inbox" / "TRIGGER") if trigger else None, known=where,
     )

@@ -188,6 +188,9 @@ def describe(event: Any) -> str | None:
         return f"{mark} {event.key} {status}{tail}{why}"
     if kind == "loop_iteration":
         return f"⟳ {event.stage_id} iteration {event.iteration} {'done' if event.done else 'continues'}"
+    if kind == "tasks_updated":
+        after = f" (after {event.after})" if event.after else ""
+        return f"☑ tasks {event.done}/{event.total} done{after}"
     if kind == "git_note":
         return f"⎇ {event.message}"
     if kind == "run_cancelling":
@@ -241,6 +244,7 @@ class LiveView:
 
         self.rows: dict[str, _Row] = {}
         self.header = ""
+        self.tasks = ""
         self.notes: list[str] = []
         self.console = console()
         self.live = Live(get_renderable=self._table, console=self.console, refresh_per_second=4,
@@ -279,6 +283,8 @@ class LiveView:
             row.tokens, row.cost = event.tokens or row.tokens, event.cost_usd or row.cost
             row.attempt = event.attempts or row.attempt
             row.activity = "reused" if event.reused else (event.reason if row.status != "success" else "")
+        elif kind == "tasks_updated":
+            self.tasks = f"tasks {event.done}/{event.total}"
         elif kind in ("run_cancelling", "run_finished", "loop_iteration", "git_note"):
             text = describe(event)
             if text and kind != "loop_iteration":
@@ -304,7 +310,8 @@ class LiveView:
             table.add_row(row.key, Text(f"{_MARKS.get(row.status, '?')} {row.status}", style=style), row.agent,
                           str(row.attempt or ""), elapsed, tokens(row.tokens), money(row.cost),
                           Text(row.activity.replace("\n", " "), style="dim"))
-        parts: list[Any] = [Text(self.header, style="bold")] if self.header else []
+        header = "  ".join(h for h in (self.header, self.tasks) if h)
+        parts: list[Any] = [Text(header, style="bold")] if header else []
         parts.append(table)
         parts += [Text(n) for n in self.notes]
         return Group(*parts)

@@ -38,6 +38,10 @@ def _run(ledger: Ledger, run: RunRow, project: Path) -> None:
              f"started   {_stamp(run.started)}   duration {duration(end - run.started)}",
              f"usage     {tokens(run.tokens)} tokens, {money(run.cost_usd)}",
              f"folder    {layout.run_dir}"]
+    snapshots = [data for name, data in ledger.events(run.id) if name == "tasks"]
+    if snapshots:
+        last = snapshots[-1]
+        lines.append(f"tasks     {last['done']}/{last['total']} done, {last['open']} open")
     if layout.summary.exists():
         lines.append(f"summary   {layout.summary}")
     lines += _git_lines(ledger, run)
@@ -84,7 +88,8 @@ def _unit(ledger: Ledger, run: RunRow, unit: UnitRow) -> None:
     if last is not None:
         lines += [f"argv      {' '.join(last.argv)[:300]}",
                   f"exit      {last.exit_code} ({last.ended_by})" if last.ended_by else "exit      -",
-                  f"hand-off  {last.handoff_bytes} bytes (upstream transcripts {last.upstream_transcript_bytes})"]
+                  f"hand-off  {last.handoff_bytes} bytes of upstream text in the prompt; upstream transcripts "
+                  f"{last.upstream_transcript_bytes} bytes"]
         if last.dir:
             lines += [f"folder    {last.dir}", f"stdout    {last.stdout_path or Path(last.dir) / 'stdout.jsonl'}",
                       f"stderr    {last.stderr_path or Path(last.dir) / 'stderr.log'}"]

@@ -1,0 +1,154 @@
+"""The shared folder in a run, with the fake agent CLI: outputs bridge writes from the final message,
+the hand-off figures the ledger records, and the shared task list in templates, ledger and output."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from bridge.events import Status, TasksUpdated
+from bridge.ledger import Ledger
+from bridge.ui import PlainLines
+from tests.runhelp import bridge, make_project, run_inproc, write_playbook
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path)
+
+
+def test_from_final_message_output_is_written_by_bridge(project: Path) -> None:
+    pb = write_playbook(project, """
+        stages:
+          audit:
+            agent: f
+            prompt: "FAKE: message=# Findings: none"
+            outputs:
+              - {path: audit/report.md, from: final_message}
+          use:
+            agent: f
+            needs: audit
+            prompt: "FAKE: message=read {{ stages.audit.outputs['audit/report.md'].text | trim }}"
+    """)
+    result, _ = run_inproc(project, pb)
+    assert result.status is Status.SUCCESS, result.reason
+    shared = project / ".bridge" / "runs" / result.run_id / "shared"
+    assert (shared / "audit" / "report.md").read_text() == "# Findings: none\n"
+    with Ledger(project) as ledger:
+        assert ledger.unit(result.run_id, "use").final_message == "read # Findings: none"
+        (art,) = ledger.artifacts(result.run_id, "audit")
+        assert art["path"] == "audit/report.md"
+
+
+def test_from_final_message_failed_agent_writes_nothing(project: Path) -> None:
+    pb = write_playbook(project, """
+        stages:
+          audit:
+            agent: f
+            prompt: "FAKE: result=error; exit=1; message=half a report"
+            outputs:
+              - {path: audit/report.md, from: final_message}
+    """)
+    result, _ = run_inproc(project, pb)
+    assert result.status is Status.FAILURE
+    assert not (project / ".bridge" / "runs" / result.run_id / "shared" / "audit" / "report.md").exists()
+
+
+def test_handoff_counts_quoted_upstream_bytes_not_the_prompt(project: Path) -> None:
+    pb = write_playbook(project, """
+        stages:
+          a:
+            agent: f
+            prompt: "FAKE: write={{ shared }}/a.txt=hello-output; message=the-final-message-of-a"
+            outputs: [a.txt]
+          b:
+            agent: f
+            needs: a
+            prompt: "FAKE: message=ok. Some wording of b's own that is not handed from upstream. {{ stages.a.outputs['a.txt'].text }} / {{ stages.a.final_message }}"
+          c:
+            agent: f
+            needs: b
+            prompt: "FAKE: message=nothing from upstream here"
+    """)
+    result, _ = run_inproc(project, pb)
+    assert result.status is Status.SUCCESS, result.reason
+    with Ledger(project) as ledger:
+        (a,) = ledger.attempts(result.run_id, "a")
+        (b,) = ledger.attempts(result.run_id, "b")
+        (c,) = ledger.attempts(result.run_id, "c")
+    assert b.handoff_bytes == len("hello-output") + len("the-final-message-of-a")
+    assert b.upstream_transcript_bytes == Path(a.stdout_path).stat().st_size > 0
+    assert c.handoff_bytes == 0 and c.upstream_transcript_bytes > 0
+    assert a.handoff_bytes == 0 and a.upstream_transcript_bytes == 0
+    shown = bridge(project, "show", result.run_id, "b")
+    assert shown.returncode == 0, shown.stderr
+    assert f"hand-off  {b.handoff_bytes} bytes of upstream text in the prompt" in shown.stdout
+    assert f"upstream transcripts {b.upstream_transcript_bytes} bytes" in shown.stdout
+
+
+TASKS_PB = """
+    tasks: tasks.md
+    stages:
+      plan:
+        agent: f
+        prompt: "FAKE: write={{ shared }}/tasks.md=- [ ] fix the bug (claude); message=planned {{ tasks.total }}"
+      fix:
+        agent: f
+        needs: plan
+        prompt: "FAKE: write={{ shared }}/tasks.md=- [x] fix the bug (claude); message=saw {{ tasks.done }}/{{ tasks.total }}, {{ tasks.open }} open: {% for t in tasks %}{{ t.text }} by {{ t.owner }}{% endfor %}"
+      check:
+        agent: f
+        needs: fix
+        prompt: "FAKE: message={{ tasks.items[0].done }} {{ tasks.done }}/{{ tasks.total }}"
+"""
+
+
+def test_task_list_in_templates_ledger_and_output(project: Path) -> None:
+    pb = write_playbook(project, TASKS_PB)
+    result, events = run_inproc(project, pb)
+    assert result.status is Status.SUCCESS, result.reason
+    with Ledger(project) as ledger:
+        units = {u.key: u for u in ledger.units(result.run_id)}
+        snapshots = [d for name, d in ledger.events(result.run_id) if name == "tasks"]
+    assert units["plan"].final_message == "planned 0"
+    assert units["fix"].final_message == "saw 0/1, 1 open: fix the bug by claude"
+    assert units["check"].final_message == "True 1/1"
+    assert [(s["after"], s["done"], s["total"], s["open"]) for s in snapshots] == [
+        ("", 0, 0, 0), ("plan", 0, 1, 1), ("fix", 1, 1, 0), ("check", 1, 1, 0)]
+    assert snapshots[-1]["items"][0]["text"] == "fix the bug"
+    updates = [(e.done, e.total, e.after) for e in events if isinstance(e, TasksUpdated)]
+    assert updates == [(0, 1, "plan"), (1, 1, "fix")]
+    out = io.StringIO()
+    lines = PlainLines(out)
+    for e in events:
+        lines(e)
+    assert "☑ tasks 1/1 done (after fix)" in out.getvalue()
+    shown = bridge(project, "show", result.run_id)
+    assert "tasks     1/1 done, 0 open" in shown.stdout
+
+
+def test_task_templates_validate_against_the_stub(project: Path) -> None:
+    from bridge.errors import PlaybookError
+    from bridge.loader import load_playbook
+
+    load_playbook(write_playbook(project, TASKS_PB, name="good"))  # tasks.open, .items[0], for t in tasks
+    bad = write_playbook(project, """
+        tasks: tasks.md
+        stages:
+          a: {agent: f, prompt: "{{ tasks.opn }}"}
+    """, name="bad")
+    with pytest.raises(PlaybookError, match="opn"):
+        load_playbook(bad)
+
+
+def test_ledger_json_of_task_snapshot_is_plain(project: Path) -> None:
+    from bridge.templates import TasksView
+
+    view = TasksView({"items": [{"text": "x", "done": True}], "done": 1, "total": 1, "open": 0})
+    assert json.loads(json.dumps(view.to_dict())) == {"items": [{"text": "x", "done": True}], "done": 1,
+                                                      "total": 1, "open": 0}
+    assert list(view) == [{"text": "x", "done": True}] and len(view) == 1 and view["open"] == 0
+    assert not TasksView() and TasksView().open == 0
