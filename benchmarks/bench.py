@@ -1,6 +1,6 @@
 """bridge's own overhead, measured with the fake agent CLI. Run by hand; prints a table. Not a test.
 
-    .venv/bin/python benchmarks/bench.py [--chain 100] [--fanout 64] [--sleep 2]
+    .venv/bin/python benchmarks/bench.py [--chain 100] [--fanout 64] [--sleep 2] [--repeat 3]
 
 Targets: per-stage overhead <= 15 ms, fan-out efficiency >= 90 %, peak RSS <= 150 MB, --help <= 300 ms.
 """
@@ -91,13 +91,25 @@ def direct_parallel(prompt: str, n: int) -> float:
     return time.perf_counter() - start
 
 
-def bench_fanout(root: Path, n: int, sleep: float) -> tuple[float, float, float, int]:
-    """Efficiency = the same n agents started directly in parallel / bridge's run span."""
+def spreads(events: list[dict]) -> tuple[float, float]:
+    """How long after the first agent the last one started, and the same for their ends."""
+    started = [e["t"] for e in events if e["event"] == "unit_started"]
+    ended = [e["t"] for e in events if e["event"] == "unit_finished"]
+    return max(started) - min(started), max(ended) - min(ended)
+
+
+def bench_fanout(root: Path, n: int, sleep: float, repeat: int) -> list[dict]:
+    """Efficiency = the same n agents started directly in parallel / bridge's run span (per run)."""
     stages = "".join(f"  s{i}:\n    agent: f\n    prompt: 'FAKE: sleep={sleep}'\n" for i in range(n))
     pb = playbook(root, "fanout", stages)
-    ideal = direct_parallel(f"FAKE: sleep={sleep}", n)
-    wall, events, peak = run_bridge(root, pb, "--max-parallel", str(n), sample_rss=True)
-    return ideal / span(events), span(events), ideal, peak
+    runs = []
+    for _ in range(repeat):  # a shared machine is noisy: the baseline is taken next to each run
+        ideal = direct_parallel(f"FAKE: sleep={sleep}", n)
+        _, events, peak = run_bridge(root, pb, "--max-parallel", str(n), sample_rss=True)
+        start_spread, end_spread = spreads(events)
+        runs.append(dict(efficiency=ideal / span(events), span=span(events), ideal=ideal, peak_kb=peak,
+                         start_spread=start_spread, end_spread=end_spread))
+    return runs
 
 
 def bench_help(times: int = 5) -> float:
@@ -114,32 +126,42 @@ def main() -> None:
     parser.add_argument("--chain", type=int, default=100)
     parser.add_argument("--fanout", type=int, default=64)
     parser.add_argument("--sleep", type=float, default=2.0)
+    parser.add_argument("--repeat", type=int, default=3, help="fan-out runs (the median is reported)")
     parser.add_argument("--python-fake", action="store_true", help="use tests/fakes/fake_agent.py")
     args = parser.parse_args()
     if args.python_fake:
         global FAKE
         FAKE = REPO / "tests" / "fakes" / "fake_agent.py"
-    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} before the run\n", flush=True)
     with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp:
         root = project(Path(tmp))
         per_stage, chain_wall, chain_direct = bench_chain(root, args.chain)
-        efficiency, fan_span, fan_ideal, peak_kb = bench_fanout(root, args.fanout, args.sleep)
+        runs = bench_fanout(root, args.fanout, args.sleep, args.repeat)
     help_s = bench_help()
+    fan = sorted(runs, key=lambda r: r["efficiency"])[len(runs) // 2]  # the median run
+    peak_mb = max(r["peak_kb"] for r in runs) / 1024
     rows = [
         (f"overhead per stage ({args.chain}-stage chain)", f"{per_stage * 1000:.1f} ms", "<= 15 ms",
-         per_stage <= 0.015, f"bridge {chain_wall:.2f}s wall vs direct {chain_direct:.2f}s"),
-        (f"fan-out efficiency ({args.fanout} x {args.sleep:g}s)", f"{efficiency * 100:.0f} %", ">= 90 %",
-         efficiency >= 0.9, f"run took {fan_span:.2f}s; the same agents started directly {fan_ideal:.2f}s"),
-        (f"peak RSS of bridge ({args.fanout} agents)", f"{peak_kb / 1024:.0f} MB", "<= 150 MB",
-         peak_kb / 1024 <= 150, "VmHWM of the bridge process"),
-        ("bridge --help start-up", f"{help_s * 1000:.0f} ms", "<= 300 ms", help_s <= 0.3, "median of 5"),
+         per_stage <= 0.015, f"bridge {chain_wall:.2f}s wall vs the CLI run directly {chain_direct:.2f}s"),
+        (f"fan-out efficiency ({args.fanout} x {args.sleep:g}s, median of {len(runs)})",
+         f"{fan['efficiency'] * 100:.0f} %", ">= 90 %", fan["efficiency"] >= 0.9,
+         f"run {fan['span']:.2f}s vs direct {fan['ideal']:.2f}s; agents started within "
+         f"{fan['start_spread']:.2f}s, ended within {fan['end_spread']:.2f}s; all runs: "
+         + ", ".join(f"{r['efficiency'] * 100:.0f} %" for r in runs)),
+        (f"peak RSS of bridge ({args.fanout} agents)", f"{peak_mb:.0f} MB", "<= 150 MB", peak_mb <= 150,
+         "VmHWM of the bridge process (largest of the runs)"),
+        ("`bridge --help` start-up", f"{help_s * 1000:.0f} ms", "<= 300 ms", help_s <= 0.3, "median of 5"),
     ]
-    widths = [max(len(str(r[i])) for r in rows) for i in range(3)]
-    print(f"{'measure':<{widths[0]}}  {'value':>{widths[1]}}  {'target':<{widths[2]}}  ok  note")
-    for name, value, target, ok, note in rows:
-        print(f"{name:<{widths[0]}}  {value:>{widths[1]}}  {target:<{widths[2]}}  {'yes' if ok else 'NO ':<3} {note}")
-    sys.stdout.flush()
+    print(table(rows))
+    print(f"\nload average {os.getloadavg()[0]:.1f} after the run", flush=True)
 
+
+def table(rows: list[tuple[str, str, str, bool, str]]) -> str:
+    """A Markdown table: measure, value, target, pass/fail, note."""
+    lines = ["| measure | value | target | result | note |", "|---|---:|---|---|---|"]
+    lines += [f"| {name} | {value} | {target} | {'pass' if ok else 'FAIL'} | {note} |"
+              for name, value, target, ok, note in rows]
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     main()
