@@ -77,8 +77,12 @@ def test_audit_then_implement(repo: Path) -> None:
     assert result.status is Status.SUCCESS, result.reason
     assert result.stages["fix"].iterations == 2
 
-    for area in ("security", "performance", "test-gaps"):
-        assert (shared / "audit" / f"{area}.md").read_text().startswith("#")
+    # the read-only auditors' final messages, written into the shared folder by bridge
+    for area, finding in (("security", "SQL injection"), ("performance", "dedupe"), ("test-gaps", "dedupe([])")):
+        assert finding in (shared / "audit" / f"{area}.md").read_text()
+    argv = json.loads((RunLayout(repo, result.run_id).run_dir / "stages" / "audit-security" / "attempt-1"
+                       / "argv.json").read_text())["argv"]
+    assert argv[argv.index("--sandbox") + 1] == "read-only"
     tasks = read_tasks(shared / "tasks.md")
     assert tasks.total == 4 and "total_value" in tasks.items[3].text and tasks.items[3].owner == "one"
     assert json.loads((shared / "verify" / "result.json").read_text()) == {"status": "pass"}
@@ -99,7 +103,9 @@ def test_audit_then_implement(repo: Path) -> None:
     assert all(got[k].status == "success" for k in ("plan@1", "implement-one@1", "implement-two@1", "verify@1",
                                                     "plan@2", "implement-one@2", "verify@2"))
     assert json.loads((shared / "verify" / "result.json").read_text())["status"] == "pass"
-    assert all(len(got[k].summary.splitlines()) <= 5 for k in got if k.startswith("audit-"))
+    for key in (k for k in got if k.startswith("audit-")):  # hand-offs capped at 5 lines (+ a "more" marker)
+        assert 0 < len([ln for ln in got[key].summary.splitlines() if not ln.startswith("[…")]) <= 5
+    assert len(got["audit-security"].summary) < len((shared / "audit" / "security.md").read_text())
     assert "FAIL: test_total_value_counts_quantity" in (
         RunLayout(repo, result.run_id).run_dir / "stages" / "plan@2" / "attempt-1" / "prompt.md").read_text()
 

@@ -322,3 +322,18 @@ def test_shipped_example_scripts_parse() -> None:
         assert script.replies
     sel = select(load_script(scripts[0]), "Audit the repo. Write your findings to /s/f.md", "gemini", 0)
     assert sel.expand(sel.step.write_file.path) == "/s/f.md"
+
+
+def test_a_client_resetting_mid_request_prints_no_traceback(capfd) -> None:
+    """A CLI stopped mid-request resets its connection; bridge's terminal must not show a traceback."""
+    import socket
+    import struct
+
+    with ModelServer(parse_script("- steps: [ok]")) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        sock = socket.create_connection((host, int(port)))
+        sock.sendall(b"POST /v1/messages HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+        sock.close()
+        time.sleep(0.3)
+    assert "Traceback" not in capfd.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections import Counter
@@ -58,7 +59,7 @@ class ModelServer:
             model_server = server
 
         try:
-            self._httpd = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+            self._httpd = _Server(("127.0.0.1", self._port), Handler)
         except OSError as exc:
             raise BridgeError(f"cannot serve the rehearsal model on 127.0.0.1:{self._port}: {exc.strerror}. "
                               "Pick another --port or 0 for a free one.") from exc
@@ -155,6 +156,15 @@ class ModelServer:
             # A side request (titles, summaries) offers no tools: a tool call would confuse it.
             return proto.reply(conv, DONE_TEXT), step.delay, sel.describe() + " (no tools offered: text)"
         return proto.reply(conv, act), step.delay, sel.describe()
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A CLI stopped mid-request (its outputs were complete, a timeout, a cancel) resets the
+        # connection; socketserver would print that traceback on bridge's terminal.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
