@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,23 @@ EXIT_GRACE = 3.0  # CLIs have been seen to hang after their result event: stop t
 STDOUT, STDERR, PROMPT, ARGV = "stdout.jsonl", "stderr.log", "prompt.md", "argv.json"
 
 
+class StopKind(str, Enum):
+    """Why bridge ended an agent that had not exited by itself."""
+
+    OUTPUTS_COMPLETE = "outputs_complete"  # the caller's completion test held: the work is done
+    AFTER_RESULT = "after_result"  # the CLI sent its result (or done pattern), then did not exit
+    REQUESTED = "requested"  # the caller's should_stop (budget, fail_fast, a run being cancelled)
+    CANCELLED = "cancelled"  # the cancel event (a forced stop)
+    TIMEOUT = "timeout"
+    IDLE_TIMEOUT = "idle_timeout"
+
+
+@dataclass(frozen=True)
+class Stop:
+    kind: StopKind
+    reason: str
+
+
 @dataclass(frozen=True)
 class AttemptResult:
     outcome: Outcome
@@ -29,6 +47,7 @@ class AttemptResult:
     argv: tuple[str, ...]
     stdout_path: Path
     stderr_path: Path
+    stop: Stop | None = None  # set when bridge ended the agent; None when it exited by itself
 
 
 def write_private(path: Path, text: str) -> None:
@@ -56,20 +75,35 @@ def record(cmd: Command, inv: Invocation, stage_dir: Path) -> None:
     write_private(stage_dir / ARGV, redact(json.dumps(data, indent=2)))
 
 
-def adjust(outcome: Outcome, proc: ProcessResult, stopped_by_caller: bool) -> Outcome:
-    """The parsed outcome corrected for how the process ended."""
-    if outcome.success and proc.ended_by != "cancelled":
+def stop_of(proc: ProcessResult, asked: Stop | None) -> Stop | None:
+    """What ended the process, if bridge did; `asked` is the stop run_attempt's own test requested."""
+    kinds = {"cancelled": StopKind.CANCELLED, "timeout": StopKind.TIMEOUT, "idle_timeout": StopKind.IDLE_TIMEOUT}
+    if proc.ended_by in kinds:
+        return Stop(kinds[proc.ended_by], proc.stop_reason or proc.ended_by)
+    if proc.ended_by != "stopped":
+        return None
+    if asked is not None and asked.reason == proc.stop_reason:
+        return asked
+    return Stop(StopKind.AFTER_RESULT, proc.stop_reason)  # e.g. an interactive CLI's done pattern
+
+
+def adjust(outcome: Outcome, stop: Stop | None, terminal: bool) -> Outcome:
+    """The parsed outcome corrected for how bridge ended the process (`terminal`: a result was seen)."""
+    if stop is None or stop.kind is StopKind.AFTER_RESULT:
         return outcome
-    if proc.ended_by == "timeout":
-        return replace(outcome, success=False, error=ErrorKind.TIMEOUT, reason=proc.stop_reason)
-    if proc.ended_by == "idle_timeout":
-        return replace(outcome, success=False, error=ErrorKind.IDLE_TIMEOUT, reason=proc.stop_reason)
-    if proc.ended_by == "cancelled":
+    if stop.kind is StopKind.CANCELLED:
         return replace(outcome, success=False, error=ErrorKind.CANCELLED, reason="cancelled")
-    if proc.ended_by == "stopped" and stopped_by_caller and outcome.error is not ErrorKind.MALFORMED:
-        # the caller saw what it waited for (e.g. every declared output complete)
-        return replace(outcome, success=True, error=None, reason=f"stopped: {proc.stop_reason}")
-    return outcome
+    if outcome.success:  # its result came first: the work was done
+        return outcome
+    if stop.kind is StopKind.TIMEOUT:
+        return replace(outcome, success=False, error=ErrorKind.TIMEOUT, reason=stop.reason)
+    if stop.kind is StopKind.IDLE_TIMEOUT:
+        return replace(outcome, success=False, error=ErrorKind.IDLE_TIMEOUT, reason=stop.reason)
+    if terminal or outcome.error is ErrorKind.MALFORMED:  # the CLI's own failure says more
+        return outcome
+    if stop.kind is StopKind.OUTPUTS_COMPLETE:
+        return replace(outcome, success=True, error=None, reason=f"stopped: {stop.reason}")
+    return replace(outcome, success=False, error=ErrorKind.CANCELLED, reason=f"stopped: {stop.reason}")
 
 
 async def run_attempt(
@@ -80,6 +114,8 @@ async def run_attempt(
     idle_timeout: float | None,
     on_event: Callable[[AgentEvent], None] | None = None,
     should_stop: Callable[[], str | None] | None = None,
+    outputs_complete: Callable[[], bool] | None = None,
+    on_spawn: Callable[[int, int], None] | None = None,
     cancel: asyncio.Event | None = None,
     wiring: Any = None,
     run_id: str,
@@ -88,13 +124,21 @@ async def run_attempt(
     exit_grace: float = EXIT_GRACE,
     project: Path | None = None,
 ) -> AttemptResult:
-    """Run one attempt of a stage; never raises for agent failures (they are in the Outcome)."""
+    """Run one attempt of a stage; never raises for agent failures (they are in the Outcome).
+
+    `should_stop` returning a reason stops the agent as unfinished (StopKind.REQUESTED: budget,
+    fail_fast...); `outputs_complete` returning True stops it as done. `on_spawn(pid, pgid)` is
+    called as soon as the agent runs (so a crash of bridge can still find its group)."""
     if inv.stage_dir is None:
         raise BridgeError("run_attempt needs inv.stage_dir (the attempt's folder)")
     stage_dir = inv.stage_dir
     stage_dir.mkdir(parents=True, exist_ok=True)
     out_path, err_path = stage_dir / STDOUT, stage_dir / STDERR
-    cmd = agents.build_command(profile, inv, wiring, project)
+    try:
+        cmd = agents.build_command(profile, inv, wiring, project)
+    except (BridgeError, ValueError) as exc:  # e.g. a prompt too long for a `{{ prompt }}` argv item
+        write_private(stage_dir / PROMPT, Redactor.for_env(inv.env)(inv.prompt))
+        return AttemptResult(Outcome(False, ErrorKind.CONFIG, str(exc)), None, (), out_path, err_path)
     try:
         cmd = resolve_binary(cmd)
     except AgentNotFound as exc:
@@ -103,16 +147,34 @@ async def run_attempt(
     record(cmd, inv, stage_dir)
     for path, text in cmd.files.items():
         write_private(path, text)
+    asked: list[Stop] = []
+    terminal_at: list[float] = []
+
+    def stop() -> str | None:
+        if should_stop is not None and (why := should_stop()):
+            asked.append(Stop(StopKind.REQUESTED, why))
+        elif outputs_complete is not None and outputs_complete():
+            asked.append(Stop(StopKind.OUTPUTS_COMPLETE, "outputs complete"))
+        elif terminal_at and time.monotonic() - terminal_at[0] > exit_grace:
+            asked.append(Stop(StopKind.AFTER_RESULT, "terminal event seen; the CLI did not exit"))
+        else:
+            return None
+        return asked[-1].reason
+
     if cmd.interactive or getattr(profile, "interactive", False):
         from bridge.interactive import run_interactive_attempt
 
-        return await run_interactive_attempt(
+        res = await run_interactive_attempt(
             profile, cmd, inv, timeout=timeout, idle_timeout=idle_timeout, on_event=on_event,
-            should_stop=should_stop, cancel=cancel, run_id=run_id, stage_key=stage_key, grace=grace,
-            project=project, out_path=out_path, err_path=err_path)
+            should_stop=stop, cancel=cancel, run_id=run_id, stage_key=stage_key, grace=grace,
+            project=project, out_path=out_path, err_path=err_path, on_spawn=on_spawn)
+        halt = stop_of(res.process, asked[-1] if asked else None)
+        if halt is not None and halt.kind is StopKind.REQUESTED:  # a session counts any stop as done
+            return replace(res, outcome=replace(res.outcome, success=False, error=ErrorKind.CANCELLED,
+                                                reason=f"stopped: {halt.reason}"), stop=halt)
+        return replace(res, stop=halt)
 
     parser = agents.new_parser(profile, project)
-    terminal_at: list[float] = []
 
     def on_line(line: str) -> None:
         events = parser.feed(line)
@@ -122,26 +184,17 @@ async def run_attempt(
             for event in events:
                 on_event(event)
 
-    caller_reason: list[str] = []
-
-    def stop() -> str | None:
-        if should_stop is not None and (why := should_stop()):
-            caller_reason.append(why)
-            return why
-        if terminal_at and time.monotonic() - terminal_at[0] > exit_grace:
-            return "terminal event seen; the CLI did not exit"
-        return None
-
     spec = ProcessSpec(argv=cmd.argv, cwd=cmd.cwd or inv.cwd, env=cmd.env, stdout_log=out_path,
                        stderr_log=err_path, timeout=timeout, idle_timeout=idle_timeout, grace=grace,
                        run_id=run_id, stage=stage_key, stdin_file=cmd.stdin)
     try:
-        proc = await supervise(spec, on_line, should_stop=stop, cancel=cancel)
+        proc = await supervise(spec, on_line, should_stop=stop, cancel=cancel, on_spawn=on_spawn)
     except (FileNotFoundError, PermissionError) as exc:  # vanished or not executable after `which`
         return AttemptResult(Outcome(False, ErrorKind.NOT_FOUND, f"cannot start {cmd.argv[0]}: {exc}"),
                              None, cmd.argv, out_path, err_path)
     outcome = parser.finish(proc.exit_code, proc.stderr_tail)
     if not outcome.final_message and (stage_dir / LAST_MESSAGE).is_file():
         outcome = replace(outcome, final_message=(stage_dir / LAST_MESSAGE).read_text().strip())
-    outcome = adjust(outcome, proc, stopped_by_caller=bool(caller_reason) and not parser.terminal)
-    return AttemptResult(outcome, proc, cmd.argv, out_path, err_path)
+    halt = stop_of(proc, asked[-1] if asked else None)
+    outcome = adjust(outcome, halt, terminal=parser.terminal)
+    return AttemptResult(outcome, proc, cmd.argv, out_path, err_path, halt)

@@ -83,7 +83,8 @@ class _Log:
 
 def run_session(spec: SessionSpec, on_text: Callable[[str], None] | None = None, *,
                 should_stop: Callable[[], str | None] | None = None,
-                cancel: threading.Event | None = None) -> SessionResult:
+                cancel: threading.Event | None = None,
+                on_spawn: Callable[[int, int], None] | None = None) -> SessionResult:
     """Drive one terminal session to its end (blocking: call it in a thread from async code)."""
     env = child_env(ProcessSpec(argv=spec.argv, cwd=spec.cwd, env=spec.env, run_id=spec.run_id,
                                 stage=spec.stage))
@@ -98,6 +99,8 @@ def run_session(spec: SessionSpec, on_text: Callable[[str], None] | None = None,
     child = pexpect.spawn(spec.argv[0], list(spec.argv[1:]), cwd=str(spec.cwd), env=env,
                           encoding="utf-8", codec_errors="replace", dimensions=(50, 200), echo=False)
     child.logfile_read = log
+    if on_spawn is not None:
+        on_spawn(child.pid, child.pid)  # pexpect makes the child a session leader
     patterns = [r.expect for r in spec.rules] + ([spec.done] if spec.done else [])
     compiled = child.compile_pattern_list([*patterns, pexpect.TIMEOUT, pexpect.EOF])
     ended_by, reason, done, answered = "exit", "", False, []
@@ -156,7 +159,8 @@ def _leave(child: pexpect.spawn, spec: SessionSpec, polite: bool) -> None:
 
 async def run_interactive(spec: SessionSpec, on_text: Callable[[str], None] | None = None, *,
                           should_stop: Callable[[], str | None] | None = None,
-                          cancel: asyncio.Event | None = None) -> SessionResult:
+                          cancel: asyncio.Event | None = None,
+                          on_spawn: Callable[[int, int], None] | None = None) -> SessionResult:
     """run_session in a thread; the asyncio cancel event or task cancellation stop the session."""
     stop = threading.Event()
     loop = asyncio.get_running_loop()
@@ -170,9 +174,13 @@ async def run_interactive(spec: SessionSpec, on_text: Callable[[str], None] | No
             await cancel.wait()
             stop.set()
 
+    def spawned(pid: int, pgid: int) -> None:
+        if on_spawn is not None:
+            loop.call_soon_threadsafe(on_spawn, pid, pgid)
+
     relay_task = asyncio.ensure_future(relay())
     work = asyncio.ensure_future(asyncio.to_thread(run_session, spec, text_cb, should_stop=should_stop,
-                                                   cancel=stop))
+                                                   cancel=stop, on_spawn=spawned))
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
@@ -187,7 +195,8 @@ async def run_interactive_attempt(profile: Any, cmd: Command, inv: Invocation, *
                                   idle_timeout: float | None, on_event: Callable[[AgentEvent], None] | None,
                                   should_stop: Callable[[], str | None] | None, cancel: asyncio.Event | None,
                                   run_id: str, stage_key: str, grace: float, project: Path | None,
-                                  out_path: Path, err_path: Path) -> Any:
+                                  out_path: Path, err_path: Path,
+                                  on_spawn: Callable[[int, int], None] | None = None) -> Any:
     """The interactive half of bridge.attempt.run_attempt (same result type)."""
     from bridge.agents import resolve
     from bridge.attempt import AttemptResult
@@ -207,7 +216,7 @@ async def run_interactive_attempt(profile: Any, cmd: Command, inv: Invocation, *
         if on_event is not None:
             on_event(AgentEvent(EventKind.MESSAGE, ANSI.sub("", text)))
 
-    result = await run_interactive(spec, on_text, should_stop=should_stop, cancel=cancel)
+    result = await run_interactive(spec, on_text, should_stop=should_stop, cancel=cancel, on_spawn=on_spawn)
     proc, text = result.process, result.transcript.strip()
     kinds = {"timeout": ErrorKind.TIMEOUT, "idle_timeout": ErrorKind.IDLE_TIMEOUT,
              "cancelled": ErrorKind.CANCELLED}

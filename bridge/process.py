@@ -216,7 +216,14 @@ def _wait_gone(pgid: int, extra: Callable[[], list[int]], timeout: float) -> lis
 
 def kill_group(pgid: int, run_id: str = "", stage: str | None = None, grace: float = 0.0) -> int:
     """SIGTERM (if grace) then SIGKILL a group and any stray process of this run/stage; count found."""
-    strays = (lambda: run_processes(run_id, stage)) if run_id else (lambda: [])
+    seen: set[int] = set()
+
+    def strays() -> list[int]:
+        # a dying process loses its environ (the marker) before it is gone: keep the ones seen
+        now = run_processes(run_id, stage) if run_id else []
+        seen.update(now)
+        return [*now, *(p for p in seen if p not in now and (st := _stat(p)) and st[0] not in "ZX")]
+
     found = len(set(group_members(pgid) + strays()))
     if not found:
         return 0
@@ -296,10 +303,12 @@ async def supervise(
     *,
     should_stop: Callable[[], str | None] | None = None,
     cancel: asyncio.Event | None = None,
+    on_spawn: Callable[[int, int], None] | None = None,
 ) -> ProcessResult:
     """Run one agent process to its end; afterwards no process of its group is left running.
 
-    Cancelling the awaiting task stops the group too (then CancelledError propagates)."""
+    `on_spawn(pid, pgid)` runs once the process exists. Cancelling the awaiting task stops the group
+    too (then CancelledError propagates)."""
     env = child_env(spec)
     redact = Redactor.for_env(env)
     last = [time.monotonic()]
@@ -319,6 +328,8 @@ async def supervise(
             cwd=str(spec.cwd), env=env, start_new_session=True,
         )
         stdin.close()
+        if on_spawn is not None:
+            on_spawn(proc.pid, proc.pid)  # start_new_session: the leader's pid is the group id
         assert proc.stdout is not None and proc.stderr is not None
         out = _Stream(proc.stdout, out_log, redact, on_line, touch)
         err = _Stream(proc.stderr, err_log, redact, None, touch)

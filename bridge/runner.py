@@ -25,7 +25,7 @@ from bridge.unit import AttemptReport, RunResult, StageResult, Unit, UnitResult
 from bridge.views import Contexts, evaluate, unit_key
 
 DEFAULT_MAX_PARALLEL = 4
-NOT_RETRIED = (ErrorKind.AUTH, ErrorKind.NOT_FOUND, ErrorKind.BUDGET, ErrorKind.CANCELLED)
+NOT_RETRIED = (ErrorKind.AUTH, ErrorKind.NOT_FOUND, ErrorKind.BUDGET, ErrorKind.CANCELLED, ErrorKind.CONFIG)
 # an `if:` that looks at statuses replaces the default "needs went well" gate, as in GitHub Actions
 _STATUS_AWARE = re.compile(r"\bstatus\b")
 

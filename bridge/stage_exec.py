@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.agents.base import ErrorKind, Invocation, Outcome
-from bridge.attempt import run_attempt, write_private
+from bridge.attempt import Stop, StopKind, run_attempt, write_private
 from bridge.errors import BridgeError
 from bridge.events import Status
 from bridge.ledger import Ledger
@@ -32,7 +32,6 @@ from bridge.views import Contexts, handed_bytes, handed_pieces
 from bridge.workspace import (RunLayout, atomic_write_text, cap_summary, check_outputs,
                               missing_outputs_message, resolve_output, transcript_bytes)
 
-OUTPUTS_COMPLETE = "outputs complete"
 
 Wiring = Callable[[AgentProfile], Any]  # profile -> rehearsal Wiring, or None outside rehearsals
 Workdir = Callable[[Unit], Path]  # unit -> the folder the agent works in (project or its worktree)
@@ -91,7 +90,7 @@ class StageExecutor:
         cwd = self.workdir(unit)  # the project, the unit's worktree, or the merged work's checkout
         inv = Invocation(prompt=prompt, cwd=cwd, shared_dir=self.layout.shared,
                          extra_dirs=(self.layout.inbox,), resume_session=control.resume_session,
-                         stage_dir=paths.dir)
+                         stage_dir=paths.dir, env=dict(stage.env))
         attempt_id = self.ledger.start_attempt(self.run_id, unit.key, n, dir=paths.dir)
         complete = threading.Event()
         watch_key = f"{unit.key}#{n}"
@@ -109,15 +108,18 @@ class StageExecutor:
             why = control.should_stop()
             if why:
                 runner_stop.append(why)
-                return why
-            return OUTPUTS_COMPLETE if complete.is_set() else None
+            return why
+
+        def spawned(pid: int, pgid: int) -> None:  # recorded at once: `bridge resume` after a crash
+            self.ledger.update_attempt(attempt_id, pid=pid, pgid=pgid)
 
         upstream = [p for k in control.upstream if (p := self._transcript(k)) is not None]
         start = time.monotonic()
         try:
             res = await run_attempt(
                 profile, inv, timeout=stage.timeout, idle_timeout=stage.idle_timeout,
-                on_event=control.on_event, should_stop=should_stop, cancel=control.cancel,
+                on_event=control.on_event, should_stop=should_stop, outputs_complete=complete.is_set,
+                on_spawn=spawned, cancel=control.cancel,
                 wiring=self.wiring(profile), run_id=self.run_id, stage_key=unit.key, project=self.project,
             )
         finally:
@@ -128,13 +130,14 @@ class StageExecutor:
         if by_bridge and res.outcome.success and not runner_stop:
             self._write_final_message(by_bridge, res.outcome.final_message)
         report = self._judge(unit, specs, res.outcome, res.process, runner_stop[0] if runner_stop else None, upstream,
-                             time.monotonic() - start)
+                             time.monotonic() - start, res.stop)
         report = replace(report, handoff_bytes=handed_bytes(prompt, handed_pieces(context)))
         self._record(attempt_id, unit, specs, res, report, paths.result, upstream)
         return report
 
     def _judge(self, unit: Unit, specs: list[OutputSpec], outcome: Outcome, process: Any,
-               stopped_by_runner: str | None, upstream: list[Path], duration: float) -> AttemptReport:
+               stopped_by_runner: str | None, upstream: list[Path], duration: float,
+               stop: Stop | None = None) -> AttemptReport:
         common: dict[str, Any] = dict(final_message=outcome.final_message, session_id=outcome.session_id,
                                       usage=outcome.usage, cost_usd=outcome.cost_usd or 0.0,
                                       duration=duration)
@@ -145,7 +148,7 @@ class StageExecutor:
             return AttemptReport(Status.CANCELLED, ErrorKind.CANCELLED, stopped_by_runner or "cancelled", **common)
         checks = check_outputs(self.layout.shared, specs)
         missing = missing_outputs_message(checks)
-        early = process.ended_by == "stopped" and process.stop_reason == OUTPUTS_COMPLETE
+        early = stop is not None and stop.kind is StopKind.OUTPUTS_COMPLETE
         if (outcome.success or early) and not missing:
             summary = self._summary(unit.stage, outcome.final_message, checks)
             cut_short = early and outcome.reason.startswith("stopped")  # no result event of its own

@@ -8,12 +8,14 @@ import asyncio
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from bridge.agents.base import ErrorKind, EventKind, Invocation
-from bridge.attempt import run_attempt
+from bridge.attempt import StopKind, run_attempt
 from bridge.playbook import AgentProfile
 from bridge.process import group_members, run_processes
 
@@ -92,6 +94,7 @@ def test_hang_after_result_is_stopped_and_still_a_success(tmp_path, fake_bin, mo
     assert time.monotonic() - t0 < 8
     assert result.outcome.success and result.process.ended_by == "stopped"
     assert "terminal event" in result.process.stop_reason
+    assert result.stop.kind is StopKind.AFTER_RESULT and "terminal event" in result.stop.reason
 
 
 def test_timeout_and_idle_timeout(tmp_path, fake_bin, monkeypatch):
@@ -108,14 +111,79 @@ def test_outputs_complete_stop(tmp_path, fake_bin, monkeypatch):
     out = inv.shared_dir / "report.md"
     out.parent.mkdir(parents=True)
 
-    def should_stop():
+    def outputs_complete() -> bool:
         if not out.exists():
             out.write_text("done")
-            return None
-        return "outputs complete"
+            return False
+        return True
 
-    result, _ = attempt(AgentProfile(cli="codex"), inv, should_stop=should_stop)
+    result, _ = attempt(AgentProfile(cli="codex"), inv, outputs_complete=outputs_complete)
     assert result.outcome.success and result.outcome.reason == "stopped: outputs complete"
+    assert result.stop.kind is StopKind.OUTPUTS_COMPLETE and result.process.ended_by == "stopped"
+
+
+def test_requested_stop_is_not_a_success(tmp_path, fake_bin, monkeypatch):
+    monkeypatch.setenv("FAKE_THEN", "hang")
+    calls = []
+
+    def should_stop():
+        calls.append(1)
+        return "budget: max_cost_usd 1 reached" if len(calls) > 2 else None
+
+    result, _ = attempt(AgentProfile(cli="codex"), invocation(tmp_path), should_stop=should_stop,
+                        outputs_complete=lambda: False)
+    assert not result.outcome.success and result.outcome.error is ErrorKind.CANCELLED
+    assert result.stop.kind is StopKind.REQUESTED and result.stop.reason == "budget: max_cost_usd 1 reached"
+    assert result.outcome.reason == "stopped: budget: max_cost_usd 1 reached"
+
+
+def test_exit_by_itself_has_no_stop(tmp_path, fake_bin, monkeypatch):
+    monkeypatch.setenv("FAKE_STREAM", str(STREAMS / "claude" / "text.jsonl"))
+    result, _ = attempt(AgentProfile(cli="claude"), invocation(tmp_path))
+    assert result.outcome.success and result.stop is None
+
+
+def test_on_spawn_sees_the_running_group(tmp_path, fake_bin, monkeypatch):
+    monkeypatch.setenv("FAKE_THEN", "hang")
+    spawned = []
+
+    def on_spawn(pid: int, pgid: int) -> None:
+        spawned.append((pid, pgid, os.getpgid(pid)))  # the process exists already
+
+    result, _ = attempt(AgentProfile(cli="claude"), invocation(tmp_path), timeout=1.0, grace=0.3,
+                        on_spawn=on_spawn)
+    assert spawned == [(result.process.pid, result.process.pid, result.process.pid)]
+    assert result.stop.kind is StopKind.TIMEOUT and result.outcome.error is ErrorKind.TIMEOUT
+
+
+def test_env_layers_profile_then_stage_then_rehearsal(tmp_path, fake_bin, monkeypatch):
+    monkeypatch.setenv("FAKE_STREAM", str(STREAMS / "claude" / "text.jsonl"))
+    profile = AgentProfile(cli="claude", env={"FAKE_LAYER": "profile", "FAKE_PROFILE": "p",
+                                              "FAKE_GATEWAY": "https://vendor.example"})
+    inv = replace(invocation(tmp_path), env={"FAKE_LAYER": "stage", "FAKE_STAGE": "s"})
+    result, _ = attempt(profile, inv)
+    seen = json.loads((tmp_path / "argv.json").read_text())["env"]
+    assert (seen["FAKE_LAYER"], seen["FAKE_PROFILE"], seen["FAKE_STAGE"]) == ("stage", "p", "s")
+    assert seen["BRIDGE_RUN_ID"] == RUN_A  # a stage cannot take the run marker away
+
+    wiring = SimpleNamespace(env={"FAKE_LAYER": "rehearsal", "FAKE_GATEWAY": "http://127.0.0.1:1"},
+                             argv=(), files={}, model=None)
+    result, _ = attempt(profile, inv, wiring=wiring)
+    seen = json.loads((tmp_path / "argv.json").read_text())["env"]
+    assert (seen["FAKE_LAYER"], seen["FAKE_GATEWAY"], seen["FAKE_STAGE"]) == (
+        "rehearsal", "http://127.0.0.1:1", "s")
+
+
+def test_configuration_error_is_an_outcome(tmp_path):
+    (tmp_path / ".bridge").mkdir()
+    (tmp_path / ".bridge" / "clis.yaml").write_text(
+        f"echoer:\n  adapter: command\n  binary: {FAKES / 'fake_vendor'}\n"
+        f"  command: [{FAKES / 'fake_vendor'}, '{{{{ prompt }}}}']\n")
+    inv = invocation(tmp_path, prompt="p" * 150_000)
+    result, _ = attempt(AgentProfile(cli="echoer"), inv, project=tmp_path)
+    assert result.process is None and result.outcome.error is ErrorKind.CONFIG
+    assert "too long" in result.outcome.reason
+    assert (inv.stage_dir / "prompt.md").read_text() == inv.prompt
 
 
 def test_cancel(tmp_path, fake_bin, monkeypatch):

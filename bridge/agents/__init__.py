@@ -28,7 +28,10 @@ def resolve(profile: Any, project: Path | None = None) -> tuple[ModuleType, dict
 
 
 def build_command(profile: Any, inv: Invocation, wiring: Any = None, project: Path | None = None) -> Command:
-    """The argv, env and files for one stage attempt, a rehearsal Wiring merged in when given."""
+    """The argv, env and files for one stage attempt, a rehearsal Wiring merged in when given.
+
+    env, later wins: the CLI definition's, the profile's (both from the adapter), the stage's, then a
+    rehearsal's wiring, so a rehearsal never leaks to a vendor."""
     module, cli = resolve(profile, project)
     env, args, files, model = wiring_parts(wiring)
     if wiring is not None:
@@ -38,9 +41,9 @@ def build_command(profile: Any, inv: Invocation, wiring: Any = None, project: Pa
         elif model:  # the rehearsal model accepts only the name its wiring gives (Codex: its catalog)
             profile = profile.model_copy(update={"model": model})
     cmd = module.build_command(profile, inv, cli)
-    if wiring is None:
+    if wiring is None and not inv.env:
         return cmd
-    return Command(argv=cmd.argv, env={**cmd.env, **env}, files={**cmd.files, **files},
+    return Command(argv=cmd.argv, env={**cmd.env, **inv.env, **env}, files={**cmd.files, **files},
                    interactive=cmd.interactive, stdin=cmd.stdin, cwd=cmd.cwd)
 
 

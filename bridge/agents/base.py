@@ -23,6 +23,7 @@ class Invocation:
     output_schema: dict[str, Any] | None = None
     resume_session: str | None = None
     stage_dir: Path | None = None  # where bridge keeps this attempt's files (prompt, schema, logs)
+    env: dict[str, str] = field(default_factory=dict)  # the stage's `env:` (over the profile's)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class ErrorKind(str, Enum):
     NOT_FOUND = "not_found"
     OUTPUTS = "outputs"  # declared outputs missing or invalid
     BUDGET = "budget"
+    CONFIG = "config"  # the command could not be built (e.g. a prompt too long for an argv item)
 
 
 @dataclass(frozen=True)
