@@ -76,6 +76,25 @@ def test_gemini_read_only_policy_file_denies_edits_outside_shared(inv):
     assert "--policy" not in build_command(AgentProfile(cli="gemini", sandbox="workspace-write"), inv).argv
 
 
+def test_gemini_max_turns_only_in_a_home_bridge_writes(inv, tmp_path):
+    profile = AgentProfile(cli="gemini", max_turns=3)
+    plain = build_command(profile, inv)
+    assert "--max-turns" not in plain.argv and not any(".gemini" in str(p) for p in plain.files)
+    home = tmp_path / "home"
+    settings = home / ".gemini" / "settings.json"
+    wire = FakeWiring(model="", env={"HOME": str(home)}, argv=(),
+                      files={settings: '{"general": {"maxAttempts": 1}}'})
+    cmd = build_command(profile, inv, wire)
+    assert json.loads(cmd.files[settings]) == {"general": {"maxAttempts": 1}, "model": {"maxSessionTurns": 3}}
+    assert json.loads(build_command(AgentProfile(cli="gemini"), inv, wire).files[settings]) == {
+        "general": {"maxAttempts": 1}}
+
+
+def test_codex_has_no_max_turns_flag(inv):
+    cmd = build_command(AgentProfile(cli="codex", max_turns=3), inv)
+    assert not any(a.startswith("--max") for a in cmd.argv) and not cmd.env and not cmd.files
+
+
 def test_claude_full_access_sets_is_sandbox(inv):
     assert build_command(AgentProfile(cli="claude", sandbox="full-access"), inv).env["IS_SANDBOX"] == "1"
     assert "IS_SANDBOX" not in build_command(AgentProfile(cli="claude"), inv).env

@@ -90,6 +90,15 @@ def test_claude_max_turns():
     assert outcome.error is ErrorKind.MAX_TURNS and outcome.num_turns == 2
 
 
+def test_gemini_max_turns():
+    # what gemini 0.61 prints when model.maxSessionTurns is exceeded (then it exits 53)
+    result = ('{"type":"result","status":"error","error":{"type":"FatalTurnLimitedError","message":'
+              '"Reached max session turns for this session. Increase the number of turns by specifying '
+              'maxSessionTurns in settings.json."},"stats":{"input_tokens":5}}')
+    outcome = feed_all("gemini", ['{"type":"init","session_id":"s1"}', result], exit_code=53)
+    assert outcome.error is ErrorKind.MAX_TURNS and "max session turns" in outcome.reason
+
+
 def test_structured_output():
     outcome, _ = replay("claude", "structured")
     assert outcome.success and json.loads(outcome.final_message) == {"status": "ok", "findings": 2}

@@ -90,6 +90,17 @@ def test_tool_writes_into_the_shared_folder_under_the_sandbox(cli, world):
 
 
 @pytest.mark.parametrize("cli", ["claude", "gemini"])
+def test_max_turns_stops_the_cli(cli, world):
+    # the write takes a second model turn; claude has a flag; gemini gets model.maxSessionTurns in
+    # the rehearsal HOME's settings
+    result, _, requests = go(cli, world, WRITE, "Write the audit into SHARED as report.md",
+                             profile=AgentProfile(cli=cli, sandbox="workspace-write", max_turns=1))
+    assert result.outcome.error is ErrorKind.MAX_TURNS, (result.outcome, result.stderr_path.read_text()[-2000:])
+    assert (world / "run" / "shared" / "report.md").exists()  # the first turn's tool call ran
+    assert sum(r.method == "POST" for r in requests) == 1  # the model was not asked again
+
+
+@pytest.mark.parametrize("cli", ["claude", "gemini"])
 def test_read_only_can_still_write_the_shared_folder(cli, world):
     result, _, _ = go(cli, world, WRITE, "Write the audit into SHARED as report.md",
                       profile=AgentProfile(cli=cli, sandbox="read-only"))

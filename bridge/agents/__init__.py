@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import Any
 
 from bridge.agents import claude, codex, command, gemini
-from bridge.agents.base import Command, Invocation, Parser, wiring_parts
+from bridge.agents.base import Command, Invocation, Parser, home_setting, wiring_parts
 from bridge.config import cli_definition
 from bridge.errors import BridgeError
 
@@ -43,8 +43,10 @@ def build_command(profile: Any, inv: Invocation, wiring: Any = None, project: Pa
     cmd = module.build_command(profile, inv, cli)
     if wiring is None and not inv.env:
         return cmd
-    return Command(argv=cmd.argv, env={**cmd.env, **inv.env, **env}, files={**cmd.files, **files},
-                   interactive=cmd.interactive, stdin=cmd.stdin, cwd=cmd.cwd)
+    env = {**cmd.env, **inv.env, **env}
+    files = home_setting(cli, "max_turns_setting", profile.max_turns, env, {**cmd.files, **files})
+    return Command(argv=cmd.argv, env=env, files=files, interactive=cmd.interactive, stdin=cmd.stdin,
+                   cwd=cmd.cwd)
 
 
 def new_parser(profile: Any, project: Path | None = None) -> Parser:

@@ -339,6 +339,28 @@ def prompt_file(inv: Invocation, name: str = "prompt.stdin") -> Path:
     return inv.stage_dir / name
 
 
+def home_setting(cli: dict[str, Any], key: str, value: Any, env: dict[str, str],
+                 files: dict[Path, str]) -> dict[Path, str]:
+    """`files` with `value` set in the CLI's settings file under the HOME bridge writes it in.
+
+    For a limit a CLI takes only from its settings (cli[key] = {file, key}: Gemini's max turns).
+    Only when that file is among `files` (a rehearsal's isolated HOME): a user's own settings are
+    never rewritten, so outside rehearsals the user's settings decide."""
+    where = cli.get(key)
+    if not where or value is None or "HOME" not in env:
+        return files
+    path = Path(env["HOME"]) / where["file"]
+    if path not in files:
+        return files
+    settings = json.loads(files[path] or "{}")
+    node = settings
+    *parents, last = str(where["key"]).split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return {**files, path: json.dumps(settings, indent=2)}
+
+
 def wiring_parts(wiring: Any) -> tuple[dict[str, str], list[str], dict[Path, str], str | None]:
     """env, extra argv, files and model of a rehearsal Wiring (duck-typed; None gives nothing)."""
     if wiring is None:

@@ -15,6 +15,7 @@ FILE_TOOLS = {"write_file", "replace", "edit"}
 SHELL_TOOLS = {"run_shell_command"}
 STDIN_NOTE = "Follow the instructions above."
 POLICY = "gemini-policy.toml"
+MAX_TURNS_TEXT = re.compile(r"max(imum)? session turns", re.I)
 
 
 def shared_policy(cli: dict[str, Any], shared: Path) -> str:
@@ -101,7 +102,9 @@ class GeminiParser(StreamParser):
             else:
                 err = obj.get("error") or {}
                 message = str(err.get("message") if isinstance(err, dict) else err) or "; ".join(self.errors)
-                self.fail(classify_error(message or "error", _status(err)), message or "gemini reported an error")
+                kind = (ErrorKind.MAX_TURNS if MAX_TURNS_TEXT.search(message)
+                        else classify_error(message or "error", _status(err)))
+                self.fail(kind, message or "gemini reported an error")
             return [AgentEvent(EventKind.USAGE, "", stats), AgentEvent(EventKind.RESULT, self.final_message, obj)]
         return []
 
