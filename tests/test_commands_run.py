@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bridge.ledger import Ledger
+from bridge.process import run_processes
 from tests.runhelp import bridge, bridge_argv, make_project, pid_alive, wait_for, write_playbook
 
 
@@ -93,6 +94,32 @@ def test_cancel_then_resume(project: Path, tmp_path: Path) -> None:
         assert ledger.unit(run.id, "c").status == "cancelled"  # type: ignore[union-attr]
     assert bridge(project, "resume", run.id).returncode == 0
     assert len(lines(tmp_path / "a.count")) == 1 and len(lines(tmp_path / "c.count")) == 1
+
+
+def test_sigterm_to_bridge_stops_agents_and_keeps_the_run_resumable(project: Path, tmp_path: Path) -> None:
+    pb = slow_chain(project, tmp_path)
+    proc = popen(project, "run", str(pb))
+    wait_for(lambda: (tmp_path / "b.pid").exists(), what="stage b's agent to start")
+    agent = int((tmp_path / "b.pid").read_text())
+    with Ledger(project) as ledger:
+        run_id = ledger.find_run("last").id
+
+        def recorded() -> int | None:  # the group is in the ledger while the agent runs
+            rows = ledger.attempts(run_id, "b")
+            return rows[-1].pgid if rows and rows[-1].status == "running" else None
+
+        wait_for(recorded, what="stage b's process group in the ledger")
+        assert recorded() == os.getpgid(agent)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out
+    assert "bridge resume" in out
+    assert not pid_alive(agent) and run_processes(run_id) == []
+    with Ledger(project) as ledger:
+        assert ledger.run(run_id).status == "cancelled"  # type: ignore[union-attr]
+        assert ledger.unit(run_id, "b").status == "cancelled"  # type: ignore[union-attr]
+    assert bridge(project, "resume", run_id).returncode == 0
+    assert len(lines(tmp_path / "a.count")) == 1 and len(lines(tmp_path / "b.count")) == 2
 
 
 def test_cancel_when_bridge_is_gone(project: Path, tmp_path: Path) -> None:
