@@ -64,6 +64,20 @@ def test_outputs_complete_stops_running_agent(project: Path, tmp_path: Path) -> 
     assert not pid_alive(int(pidfile.read_text()))
 
 
+def test_stage_env_over_profile_env_reaches_the_agent(project: Path) -> None:
+    pb = project / "env.yaml"
+    pb.write_text(
+        "version: 1\nname: env\nagents:\n"
+        "  f: {cli: claude, env: {FAKE_AGENT_DEFAULTS: 'FAKE: message=from the profile'}}\n"
+        "stages:\n"
+        "  plain: {agent: f, prompt: go}\n"
+        "  staged: {agent: f, prompt: go, env: {FAKE_AGENT_DEFAULTS: 'FAKE: message=from the stage'}}\n")
+    result, _ = run_inproc(project, pb)
+    assert result.status is Status.SUCCESS, result.reason
+    assert result.stages["plain"].final_message == "from the profile"
+    assert result.stages["staged"].final_message == "from the stage"
+
+
 def test_missing_outputs_fail_with_names(project: Path) -> None:
     pb = write_playbook(project, """
         stages:
