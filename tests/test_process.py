@@ -127,6 +127,19 @@ def test_escaped_grandchild_found_by_run_marker(tmp_path):
     assert_clean(result.pid)
 
 
+def test_escapees_of_agents_ending_together_are_all_found(tmp_path):
+    # the marker scan is shared by agents ending at the same moment: none may miss its escapee
+    async def go():
+        specs = [spec(tmp_path, "escape", str(tmp_path / f"gc{i}.pid"), stage=f"s{i}") for i in range(6)]
+        return await asyncio.gather(*(supervise(s, lambda _: None) for s in specs))
+
+    results = asyncio.run(go())
+    for i, result in enumerate(results):
+        assert not alive(int((tmp_path / f"gc{i}.pid").read_text())) and result.leftovers >= 1
+        assert group_members(result.pid) == []
+    assert run_processes(RUN_TEST) == []
+
+
 def test_should_stop_after_terminal_event_then_hang(tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text('{"type":"result"}\n')
