@@ -59,15 +59,14 @@ def parse_vars(items: list[str]) -> dict[str, str]:
 
 
 def rehearsal_script(playbook_path: Path, script: Path | None) -> Path:
-    """--script, else the playbook's sibling `<name>.rehearsal.yaml`."""
+    """--script, else `rehearsals/<playbook file name>` beside the playbook."""
     if script is not None:
         return script
-    stem = playbook_path.name.removesuffix(".yaml").removesuffix(".yml")
-    for name in (f"{stem}.rehearsal.yaml", f"{stem}.rehearsal.yml"):
-        if (playbook_path.parent / name).is_file():
-            return playbook_path.parent / name
-    raise RunError(f"--rehearse needs a script: give --script FILE or create {stem}.rehearsal.yaml "
-                   f"next to {playbook_path.name}")
+    default = playbook_path.parent / "rehearsals" / playbook_path.name
+    if default.is_file():
+        return default
+    raise RunError(f"--rehearse needs a script: give --script FILE or create {default} "
+                   "(the format is in docs/rehearsal.md)")
 
 
 @contextlib.contextmanager

@@ -36,9 +36,8 @@ def load_playbook(path: Path) -> Playbook:
 
 
 def playbook_files(folder: Path) -> list[Path]:
-    """The playbook files of a folder (*.yaml, *.yml), sorted; rehearsal scripts (*.rehearsal.yaml) are not."""
-    return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()
-                  and not p.stem.endswith(".rehearsal"))
+    """The playbook files of a folder (*.yaml, *.yml), sorted (rehearsal scripts live in rehearsals/)."""
+    return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
 def project_dir_for(folder: Path) -> Path:

@@ -105,8 +105,11 @@ def test_schema_is_valid_draft7_and_accepts_shipped_playbooks() -> None:
     assert {"if", "needs", "matrix", "max_parallel", "fail_fast", "continue_on_error"} <= set(stage)
     assert "finally" in schema["properties"]
     validator = jsonschema.Draft7Validator(schema)
+    from bridge.yamlpos import parse
+
     for path in [*(REPO / "playbooks").glob("*.yaml")]:
-        assert not list(validator.iter_errors(yaml.safe_load(path.read_text()))), path
+        # YAML 1.2 as editors read it: `on:` is a key, not the boolean PyYAML's 1.1 makes of it.
+        assert not list(validator.iter_errors(parse(path.read_text(), str(path)).data)), path
     bad = {"version": 1, "name": "x", "agents": {}, "stages": {"s": {"agent": "a", "prompt": "p", "timout": 1}}}
     assert list(validator.iter_errors(bad))
 

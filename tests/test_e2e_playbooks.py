@@ -1,5 +1,5 @@
 """The shipped playbooks, rehearsed end to end: the real codex, claude and gemini CLIs against their
-rehearsal scripts (playbooks/<name>.rehearsal.yaml), each on a fresh git copy of bridge/demo/sample.
+rehearsal scripts (playbooks/rehearsals/<name>.yaml), each on a fresh git copy of bridge/demo/sample.
 Outcomes are checked on disk: reports in the shared folder, merged fixes on the user's branch, the
 sample's real test suite, the ledger, and no process left behind."""
 
@@ -55,12 +55,11 @@ def units(repo: Path, run_id: str) -> dict[str, object]:
 
 
 def test_rehearsal_scripts_parse_and_pair_with_a_playbook() -> None:
-    scripts = sorted(PLAYBOOKS.glob("*.rehearsal.yaml"))
-    assert {p.name for p in scripts} >= {"audit-then-implement.rehearsal.yaml", "nightly-verify.rehearsal.yaml",
-                                        "role-split.rehearsal.yaml"}
+    scripts = sorted((PLAYBOOKS / "rehearsals").glob("*.yaml"))
+    assert {p.name for p in scripts} >= {"audit-then-implement.yaml", "nightly-verify.yaml", "role-split.yaml"}
     for script in scripts:
         load_script(script)
-        assert (PLAYBOOKS / script.name.replace(".rehearsal.yaml", ".yaml")).is_file()
+        assert (PLAYBOOKS / script.name).is_file()
 
 
 def test_the_sample_fails_two_of_its_four_tests(tmp_path: Path) -> None:
@@ -153,7 +152,8 @@ def test_nightly_verify_is_scheduled_and_rehearsal_scripts_are_not_playbooks() -
     from bridge.loader import load_playbook
     from bridge.scheduler import playbook_files
 
-    assert all(not p.name.endswith(".rehearsal.yaml") for p in playbook_files(PLAYBOOKS))
+    assert all(p.parent == PLAYBOOKS for p in playbook_files(PLAYBOOKS))
+    assert "audit-then-implement.yaml" in {p.name for p in playbook_files(PLAYBOOKS)}
     (schedule,) = load_playbook(PLAYBOOKS / "nightly-verify.yaml").schedule
     assert (schedule.cron, schedule.overlap, schedule.catch_up) == ("0 3 * * *", "skip", "last")
 

@@ -224,7 +224,7 @@ def test_yaml_on_off_are_text_and_merge_keys_work() -> None:
     assert pb.agents["a"].model == "m2"
 
 
-@pytest.mark.parametrize("path", sorted(p for p in PLAYBOOKS.glob("*.yaml") if not p.name.endswith(".rehearsal.yaml")),
+@pytest.mark.parametrize("path", sorted(PLAYBOOKS.glob("*.yaml")),
                          ids=lambda p: p.name)
 def test_shipped_playbooks_validate(path: Path) -> None:
     load_playbook(path)
