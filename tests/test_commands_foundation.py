@@ -49,10 +49,10 @@ def test_plan_shows_layers_argv_and_prompt(tmp_path: Path) -> None:
     code, out = invoke("plan", str(HELLO), "--var", "who=bridge", "--dir", str(tmp_path))
     assert code == 0, out
     assert "layer 1: greet" in out and "layer 2: count" in out
-    assert "agent shell (cli command)" in out
+    assert "agent echo (cli command)" in out and "agent word-count (cli command)" in out
     shared = tmp_path.resolve() / ".bridge" / "runs" / "RUN_ID" / "shared"
-    assert f"argv: sh -c 'wc -w < {shared}/hello/greeting.txt'" in out
-    assert "| mkdir -p" in out and "hello, bridge" in out
+    assert f"argv: wc -w {shared}/hello/greeting.txt" in out
+    assert "argv: echo 'hello, bridge'" in out and "| hello, bridge" in out
     assert not (tmp_path / ".bridge").exists()  # a plan starts and writes nothing
 
 
