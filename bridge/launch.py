@@ -23,7 +23,7 @@ from bridge.errors import RunError
 from bridge.events import (Emit, GitNote, RunFinished, RunStarted, Status, TasksUpdated, UnitFinished, UnitRetrying,
                            UnitWaiting, to_dict)
 from bridge.ledger import Ledger, RunRow
-from bridge.playbook import Playbook, iter_stages, matrix_items
+from bridge.playbook import Playbook, iter_stages, matrix_items, uses_worktrees
 from bridge.runner import Prior, Runner, RunnerOptions
 from bridge.tasks import TaskList, read_tasks
 from bridge.unit import RunResult
@@ -216,7 +216,6 @@ class Session:
         return asyncio.run(self._main())
 
     async def _main(self) -> RunResult:
-        from bridge.mergeback import Integration
         from bridge.stage_exec import StageExecutor
         from bridge.watcher import OutputWatcher
 
@@ -230,21 +229,26 @@ class Session:
                             run_id=layout.run_id, vars=dict(playbook.vars), tasks=self._tasks,
                             trigger=str(self.spec.trigger) if self.spec.trigger else None)
         self.emit(RunStarted(layout.run_id, playbook.name, str(layout.run_dir), self._all_keys(), self.resumed))
-        git = Integration(self.spec.project, playbook, layout, self.ledger, self.emit, self.base)
-        git.announce()
+        git = None
+        if uses_worktrees(playbook):  # git (and gitpython's import) only for playbooks that need it
+            from bridge.mergeback import Integration
+
+            git = Integration(self.spec.project, playbook, layout, self.ledger, self.emit, self.base)
+            git.announce()
         with contextlib.ExitStack() as stack:
             watcher = stack.enter_context(OutputWatcher(layout.shared))
             wiring = self._rehearsal(stack)
             executor = StageExecutor(playbook, playbook_dir=self.spec.playbook_path.parent.resolve(),
                                      project=self.spec.project, layout=layout, ledger=self.ledger,
                                      contexts=contexts, watcher=watcher, wiring=wiring,
-                                     workdir=git.workdir, release=git.release)
+                                     workdir=git and git.workdir, release=git and git.release)
             self.runner = Runner(
                 playbook, layout.run_id, execute=executor, emit=self.emit, contexts=contexts,
                 options=RunnerOptions(max_parallel=self.spec.max_parallel, selected=self.selected),
-                prior=self.prior, record=self.record, stage_done=git.stage_done)
+                prior=self.prior, record=self.record, stage_done=git and git.stage_done)
             result = await self.runner.run()
-        await asyncio.to_thread(git.close)  # land the merged work, remove bridge's checkouts
+        if git is not None:
+            await asyncio.to_thread(git.close)  # land the merged work, remove bridge's checkouts
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError, RuntimeError):
                 loop.remove_signal_handler(sig)
@@ -329,14 +333,17 @@ def start_run(spec: RunSpec, emit: Emit) -> RunResult:
     selected = _selected(playbook, spec.only, spec.from_stage)
     if spec.rehearse:
         rehearsal_script(spec.playbook_path, spec.script)  # fail before anything is created
-    from bridge.mergeback import base_to_json, take_base
+    base = base_json = None
+    if uses_worktrees(playbook):  # git (and gitpython's import) only for playbooks that need it
+        from bridge.mergeback import base_to_json, take_base
 
-    base = take_base(project, playbook)  # once, before anything of the run exists
+        base = take_base(project, playbook)  # once, before anything of the run exists
+        base_json = base_to_json(base)
     layout = RunLayout(project, new_run_id()).create()
     with Ledger(project) as ledger, run_lock(layout):
         options = {"only": list(spec.only), "from_stage": spec.from_stage, "max_parallel": spec.max_parallel,
                    "rehearse": spec.rehearse, "script": str(spec.script) if spec.script else None,
-                   "base": base_to_json(base)}
+                   "base": base_json}
         ledger.start_run(layout.run_id, playbook.name, spec.playbook_path, project, vars=spec.vars,
                          options=options, pid=os.getpid(), trigger=str(spec.trigger) if spec.trigger else None)
         prior = _earlier(ledger, playbook, layout, selected) if selected is not None else {}

@@ -22,7 +22,7 @@ from bridge.errors import BridgeError
 from bridge.events import Emit, GitNote, Status, UnitFinished
 from bridge.ledger import Ledger
 from bridge.merge import Landing, MergeResult, integration_branch, land, merge_back, merge_order
-from bridge.playbook import Playbook, iter_stages
+from bridge.playbook import Playbook, uses_worktrees
 from bridge.unit import StageResult, Unit
 from bridge.worktrees import (
     WORKTREES, BaseInfo, WorktreeInfo, add_worktree, base_commit, branch_name, finish_worktree,
@@ -31,11 +31,6 @@ from bridge.worktrees import (
 from bridge.workspace import RunLayout
 
 PATCHES = "patches"  # under the shared folder: <key>.patch and <key>.diffstat per worktree unit
-
-
-def uses_worktrees(playbook: Playbook) -> bool:
-    return any(s.worktree is not None for _, s in [*iter_stages(playbook.stages),
-                                                   *iter_stages(playbook.finally_)])
 
 
 def take_base(project: Path, playbook: Playbook) -> BaseInfo | None:

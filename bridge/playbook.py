@@ -287,6 +287,11 @@ class Playbook(Model):
         return v
 
 
+def uses_worktrees(playbook: Playbook) -> bool:
+    """Whether any stage (loop members and finally included) runs in a git worktree."""
+    return any(s.worktree is not None for _, s in [*iter_stages(playbook.stages), *iter_stages(playbook.finally_)])
+
+
 def iter_stages(stages: dict[str, Stage], prefix: str = "") -> list[tuple[str, Stage]]:
     """Every stage, loop members included, as (id, stage)."""
     out: list[tuple[str, Stage]] = []

@@ -16,8 +16,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-from jsonschema.exceptions import best_match
 
 from bridge.errors import BridgeError
 from bridge.playbook import OutputSpec
@@ -311,6 +309,9 @@ def check_output(shared: Path, spec: OutputSpec) -> OutputCheck:
 
 
 def _schema_problem(schema: dict[str, Any], data: Any) -> str | None:
+    import jsonschema  # ~50 ms to import: only when an output has a schema
+    from jsonschema.exceptions import best_match
+
     validator_cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
         validator_cls.check_schema(schema)
