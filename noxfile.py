@@ -26,4 +26,6 @@ def tests(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Print the benchmark table (not a test: timings belong here, not in CI)."""
     session.install("-e", ".")
+    clis(session)
     session.run("python", "benchmarks/bench.py", *session.posargs)
+    session.run("python", "benchmarks/vs_shell.py")
