@@ -60,19 +60,47 @@ class ProcessResult:
     leftovers: int = 0  # processes of the group still found (and killed) after the leader ended
 
 
+CLI_PATH_VAR = "BRIDGE_CLI_PATH"
+
+
+def cli_install_dir() -> Path:
+    """Where `bridge demo --yes` installs the pinned CLIs: $XDG_CACHE_HOME/bridge/clis (~/.cache/bridge/clis)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "bridge" / "clis"
+
+
+def cli_dirs() -> list[str]:
+    """The folders searched for agent CLIs after PATH: $BRIDGE_CLI_PATH (a PATH-style list; empty:
+    none) when set, else bridge's own CLI folder, cli_install_dir()/node_modules/.bin."""
+    if CLI_PATH_VAR in os.environ:
+        return [d for d in os.environ[CLI_PATH_VAR].split(os.pathsep) if d]
+    return [str(cli_install_dir() / "node_modules" / ".bin")]
+
+
+def cli_search_path(extra_path: str | os.PathLike[str] | None = None) -> str:
+    """Where an agent CLI is looked up, in order: extra_path, PATH, then cli_dirs()."""
+    parts = [str(extra_path)] if extra_path else []
+    parts += [os.environ.get("PATH", os.defpath), *cli_dirs()]
+    return os.pathsep.join(parts)
+
+
+def find_cli(binary: str, extra_path: str | os.PathLike[str] | None = None) -> str | None:
+    """Absolute path of an agent CLI on the search path (cli_search_path), or None."""
+    return shutil.which(binary, path=cli_search_path(extra_path))
+
+
 def which(binary: str, extra_path: str | os.PathLike[str] | None = None) -> str:
-    """Absolute path of `binary` (extra_path searched first), or AgentNotFound with how to install it."""
+    """Absolute path of `binary` (cli_search_path: extra_path, PATH, bridge's CLI folder), or
+    AgentNotFound with how to install it."""
     if os.sep in binary:
         if os.access(binary, os.X_OK) and Path(binary).is_file():
             return str(Path(binary).resolve())
         raise AgentNotFound(f"{binary} does not exist or is not executable.")
-    search = os.environ.get("PATH", os.defpath)
-    if extra_path:
-        search = f"{extra_path}{os.pathsep}{search}"
-    found = shutil.which(binary, path=search)
+    found = find_cli(binary, extra_path)
     if found is None:
         hint = INSTALL_HINTS.get(binary, f"install {binary} and make sure it is on PATH")
-        raise AgentNotFound(f"the agent CLI {binary!r} is not on PATH. Install it: {hint}"
+        where = os.pathsep.join(cli_dirs()) or f"nothing else (${CLI_PATH_VAR} is empty)"
+        raise AgentNotFound(f"the agent CLI {binary!r} is not on PATH nor in {where}. Install it: {hint}"
                             " (or run `bridge doctor` to check every CLI).")
     return found
 

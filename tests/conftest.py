@@ -19,6 +19,7 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     for secret in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY", "GEMINI_API_KEY",
                    "GOOGLE_API_KEY", "CODEX_HOME", "CLAUDE_CONFIG_DIR"):
         monkeypatch.delenv(secret, raising=False)
+    monkeypatch.delenv("BRIDGE_CLI_PATH", raising=False)  # agent CLIs: PATH, then the (tmp) cache folder
     from bridge import config
 
     config._load_clis.cache_clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -28,14 +29,14 @@ def _ask(question: str) -> bool:
         return False
 
 
-def _ensure_clis(yes: bool) -> Path | None:
-    """The local folder to put first on PATH (None: PATH has the CLIs); installs them if allowed."""
+def _ensure_clis(yes: bool) -> dict[str, str]:
+    """{binary: absolute path} of the CLIs the demo drives; installs them into bridge's CLI folder if allowed."""
     from bridge import demo, ui
-    from bridge.process import run_quick
+    from bridge.process import cli_dirs, run_quick
 
-    found, folder = demo.find_clis()
+    found = demo.find_clis()
     if all(found.values()):
-        return folder
+        return {name: str(path) for name, path in found.items()}
     missing = ", ".join(name for name, path in found.items() if path is None)
     prefix = demo.cache_dir()
     argv = demo.install_argv(prefix)
@@ -52,17 +53,19 @@ def _ensure_clis(yes: bool) -> Path | None:
     if code != 0:
         tail = "\n".join(out.strip().splitlines()[-15:])
         raise BridgeError(f"`{' '.join(argv)}` {'timed out' if code is None else f'exited {code}'}:\n{tail}")
-    found, folder = demo.find_clis()
+    found = demo.find_clis()
     if not all(found.values()):
-        raise BridgeError(f"npm finished but the CLIs are not in {prefix / 'node_modules' / '.bin'}; "
-                          f"run `{' '.join(argv)}` yourself to see why")
-    return folder
+        raise BridgeError(f"npm finished but bridge does not find the CLIs on PATH nor in "
+                          f"{os.pathsep.join(cli_dirs()) or 'its CLI folder'} (is $BRIDGE_CLI_PATH set to "
+                          f"another folder?); run `{' '.join(argv)}` yourself to see why")
+    return {name: str(path) for name, path in found.items()}
 
 
-def _story(repo: Path, result: object, folder: Path | None, playbook: Path) -> None:
+def _story(repo: Path, result: object, clis: dict[str, str], playbook: Path) -> None:
     import git
 
     from bridge import ui
+    from bridge.process import cli_dirs
     from bridge.workspace import RunLayout
 
     layout = RunLayout(repo, result.run_id)  # type: ignore[attr-defined]
@@ -90,14 +93,14 @@ def _story(repo: Path, result: object, folder: Path | None, playbook: Path) -> N
         f"Run summary:     {layout.summary}",
         f"Branches:        {', '.join(branches) if branches else '-'}",
         f"Agent logs:      bridge show {result.run_id} --dir {repo}",  # type: ignore[attr-defined]
+        f"Agent CLIs:      {', '.join(f'{name} {path}' for name, path in clis.items())}",
+        f"                 (every bridge command looks on PATH, then in {os.pathsep.join(cli_dirs()) or '-'})",
         "",
         "Run it for real (your credentials, your repo):",
         "  bridge doctor",
         f"  bridge run {playbook} --dir YOUR_REPO",
         f"  (`bridge plan {playbook}` shows every prompt; copy it next to your repo to adapt it)",
     ]
-    if folder is not None:
-        lines.append(f"  The CLIs the demo used are in {folder}: export PATH=\"{folder}:$PATH\"")
     ui.print_text("\n".join(lines))
 
 
@@ -107,17 +110,17 @@ def run(yes: bool = False, keep: Path | None = None) -> int:
     from bridge.launch import RunSpec, start_run
     from bridge.resources import data_dir
 
-    folder = _ensure_clis(yes)
+    clis = _ensure_clis(yes)
     where = keep if keep is not None else Path(tempfile.mkdtemp(prefix="bridge-demo-"))
     repo = demo.build_sample(where)
     ui.print_text(f"Sample repo (3 seeded bugs, 2 of 4 tests failing): {repo}\n"
                   "Rehearsal: the real codex and claude CLIs, a scripted model on 127.0.0.1, no credentials.\n")
     spec = RunSpec(playbook_path=data_dir("playbooks") / PLAYBOOK, project=repo, rehearse=True)
-    with demo.path_first(folder), ui.progress(False) as emit:
+    with ui.progress(False) as emit:
         result = start_run(spec, emit)
     if result.status is not Status.SUCCESS:
         ui.print_text(f"The demo run ended {result.status.value}: {result.reason}\n"
                       f"Look at: bridge show {result.run_id} --dir {repo}")
         return 1
-    _story(repo, result, folder, spec.playbook_path)
+    _story(repo, result, clis, spec.playbook_path)
     return 0

@@ -10,7 +10,7 @@ from typing import Any
 
 from bridge.config import cli_definitions
 from bridge.errors import AgentNotFound
-from bridge.process import run_quick, which
+from bridge.process import cli_dirs, cli_install_dir, run_quick, which
 
 VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 TIMEOUT = 15.0
@@ -109,6 +109,11 @@ def run(project: Path | None = None) -> int:
     fixes = [(c.name, p) for c in checks if not c.ok for p in c.problems]
     for name, fix in fixes:
         ui.print_text(f"{name}: {fix}")
+    if any(c.path is None and not c.optional for c in checks):
+        dirs = os.pathsep.join(cli_dirs()) or "nowhere else ($BRIDGE_CLI_PATH is empty)"
+        ui.print_text(f"bridge looks for agent CLIs on PATH, then in {dirs} ($BRIDGE_CLI_PATH replaces that "
+                      "folder); `bridge demo --yes` installs the pinned codex, claude and gemini into "
+                      f"{cli_install_dir() / 'node_modules' / '.bin'}.")
     if not fixes:
         ui.print_text("All agent CLIs are ready.")
     return 1 if fixes else 0

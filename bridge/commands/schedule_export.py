@@ -14,6 +14,7 @@ from bridge.commands.schedule_run import playbook_folder
 from bridge.cron import cron_expression, jitter_offset, validate_schedules
 from bridge.errors import BridgeError
 from bridge.playbook import Schedule
+from bridge.process import find_cli
 from bridge.scheduled_run import lock_path, var_args
 from bridge.scheduler import load_playbook, playbook_files, project_dir_for
 from bridge.ui import print_plain
@@ -56,7 +57,7 @@ def run_path() -> tuple[str, list[str]]:
     folders: list[str] = []
     missing: list[str] = []
     for cli in AGENT_CLIS:
-        found = shutil.which(cli)
+        found = find_cli(cli)  # PATH, then bridge's own CLI folder (where `bridge demo --yes` installs)
         if found:
             folders.append(str(Path(found).parent))
         else:

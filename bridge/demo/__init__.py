@@ -6,14 +6,12 @@ tests/e2e/package.json (shipped as bridge/_data/clis/package.json), the same pin
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 from bridge.errors import BridgeError
+from bridge.process import cli_install_dir, find_cli
 from bridge.resources import data_dir
 
 SAMPLE = Path(__file__).resolve().parent / "sample"
@@ -50,50 +48,17 @@ def pinned_clis() -> dict[str, str]:
 
 
 def cache_dir() -> Path:
-    """Where `bridge demo --yes` installs the CLIs: $XDG_CACHE_HOME/bridge/clis (~/.cache/bridge/clis)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "bridge" / "clis"
+    """Where `bridge demo --yes` installs the CLIs: bridge's own CLI folder's prefix (~/.cache/bridge/clis)."""
+    return cli_install_dir()
 
 
-def local_bin_dirs() -> list[Path]:
-    """Folders searched after PATH: the cache install, then a source checkout's tests/e2e install."""
-    dirs = [cache_dir() / "node_modules" / ".bin"]
-    checkout = SAMPLE.parent.parent.parent / "tests" / "e2e" / "node_modules" / ".bin"
-    if checkout.is_dir():
-        dirs.append(checkout)
-    return dirs
-
-
-def find_clis() -> tuple[dict[str, str | None], Path | None]:
-    """({binary: path or None}, the local folder to put first on PATH, or None when PATH has them all)."""
-    found = {name: shutil.which(name) for name in CLI_BINARIES}
-    if all(found.values()):
-        return found, None
-    for folder in local_bin_dirs():
-        here = {name: shutil.which(name, path=str(folder)) for name in CLI_BINARIES}
-        if all(here.values()):
-            return here, folder
-    return found, None
+def find_clis() -> dict[str, str | None]:
+    """{binary: absolute path or None}, looked up the way every bridge run looks them up (PATH, then
+    bridge's CLI folder: bridge.process.cli_search_path)."""
+    return {name: find_cli(name) for name in CLI_BINARIES}
 
 
 def install_argv(prefix: Path) -> list[str]:
     """The npm command that installs the pinned CLIs into `prefix` (no global install, no sudo)."""
     return ["npm", "install", "--no-fund", "--no-audit", "--prefix", str(prefix),
             *(f"{pkg}@{version}" for pkg, version in pinned_clis().items())]
-
-
-@contextlib.contextmanager
-def path_first(folder: Path | None) -> Iterator[None]:
-    """PATH with `folder` in front for the duration (bridge resolves every agent CLI on PATH)."""
-    if folder is None:
-        yield
-        return
-    old = os.environ.get("PATH")
-    os.environ["PATH"] = f"{folder}{os.pathsep}{old or os.defpath}"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("PATH", None)
-        else:
-            os.environ["PATH"] = old
