@@ -29,7 +29,13 @@ def demo(*args: str, env: dict[str, str], cwd: Path, pythonpath: Path | None = N
 @pytest.mark.e2e
 @pytest.mark.timeout(300)
 def test_demo_yes_rehearses_the_whole_flow(tmp_path: Path, real_clis: Path) -> None:
-    env = {**os.environ, "PATH": f"{real_clis}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(tmp_path)}
+    # The CLIs laid out as `bridge demo --yes` installs them (bridge's CLI folder in the cache), not on
+    # PATH: the demo and its run find them there.
+    cache = tmp_path / "cache"
+    (cache / "bridge" / "clis").mkdir(parents=True)
+    (cache / "bridge" / "clis" / "node_modules").symlink_to(real_clis.parent)
+    assert not any(shutil.which(n) for n in ("codex", "claude", "gemini")), "this test needs them off PATH"
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "TMPDIR": str(tmp_path)}
     done = demo("--yes", env=env, cwd=tmp_path)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
@@ -39,6 +45,8 @@ def test_demo_yes_rehearses_the_whole_flow(tmp_path: Path, real_clis: Path) -> N
     for word in ("audit-security", "implement-one@1", "merged", "verify@2", "Audit reports:", "bridge doctor",
                  "bridge run", "--dir YOUR_REPO", '"status": "pass"'):
         assert word in done.stdout, word
+    assert f"codex {cache}/bridge/clis/node_modules/.bin/codex" in done.stdout
+    assert "Installing" not in done.stdout and "export PATH" not in done.stdout
     reports = re.search(r"Audit reports:\s+(\S+)/\{", done.stdout).group(1)
     assert sorted(p.name for p in Path(reports).iterdir()) == ["performance.md", "security.md", "test-gaps.md"]
     tests = subprocess.run([sys.executable, "-m", "unittest", "-q"], cwd=repo, capture_output=True, text=True,
