@@ -24,6 +24,15 @@ from bridge.playbook import OutputSpec, Playbook, Stage, cron_expression, matrix
 from bridge.yamlpos import Path_, Spot, format_path
 
 ON_CONFLICT = ("fail", "continue")
+# What a resolution stage cannot have: it runs on demand, during another stage's merge step.
+RESOLVER_FORBIDS = (
+    ("needs", "it runs when a merge conflicts, not after other stages: remove `needs:`"),
+    ("if", "it runs exactly when a merge conflicts: remove `if:`"),
+    ("matrix", "it runs once per conflicting branch: remove `matrix:`"),
+    ("loop", "a loop cannot resolve a conflict: name a plain top-level stage instead"),
+    ("worktree", "it always works in a worktree on the conflicting branch (with the stage's `copy:`): "
+                 "remove `worktree:`"),
+)
 # Names a `cli: command` argv item may use; the command adapter renders with exactly these.
 COMMAND_NAMES = ("prompt", "prompt_file", "shared", "model", "cwd")
 
@@ -83,8 +92,54 @@ class _Refs:
                 if isinstance(raw, dict):
                     self.stage(group, gpath + (sid,), sid, raw, stages)
             self.cycles(gpath, stages)
+        self.resolvers(groups)
         self.schedules()
         return self.problems
+
+    def resolvers(self, groups: list[tuple[str, Path_, dict[str, Any]]]) -> None:
+        """A stage named by a worktree's `on_conflict` runs only on a conflict, on that branch."""
+        clients: dict[str, list[str]] = {}
+        for _, gpath, stages in groups:
+            for sid, raw in stages.items():
+                wt = raw.get("worktree") if isinstance(raw, dict) else None
+                target = wt.get("on_conflict") if isinstance(wt, dict) else None
+                if isinstance(target, str) and target not in ON_CONFLICT and target in self.ids:
+                    if target == sid:
+                        self.add(gpath + (sid, "worktree", "on_conflict"),
+                                 f"stage {sid!r} cannot resolve its own merge conflicts; name another "
+                                 "stage (without `worktree:`) that resolves them")
+                    else:
+                        clients.setdefault(target, []).append(sid)
+        for rid, served in clients.items():
+            group, path = self.ids[rid]
+            raw = self._raw(group, rid)
+            who = f"{rid!r} resolves the merge conflicts of {', '.join(served)} (their on_conflict)"
+            if group != dag.TOP:
+                self.add(path, f"{who}, so it must be a top-level stage, not "
+                               f"{'a finally stage' if group == dag.FINALLY else f'a member of loop {group!r}'}",
+                         key=True)
+            for field, why in RESOLVER_FORBIDS:
+                if isinstance(raw, dict) and raw.get(field) is not None:
+                    self.add(path + (field,), f"{who}; {why}", key=True)
+        for group, gpath, stages in groups:
+            if group == dag.FINALLY:
+                continue  # finally stages run after every resolution
+            for sid, raw in stages.items():
+                needs = raw.get("needs") if isinstance(raw, dict) else None
+                items = [(gpath + (sid, "needs"), needs)] if isinstance(needs, str) else (
+                    [(gpath + (sid, "needs", i), n) for i, n in enumerate(needs)] if isinstance(needs, list)
+                    else [])
+                for where, need in items:
+                    if isinstance(need, str) and need in clients:
+                        self.add(where, f"{need!r} is a resolution stage: it runs only while "
+                                        f"{', '.join(clients[need])} merge(s), so it cannot be needed; need "
+                                        f"{clients[need][0]!r} instead (its merge step includes the resolution)")
+
+    def _raw(self, group: str, sid: str) -> Any:
+        for g, _, stages in self.groups():
+            if g == group and sid in stages:
+                return stages[sid]
+        return None
 
     def agents(self) -> None:
         agents = self.data.get("agents")

@@ -172,3 +172,17 @@ def visible(playbook: Playbook, sid: str, *, until: bool = False) -> list[str]:
         seen |= _with_members(playbook, place.stage.loop.stages, where)
     seen.discard(sid)
     return [i for i in where if i in seen]
+
+
+def resolvers(playbook: Playbook) -> dict[str, list[str]]:
+    """Resolution stages: the ids named by a worktree's `on_conflict` -> the stages they serve.
+
+    A resolver is not scheduled in the DAG: it runs only when merging one of those stages' units
+    conflicts (bridge.mergeback), on that unit's branch (see docs/worktrees.md).
+    """
+    out: dict[str, list[str]] = {}
+    for sid, place in places(playbook).items():
+        wt = place.stage.worktree
+        if wt is not None and wt.on_conflict not in ("fail", "continue"):
+            out.setdefault(wt.on_conflict, []).append(sid)
+    return out

@@ -123,7 +123,8 @@ class TasksUpdated:
 class GitNote:
     """Worktree news: the run's base, a merge, a conflict, the landing on the user's branch."""
 
-    kind: str  # base | dirty | merged | conflict | kept | landed | not_landed
+    # base | dirty | merged | conflict | resolving | resolved | unresolved | kept | landed | not_landed
+    kind: str
     message: str
     key: str = ""  # the unit (worktree) it is about, if any
     branch: str = ""

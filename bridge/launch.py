@@ -192,9 +192,9 @@ class Session:
 
     def _all_keys(self) -> tuple[str, ...]:
         keys = []
-        places = dag.places(self.playbook)
+        places, resolvers = dag.places(self.playbook), dag.resolvers(self.playbook)
         for sid, stage in [*iter_stages(self.playbook.stages), *iter_stages(self.playbook.finally_)]:
-            if stage.loop is None and not places[sid].loop:
+            if stage.loop is None and not places[sid].loop and sid not in resolvers:  # those: on demand
                 keys += [unit_key(sid, item, None) for item in matrix_items(stage.matrix)]
         return tuple(keys)
 
@@ -306,6 +306,8 @@ class Session:
                 duration=(row.ended - row.started) if row.ended and row.started else 0.0,
                 cost_usd=row.cost_usd, tokens=row.tokens, reports=reports,
                 branch=wt["branch"] if wt else None,
+                branch_note=f"{wt['status']}: {wt['message']}" if wt and wt["message"] else
+                wt["status"] if wt else None,
                 worktree=wt["path"] if wt and Path(wt["path"]).exists() else None,
                 error=row.reason if row.status in ("failure", "cancelled") else None))
         landing = self.ledger.landing(self.layout.run_id)

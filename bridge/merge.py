@@ -230,7 +230,12 @@ def land(repo_path: Path, run_id: str, base: BaseInfo) -> Landing:
 
 
 def conflict_prompt_context(result: MergeResult) -> dict[str, object]:
-    """What a resolution stage needs: the files, the branches and the conflict diff."""
+    """What a resolution stage needs: the files, the branches and the conflict diff.
+
+    `result` is best the one `open_resolution` returns: its diff shows the markers as they are in
+    the resolution worktree.
+    """
+    files = ", ".join(result.conflicts) or "the conflicting files"
     return {
         "stage": result.stage_key,
         "strategy": result.strategy,
@@ -238,6 +243,69 @@ def conflict_prompt_context(result: MergeResult) -> dict[str, object]:
         "branch": result.branch,
         "into": result.into,
         "diff": result.conflict_diff,
-        "how": f"in a worktree on {result.branch}, run `git merge {result.into}`, resolve "
-               f"{', '.join(result.conflicts) or 'the conflicts'}, commit; bridge merges it again",
+        "how": f"The current folder is a worktree on {result.branch} in the middle of `git merge "
+               f"{result.into}`; the conflict markers are in {files} (between <<<<<<< HEAD and ======= "
+               f"is {result.branch}'s side, between ======= and >>>>>>> {result.into}'s side). Edit "
+               "them so that both sides' changes survive and no marker is left; do not commit, abort "
+               "or reset: bridge commits the merge and merges the branch again.",
     }
+
+
+MARKERS = ("<<<<<<< ", ">>>>>>> ")
+
+
+def open_resolution(path: Path, info: WorktreeInfo, run_id: str) -> MergeResult:
+    """In the worktree at `path` (on the stage's branch), merge the integration branch in and leave
+    the conflict for a resolution stage; ok=True when it merged cleanly after all (committed)."""
+    wt = open_repo(path)
+    into = integration_branch(run_id)
+    done = dict(stage_key=info.stage_key, strategy="merge", branch=info.branch, into=into)
+    env = commit_env(wt)
+    if _try(wt, "merge", "--no-ff", "--no-edit", "-m",
+            f"bridge: {info.stage_key} (run {run_id}): merge {into}", into, env=env):
+        return MergeResult(ok=True, commit=wt.head.commit.hexsha, message=f"{into} merged cleanly "
+                           f"into {info.branch}", **done)
+    files, diff = _conflict_state(wt)
+    return MergeResult(ok=False, commit=None, conflicts=files, conflict_diff=diff,
+                       message=f"{info.branch} conflicts with {into} in {', '.join(files)}", **done)
+
+
+def conclude_resolution(path: Path, info: WorktreeInfo, run_id: str, resolver: str) -> str | None:
+    """Commit the resolved merge in the worktree at `path`; the problem, as text, if it is not resolved."""
+    wt = open_repo(path)
+    if wt.head.is_detached or wt.head.ref.name != info.branch:
+        return f"the resolution left {path} off {info.branch}"
+    run_git(wt, "add", "-A")
+    if info.copied:
+        run_git(wt, "reset", "-q", "--", *(f":(literal){p}" for p in info.copied))
+    unmerged = run_git(wt, "diff", "--cached", "--name-only", "--diff-filter=U").split()
+    marked = [f for f in run_git(wt, "diff", "--cached", "--name-only", "HEAD").splitlines()
+              if _has_markers(path / f)]
+    if unmerged or marked:
+        return f"conflict markers are left in {', '.join(sorted(set(unmerged + marked)))}"
+    merging = _try(wt, "rev-parse", "-q", "--verify", "MERGE_HEAD")
+    into = integration_branch(run_id)
+    if merging:
+        run_git(wt, "commit", "-q", "--no-verify", "--no-edit", env=commit_env(wt))
+    elif run_git(wt, "diff", "--cached", "--name-only").strip():
+        run_git(wt, "commit", "-q", "--no-verify", "-m", f"bridge: {resolver} resolved {info.stage_key} "
+                f"(run {run_id})", env=commit_env(wt))
+    if not _try(wt, "merge-base", "--is-ancestor", into, "HEAD"):
+        return f"the resolution did not keep the merge of {into} (was it aborted?)"
+    return None
+
+
+def abandon_resolution(path: Path, tip: str) -> None:
+    """Undo a resolution that did not succeed: the stage's branch goes back to `tip`, as it was."""
+    wt = open_repo(path)
+    _try(wt, "merge", "--abort")
+    run_git(wt, "reset", "-q", "--hard", tip)
+    run_git(wt, "clean", "-q", "-fd")
+
+
+def _has_markers(file: Path) -> bool:
+    try:
+        with file.open("rb") as fh:
+            return any(line.startswith(m.encode()) for line in fh for m in MARKERS)
+    except OSError:
+        return False

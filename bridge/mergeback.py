@@ -23,7 +23,7 @@ from bridge.events import Emit, GitNote, Status, UnitFinished
 from bridge.ledger import Ledger
 from bridge.merge import Landing, MergeResult, integration_branch, land, merge_back, merge_order
 from bridge.playbook import Playbook, uses_worktrees
-from bridge.unit import StageResult, Unit
+from bridge.unit import Resolve, StageResult, Unit
 from bridge.worktrees import (
     WORKTREES, BaseInfo, WorktreeInfo, add_worktree, base_commit, branch_name, finish_worktree,
     open_repo, registered_worktrees, remove_worktree, run_git, worktree_lock, worktree_path,
@@ -75,6 +75,8 @@ class Integration:
         self.landing: Landing | None = None
         self.merged_any = False
         self.blocked: str | None = None  # why nothing may land any more (a conflict failed a stage)
+        self.resolving: dict[str, WorktreeInfo] = {}  # resolution unit key -> the conflicting branch's worktree
+        self._lock: asyncio.Lock | None = None  # made on the run's loop, at the first merge step
 
     # start -----------------------------------------------------------------------------------
     def announce(self) -> None:
@@ -96,6 +98,8 @@ class Integration:
         """The folder the unit's agent works in; `release(unit)` must follow its attempt."""
         if self.base is None:
             return self.project
+        if unit.key in self.resolving:  # a resolution stage works on the conflicting branch
+            return self.resolving[unit.key].path
         if unit.stage.worktree is not None:
             return self._stage_worktree(unit).path
         tip = self._tip()
@@ -153,12 +157,33 @@ class Integration:
         return path
 
     # the merge step --------------------------------------------------------------------------
-    async def stage_done(self, result: StageResult) -> StageResult:
-        """Called by the runner once every unit of a stage has finished (see the module docstring)."""
+    async def stage_done(self, result: StageResult, resolve: Resolve | None = None) -> StageResult:
+        """Called by the runner once every unit of a stage has finished (see the module docstring).
+
+        `resolve` runs a resolution stage for a conflict (`on_conflict: <stage id>`).
+        """
         stage = self.playbook_stage(result)
         if self.base is None or stage is None or stage.worktree is None or not result.units:
             return result
-        return await asyncio.to_thread(self._merge_step, result)
+        policy = stage.worktree.on_conflict
+        # one merge step at a time: a resolution must meet the integration branch it merged
+        async with self._merge_lock():
+            result, conflicts, merged = await asyncio.to_thread(self._merge_step, result)
+            why: dict[str, str] = {}
+            if conflicts and policy not in ("fail", "continue") and resolve is not None:
+                from bridge.resolution import resolve_conflicts
+
+                conflicts, why = await resolve_conflicts(self, result, policy, conflicts, resolve)
+            if conflicts:
+                result = self._on_conflict(result, policy, conflicts, why)
+            if merged:
+                await asyncio.to_thread(self._land)
+        return result
+
+    def _merge_lock(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
 
     def playbook_stage(self, result: StageResult) -> Any:
         return result.units[0].unit.stage if result.units else None
@@ -177,7 +202,8 @@ class Integration:
         return WorktreeInfo(path=path, branch=branch, base=self.base.commit, repo=self.project,
                             run_id=self.run_id, stage_key=key)
 
-    def _merge_step(self, result: StageResult) -> StageResult:
+    def _merge_step(self, result: StageResult) -> tuple[StageResult, list[MergeResult], bool]:
+        """Finish, merge in order, remove the folders: (result, the conflicts, whether it merged)."""
         stage = self.playbook_stage(result)
         wt = stage.worktree
         ready: list[tuple[Unit, WorktreeInfo]] = []
@@ -197,7 +223,7 @@ class Integration:
                 self._keep(unit, info, f"stage {result.stage_id} {result.status.value}: branch "
                                        f"{info.branch} is kept, not merged")
             self._remove([info for _, info in ready])
-            return result
+            return result, [], False
         by_key = {worktree_key(u.unit): u.unit for u in result.units}
         ordered = merge_order([i for _, i in ready], {i.stage_key: wt.order for _, i in ready})
         merges = merge_back(self.project, ordered, wt.merge, run_id=self.run_id, base=self.base)
@@ -205,10 +231,7 @@ class Integration:
         for m in merges:
             self._record_merge(by_key[m.stage_key], m)
         self._remove(ordered)
-        if conflicts:
-            result = self._on_conflict(result, wt.on_conflict, conflicts)
-        self._land()
-        return result
+        return result, conflicts, True
 
     def _finish(self, unit: Unit, info: WorktreeInfo) -> None:
         done = finish_worktree(info, self.run_id, info.stage_key, self.layout.shared / PATCHES)
@@ -227,17 +250,20 @@ class Integration:
                                     path=str(info.path), base=info.base, status="kept", message=why)
         self.emit(GitNote("kept", why, key=unit.key, branch=info.branch))
 
-    def _record_merge(self, unit: Unit, m: MergeResult) -> None:
+    def _record_merge(self, unit: Unit, m: MergeResult, resolved_by: str = "") -> None:
         status = "merged" if m.ok and m.commit else "unchanged" if m.ok else "conflict"
         if m.strategy == "none":
             status = "kept"
+        if m.ok and resolved_by:
+            status = "resolved"  # merged after resolution stage `resolved_by` resolved its conflict
         self.ledger.upsert_worktree(self.run_id, unit.key, unit.stage_id, branch=m.branch,
                                     path=str(worktree_path(self.project, self.run_id, m.stage_key)),
                                     base=self.base.commit if self.base else "", status=status,
                                     strategy=m.strategy, merged_commit=m.commit,
                                     conflicts=m.conflicts, message=m.message)
         self.merged_any = self.merged_any or bool(m.ok and m.commit)
-        kind = "conflict" if not m.ok else "kept" if m.strategy == "none" else "merged"
+        kind = "conflict" if not m.ok else "kept" if m.strategy == "none" else status
+        kind = "merged" if kind == "unchanged" else kind
         self.emit(GitNote(kind, m.message, key=unit.key, branch=m.branch, files=m.conflicts))
 
     def _remove(self, infos: list[WorktreeInfo]) -> None:
@@ -249,7 +275,9 @@ class Integration:
                 if known.path == info.path:
                     del self.infos[key]
 
-    def _on_conflict(self, result: StageResult, policy: str, conflicts: list[MergeResult]) -> StageResult:
+    def _on_conflict(self, result: StageResult, policy: str, conflicts: list[MergeResult],
+                     why: dict[str, str] | None = None) -> StageResult:
+        """Conflicts left over (none resolved): fail the units, or only say so (`continue`)."""
         files = sorted({f for m in conflicts for f in m.conflicts})
         branches = ", ".join(m.branch for m in conflicts)
         text = (f"merge conflict in {', '.join(files) or '(no file reported)'}: {branches} could not be "
@@ -258,9 +286,11 @@ class Integration:
         if policy == "continue":
             return replace(result, reason=f"{text} (on_conflict: continue)")
         self.blocked = f"stage {result.stage_id} failed on a merge conflict"
-        if policy != "fail":
-            text += (f"; on_conflict: {policy} names a resolution stage, which bridge does not run "
-                     "yet — the stage fails instead")
+        notes = [why[m.stage_key] for m in conflicts if why and m.stage_key in why]
+        if notes:
+            text += "; " + "; ".join(notes)
+        elif policy != "fail":
+            text += f"; resolution stage {policy} did not run"
         failed = {m.stage_key for m in conflicts}
         units = []
         for ures in result.units:

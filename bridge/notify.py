@@ -36,6 +36,7 @@ class StageSummary:
     reports: tuple[str, ...] = ()
     branch: str | None = None
     worktree: str | None = None  # absolute path of the stage's worktree, if it had one
+    branch_note: str | None = None  # what became of the branch (merged, resolved by ..., conflict ...)
     error: str | None = None
 
 
@@ -205,7 +206,8 @@ def render_summary(summary: RunSummary, base: Path) -> str:
         lines += ["", "## Branches", ""]
         for s in branches:
             where = f" ([worktree]({_rel(Path(s.worktree), base)}))" if s.worktree else ""
-            lines.append(f"- {s.id}: `{s.branch}`{where}")
+            note = f" — {s.branch_note}" if s.branch_note else ""
+            lines.append(f"- {s.id}: `{s.branch}`{where}{note}")
     if summary.landing:
         lines += ["", "## Landing", "", summary.landing]
     errors = [*summary.errors, *(f"{s.id}: {s.error}" for s in summary.stages if s.error)]

@@ -9,19 +9,21 @@ stage (matrix `max_parallel`). Running one attempt is delegated to an `Execute` 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bridge import dag
 from bridge.agents.base import AgentEvent, ErrorKind, EventKind
 from bridge.budget import BudgetTracker, Spend, spend_from_event
 from bridge.events import (Emit, LoopIteration, RunCancelling, Status, UnitActivity, UnitFinished,
                            UnitRetrying, UnitStarted, UnitWaiting)
 from bridge.playbook import Playbook, Stage
-from bridge.unit import AttemptReport, RunResult, StageResult, Unit, UnitResult
+from bridge.unit import AttemptReport, Resolve, RunResult, StageResult, Unit, UnitResult
 from bridge.views import Contexts, evaluate, unit_key
 
 DEFAULT_MAX_PARALLEL = 4
@@ -96,11 +98,15 @@ class Runner:
                  contexts: Contexts, options: RunnerOptions = RunnerOptions(),
                  prior: dict[str, Prior] | None = None,
                  record: Callable[..., None] | None = None,
-                 stage_done: Callable[[StageResult], Awaitable[StageResult]] | None = None) -> None:
+                 stage_done: Callable[[StageResult, Resolve], Awaitable[StageResult]] | None = None) -> None:
         self.playbook, self.run_id, self.execute, self.emit = playbook, run_id, execute, emit
         self.contexts, self.options, self.prior = contexts, options, prior or {}
         self.record = record or (lambda *a, **k: None)
         self.stage_done = stage_done  # the merge step of worktree stages (bridge.mergeback)
+        # resolution stages run only when the merge step asks (a conflict), never in the DAG
+        self.resolvers = {rid: dag.places(playbook)[rid].stage for rid in dag.resolvers(playbook)
+                          if rid in dag.places(playbook)}
+        self.resolutions: dict[str, list[UnitResult]] = {rid: [] for rid in self.resolvers}
         limit = options.max_parallel or playbook.max_parallel or DEFAULT_MAX_PARALLEL
         self.slots = asyncio.Semaphore(limit)
         self.budget = BudgetTracker(playbook)
@@ -133,6 +139,7 @@ class Runner:
     async def run(self) -> RunResult:
         start = time.monotonic()
         await self._run_group(self.playbook.stages, self.root)
+        self._settle_resolvers()
         run_budget = self.budget.run_exceeded()
         if self.playbook.finally_ and not self.force.is_set() and not run_budget:
             self.phase = "finally"
@@ -184,6 +191,7 @@ class Runner:
 
     # stages ----------------------------------------------------------------------------------
     async def _run_group(self, stages: dict[str, Stage], scope: Scope) -> None:
+        stages = {sid: st for sid, st in stages.items() if sid not in self.resolvers}
         for sid in stages:
             scope.event(sid)
         await asyncio.gather(*(self._run_stage(sid, st, scope) for sid, st in stages.items()))
@@ -279,7 +287,7 @@ class Runner:
         reason = "; ".join(f"{r.key}: {r.reason}" for r in failed or stopped)
         result = StageResult(sid, status, reason, tuple(results), continue_on_error=stage.continue_on_error)
         if self.stage_done is not None:  # once every item has finished: merge them back in order
-            result = await self.stage_done(result)
+            result = await self.stage_done(result, functools.partial(self._resolve, scope))
         return result
 
     async def _run_loop(self, sid: str, stage: Stage, scope: Scope) -> StageResult:
@@ -309,6 +317,38 @@ class Runner:
         n = stage.loop.max_iterations
         return StageResult(sid, Status.FAILURE, f"until never held in {n} iteration{'s' * (n != 1)}",
                            tuple(units), iterations=n, continue_on_error=stage.continue_on_error)
+
+    # resolution stages -----------------------------------------------------------------------
+    async def _resolve(self, scope: Scope, resolver: str, key: str, conflict: Mapping[str, Any],
+                       client: Unit) -> UnitResult:
+        """Run resolution stage `resolver` as unit `key` for `client`'s merge conflict (Resolve)."""
+        unit = Unit(key, resolver, self.resolvers[resolver], {}, client.iteration, None, conflict)
+        prior = self.prior.get(key)
+        if prior is not None:  # each conflict is resolved afresh; a resume never reuses a resolution
+            self.prior[key] = Prior("rerun", prior.attempts)
+        result = await self._unit(unit, scope, asyncio.Semaphore(1))
+        self.resolutions[resolver].append(result)
+        return result
+
+    def _settle_resolvers(self) -> None:
+        """Once the main stages are done: each resolver's result (skipped when nothing conflicted)."""
+        for rid, stage in self.resolvers.items():
+            ran = self.resolutions[rid]
+            if not ran:
+                key = unit_key(rid, {}, None)
+                self.record(key, rid, status=Status.SKIPPED.value, reason="no conflict")
+                self.emit(UnitFinished(key=key, stage_id=rid, status=Status.SKIPPED, reason="no conflict"))
+                unit = Unit(key, rid, stage)
+                result = StageResult(rid, Status.SKIPPED, "no conflict", (UnitResult(unit, Status.SKIPPED,
+                                     reason="no conflict"),), by_condition=True)
+            else:
+                bad = [r for r in ran if r.status is not Status.SUCCESS]
+                status = (Status.SUCCESS if not bad else Status.CANCELLED
+                          if all(r.status is Status.CANCELLED for r in bad) else Status.FAILURE)
+                reason = "; ".join(f"{r.key}: {r.reason}" for r in bad)
+                # a failed resolution fails the stage it served; that failure is the one that counts
+                result = StageResult(rid, status, reason, tuple(ran), continue_on_error=True)
+            self.root.finish(result)
 
     # units -----------------------------------------------------------------------------------
     async def _unit(self, unit: Unit, scope: Scope, local: asyncio.Semaphore) -> UnitResult:
@@ -421,7 +461,7 @@ class Runner:
 
         control = AttemptControl(should_stop, self.force, on_event, resume,
                                  upstream=self._upstream_keys(unit, scope))
-        context = self._context(unit.stage_id, scope, unit.matrix)
+        context = self._context(unit.stage_id, scope, unit.matrix, unit.conflict)
         try:
             report = await self.execute(unit, n, context, control)
         except Exception as exc:  # rendering errors and the like fail this attempt, not the run
@@ -434,6 +474,7 @@ class Runner:
         return tuple(u.key for need in unit.stage.needs if need in results for u in results[need].units)
 
     # template context ------------------------------------------------------------------------
-    def _context(self, sid: str, scope: Scope, matrix: dict[str, Any]) -> dict[str, Any]:
+    def _context(self, sid: str, scope: Scope, matrix: dict[str, Any],
+                 conflict: Mapping[str, Any] | None = None) -> dict[str, Any]:
         return self.contexts.context(sid, scope.all_results(), matrix=matrix, iteration=scope.iteration,
-                                     previous=scope.previous)
+                                     previous=scope.previous, conflict=conflict)

@@ -18,6 +18,9 @@ runs) or `stub_context` (validation and `bridge plan`), so both have exactly the
     trigger   the file that triggered the run under `bridge watch` (str), else None
     stages    {id: StageView} of the stages upstream of this one (only those: referencing any
               other stage is an error that names the stage and says to add it to `needs`)
+    conflict  only in a resolution stage (one named by a worktree's `on_conflict`): the merge
+              conflict it resolves — stage, strategy, files, branch, into, diff, how
+              (bridge.merge.conflict_prompt_context)
 """
 
 from __future__ import annotations
@@ -85,7 +88,9 @@ _UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
 def _undefined(message: str, context: Mapping[str, Any]) -> str:
     m = _UNDEFINED_NAME.match(message)
     if m:
-        return f"undefined: {m.group(1)!r} is undefined{_suggest(m.group(1), context)} " \
+        only = "; `conflict` exists only in a resolution stage (a stage named by a worktree's " \
+               "`on_conflict`)" if m.group(1) == "conflict" else ""
+        return f"undefined: {m.group(1)!r} is undefined{_suggest(m.group(1), context)}{only} " \
                f"(available: {', '.join(context)})"
     return f"undefined: {message}"
 
@@ -211,6 +216,18 @@ class Outputs(_Lookup):
         return f"stage {self._bridge_owner!r} declares no output {key!r}{_suggest(key, self)} (declared: {declared})"
 
 
+class Conflict(_Lookup):
+    """`conflict`: the merge conflict a resolution stage resolves."""
+
+    def _message(self, key: Any) -> str:
+        return f"conflict has no {key!r}{_suggest(key, self)} (it has: {', '.join(self)})"
+
+
+STUB_CONFLICT = {"stage": "(the conflicting unit)", "strategy": "merge", "files": ["(a conflicting file)"],
+                 "branch": "bridge/RUN_ID/(unit)", "into": "bridge/RUN_ID/@integration",
+                 "diff": "(the diff with conflict markers)", "how": "(how to resolve it)"}
+
+
 class OutputValue(dict):  # type: ignore[type-arg]
     """One output file. For `.json` outputs the dict holds the parsed JSON (so `.status` works).
 
@@ -310,7 +327,7 @@ def build_context(
     stages: Mapping[str, StageView], stage_name: str | None = None, matrix: Mapping[str, Any] | None = None,
     loop_iteration: int | None = None, loop_max: int | None = None,
     loop_previous: Mapping[str, StageView] | None = None, tasks: Any = None,
-    trigger: Path | str | None = None, known: Iterable[str] = (),
+    trigger: Path | str | None = None, known: Iterable[str] = (), conflict: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The context of one stage's templates, from plain values (see the module docstring).
 
@@ -321,6 +338,7 @@ def build_context(
     if loop_iteration is not None:
         previous = None if loop_previous is None else Stages(loop_previous, stage_id, known)
         loop = {"iteration": loop_iteration, "max_iterations": loop_max, "previous": previous}
+    extra = {} if conflict is None else {"conflict": Conflict(conflict)}
     return {
         "vars": Vars(vars),
         "matrix": Matrix(matrix or {}),
@@ -333,6 +351,7 @@ def build_context(
             tasks if isinstance(tasks, Mapping) else {"items": list(tasks or [])}),
         "trigger": None if trigger is None else str(trigger),
         "stages": Stages(stages, stage_id, known),
+        **extra,
     }
 
 
@@ -391,4 +410,5 @@ def stub_context(
         playbook=playbook.name, stage_id=stage_id, stage_name=place.stage.name, stages=views,
         matrix=matrix, loop_iteration=iteration, loop_max=max_it, loop_previous=previous,
         tasks=STUB_TASKS, trigger=str(shared.parent / "inbox" / "TRIGGER") if trigger else None, known=where,
+        conflict=STUB_CONFLICT if stage_id in dag.resolvers(playbook) else None,
     )

@@ -6,6 +6,7 @@ inside one iteration of a loop. Its `key` names it everywhere: the ledger, the r
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ class Unit:
     matrix: dict[str, Any] = field(default_factory=dict)
     iteration: int | None = None  # loop iteration (1-based) when inside a loop
     loop_id: str | None = None
+    conflict: Mapping[str, Any] | None = None  # a resolution unit's conflict (templates' `conflict`)
 
 
 @dataclass(frozen=True)
@@ -111,3 +113,8 @@ class RunResult:
     cost_usd: float
     resumable: bool = False
     run_dir: Path | None = None
+
+
+# The runner's hook for the merge step (bridge.mergeback): run resolution stage `resolver` as unit
+# `key` for the conflict of `client`, and return how it ended.
+Resolve = Callable[[str, str, Mapping[str, Any], Unit], Awaitable[UnitResult]]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +118,9 @@ class Contexts:
 
     def context(self, sid: str, results: dict[str, StageResult], *, matrix: dict[str, Any] | None = None,
                 iteration: int | None = None, previous: dict[str, StageResult] | None = None,
-                until: bool = False) -> dict[str, Any]:
-        """The context of `sid`'s templates (its prompt, `if`, outputs; its `until` with until=True)."""
+                until: bool = False, conflict: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The context of `sid`'s templates (its prompt, `if`, outputs; its `until` with until=True);
+        `conflict` for a resolution stage's unit."""
         place = self.places[sid]
         stages = {v: self.view(v, results.get(v)) for v in self.visible(sid, until)}
         loop_id = sid if until else place.loop
@@ -132,5 +133,5 @@ class Contexts:
             playbook=self.playbook.name, stage_id=sid, stage_name=place.stage.name, stages=stages,
             matrix=matrix or {}, loop_iteration=iteration if loop_id is not None else None,
             loop_max=loop_max, loop_previous=None if previous is None else self.views(previous),
-            tasks=self.tasks(), trigger=self.trigger, known=self.places,
+            tasks=self.tasks(), trigger=self.trigger, known=self.places, conflict=conflict,
         )
