@@ -208,9 +208,12 @@ def model_serve(
 
 
 @schedule_app.command("run")
-def schedule_run(directory: Optional[Path] = typer.Argument(None, metavar="[DIR]")) -> None:
+def schedule_run(
+    directory: Optional[Path] = typer.Argument(None, metavar="[DIR]"),
+    rehearse: bool = typer.Option(False, "--rehearse", help="Start every run with --rehearse (scripted local model)."),
+) -> None:
     """Long-lived scheduler over a folder of playbooks (default: ./playbooks)."""
-    _call("schedule_run", directory=directory)
+    _call("schedule_run", directory=directory, rehearse=rehearse)
 
 
 @schedule_app.command("list")

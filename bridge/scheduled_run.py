@@ -52,6 +52,7 @@ class RunRequest:
     project_dir: Path
     scheduled_for: float
     lock_fd: int | None = None
+    rehearse: bool = False  # `bridge schedule run --rehearse`: the child runs with --rehearse
 
 
 class RunHandle(Protocol):
@@ -70,9 +71,10 @@ def var_args(vars: dict[str, Any]) -> list[str]:
     return out
 
 
-def run_argv(path: Path, vars: dict[str, Any]) -> list[str]:
-    """`python -m bridge run PLAYBOOK --var k=v ...` for one scheduled fire."""
-    return [sys.executable, "-m", "bridge", "run", str(path), *var_args(vars)]
+def run_argv(path: Path, vars: dict[str, Any], rehearse: bool = False) -> list[str]:
+    """`python -m bridge run PLAYBOOK --var k=v ... [--rehearse]` for one scheduled fire."""
+    argv = [sys.executable, "-m", "bridge", "run", str(path), *var_args(vars)]
+    return [*argv, "--rehearse"] if rehearse else argv
 
 
 class ChildRun:
@@ -101,7 +103,8 @@ def start_child(request: RunRequest, argv: list[str] | None = None) -> ChildRun:
     env = {**os.environ, "BRIDGE_SCHEDULED_FOR": str(request.scheduled_for)}
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            argv or run_argv(request.path, request.vars), cwd=request.project_dir, env=env,
+            argv or run_argv(request.path, request.vars, request.rehearse),
+            cwd=request.project_dir, env=env,
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
             # The child inherits the lock: it stays held even if this scheduler dies first.

@@ -107,8 +107,9 @@ class Scheduler:
                  clock: Callable[[], float] = time.time,
                  on_event: Callable[[SchedulerEvent], None] = lambda e: None,
                  poll_interval: float = 1.0, stop_grace: float = 10.0,
-                 shutdown_grace: float = 30.0) -> None:
+                 shutdown_grace: float = 30.0, rehearse: bool = False) -> None:
         self.folder, self.project_dir, self.ledger = folder, project_dir, ledger
+        self.rehearse = rehearse  # every run against the scripted local model (bridge run --rehearse)
         self._start_run, self._clock, self._emit_to = start_run, clock, on_event
         self.poll_interval, self.stop_grace, self.shutdown_grace = poll_interval, stop_grace, shutdown_grace
         self._entries: dict[Path, _Entry] = {}
@@ -277,7 +278,7 @@ class Scheduler:
         try:
             fd = locks.enter_context(playbook_lock(self.project_dir, name))
             handle = self._start_run(RunRequest(name, fire.path, dict(fire.vars), self.project_dir,
-                                                fire.scheduled_for, fd))
+                                                fire.scheduled_for, fd, self.rehearse))
         except LockHeld as exc:
             locks.close()
             self._record(name, fire.scheduled_for, now, "skipped", str(exc), fire)

@@ -22,12 +22,13 @@ def _show(event: SchedulerEvent) -> None:
     print_schedule_event(event.t, event.kind, event.playbook, event.message)
 
 
-def run(directory: Path | None = None) -> int:
+def run(directory: Path | None = None, rehearse: bool = False) -> int:
     folder = playbook_folder(directory)
     project = project_dir_for(folder)
     with Ledger(project) as ledger:
-        scheduler = Scheduler(folder, project, ledger, on_event=_show)
-        print_schedule_event(0.0, "start", "", f"scheduling playbooks in {folder} (project {project}); "
+        scheduler = Scheduler(folder, project, ledger, on_event=_show, rehearse=rehearse)
+        mode = "; every run rehearsed (--rehearse: the scripted local model)" if rehearse else ""
+        print_schedule_event(0.0, "start", "", f"scheduling playbooks in {folder} (project {project}){mode}; "
                              "Ctrl-C or SIGTERM stops")
         with scheduler.handle_signals():
             scheduler.run_forever()

@@ -1,0 +1,134 @@
+"""The scheduler firing REAL child `bridge run`s: a command-agent playbook, and (e2e) the shipped
+nightly-verify rehearsed with the real codex on a fresh copy of the demo sample."""
+
+from __future__ import annotations
+
+import os
+import signal
+import textwrap
+import time
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bridge.demo import build_sample
+from bridge.ledger import Ledger
+from bridge.process import run_processes
+from bridge.scheduler import Scheduler, SchedulerEvent
+from bridge.workspace import RunLayout
+
+PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
+
+TICK = textwrap.dedent("""\
+    version: 1
+    name: tick
+    vars: {word: unscheduled}
+    agents:
+      echo: {cli: command, command: [echo, "{{ prompt }}"]}
+    stages:
+      say:
+        agent: echo
+        prompt: "{{ vars.word }} run {{ run.id }}"
+        outputs: [{path: tick/said.txt, from: final_message}]
+        timeout: 30s
+    schedule:
+      - {cron: "* * * * *", vars: {word: scheduled}}
+""")
+
+
+def ts(*args: int) -> float:
+    return datetime(*args, tzinfo=ZoneInfo("UTC")).timestamp()
+
+
+class Clock:
+    """The scheduler's clock, moved by the test (the child runs in real time)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_until_idle(sched: Scheduler, timeout: float) -> None:
+    """Tick (the clock stays put: no new fire) until the started child has ended and been reaped;
+    on a timeout, kill the child's group so nothing outlives the test."""
+    deadline = time.monotonic() + timeout
+    try:
+        while sched.active:
+            assert time.monotonic() < deadline, f"the scheduled run did not end within {timeout:g}s"
+            sched.tick()
+            time.sleep(0.05)
+    finally:
+        for pid in sched.active.values():
+            os.killpg(pid, signal.SIGKILL)
+
+
+def test_a_fire_starts_a_real_bridge_run_that_succeeds(tmp_path: Path) -> None:
+    project = tmp_path / "proj"
+    (project / ".bridge").mkdir(parents=True)
+    (project / "playbooks").mkdir()
+    (project / "playbooks" / "tick.yaml").write_text(TICK)
+    clock, events = Clock(ts(2024, 5, 1, 10, 0, 30)), []  # type: ignore[var-annotated]
+    with Ledger(project) as ledger:
+        sched = Scheduler(project / "playbooks", project, ledger, clock=clock, on_event=events.append)
+        sched.tick()
+        assert sched.active == {}  # 10:00:30: nothing due yet
+        clock.now = ts(2024, 5, 1, 10, 1, 0)
+        sched.tick()
+        assert list(sched.active) == ["tick"]  # the 10:01 fire started a child `bridge run`
+        run_until_idle(sched, 60)
+        fires = [(f["scheduled_for"], f["action"]) for f in ledger.fires("tick")]
+        [run] = ledger.runs()
+    assert fires == [(ts(2024, 5, 1, 10, 1), "started")]
+    assert (run.playbook, run.status) == ("tick", "success"), run.reason
+    assert run.vars == {"word": "scheduled"}  # the schedule's vars reached the run as --var
+    said = RunLayout(project, run.id).shared / "tick" / "said.txt"
+    assert said.read_text().strip() == f"scheduled run {run.id}"
+    ended = [e for e in events if e.kind == "ended"]
+    assert len(ended) == 1 and "exit code 0" in ended[0].message
+    [log] = (project / ".bridge" / "logs" / "schedule").iterdir()
+    assert log.name == "tick-20240501T100100.log"
+    assert run_processes(run.id) == []
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(240)
+def test_scheduled_nightly_verify_rehearsed(tmp_path: Path, real_clis: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bridge schedule run playbooks/ --rehearse` at 03:00: nightly-verify runs on the sample (2 of
+    its 4 tests fail), Codex triages, the run fails, and its notify command writes its line."""
+    monkeypatch.setenv("BRIDGE_CLI_PATH", str(real_clis))  # found the way bridge finds any CLI
+    repo = build_sample(tmp_path / "repo")
+    clock, events = Clock(ts(2024, 5, 1, 2, 59, 50)), []  # type: list[SchedulerEvent]
+    with Ledger(repo) as ledger:
+        sched = Scheduler(PLAYBOOKS, repo, ledger, clock=clock, on_event=events.append, rehearse=True)
+        sched.tick()
+        loaded = {e.playbook for e in events if e.kind == "loaded"}
+        assert "nightly-verify" in loaded and not [e for e in events if e.kind == "broken"]
+        assert sched.active == {}
+        clock.now = ts(2024, 5, 1, 3, 0, 0)
+        sched.tick()
+        assert list(sched.active) == ["nightly-verify"]
+        run_until_idle(sched, 200)
+        fires = [(f["scheduled_for"], f["action"]) for f in ledger.fires("nightly-verify")]
+        [run] = ledger.runs()
+    assert fires == [(ts(2024, 5, 1, 3), "started")]
+    log = next((repo / ".bridge" / "logs" / "schedule").iterdir()).read_text()
+    assert (run.playbook, run.status) == ("nightly-verify", "failure"), log[-3000:]
+    assert run.options.get("rehearse") is True, run.options
+    triage = (RunLayout(repo, run.id).shared / "nightly" / "triage.md").read_text()
+    assert "test_find_does_not_inject" in triage and "test_total_value_counts_quantity" in triage
+    line = (repo / ".bridge" / "nightly-verify.log").read_text().split()
+    assert line[:2] == [run.id, "failure"]  # the notify command ran
+    assert run_processes(run.id) == []
+
+
+def test_rehearse_reaches_the_child_argv(tmp_path: Path) -> None:
+    from bridge.scheduled_run import run_argv
+
+    argv = run_argv(tmp_path / "pb.yaml", {"target": "main"}, rehearse=True)
+    assert argv[-3:] == ["--var", "target=main", "--rehearse"]
+    assert "--rehearse" not in run_argv(tmp_path / "pb.yaml", {})
