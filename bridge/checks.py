@@ -121,6 +121,7 @@ class _Refs:
             for field, why in RESOLVER_FORBIDS:
                 if isinstance(raw, dict) and raw.get(field) is not None:
                     self.add(path + (field,), f"{who}; {why}", key=True)
+            self.resolver_agent(path, raw, who)
         for group, gpath, stages in groups:
             if group == dag.FINALLY:
                 continue  # finally stages run after every resolution
@@ -134,6 +135,17 @@ class _Refs:
                         self.add(where, f"{need!r} is a resolution stage: it runs only while "
                                         f"{', '.join(clients[need])} merge(s), so it cannot be needed; need "
                                         f"{clients[need][0]!r} instead (its merge step includes the resolution)")
+
+    def resolver_agent(self, path: Path_, raw: Any, who: str) -> None:
+        """A resolver edits the conflicting files: a read-only agent could only look at them."""
+        agents = self.data.get("agents") if isinstance(self.data.get("agents"), dict) else {}
+        name = raw.get("agent") if isinstance(raw, dict) else None
+        profile = agents.get(name) if isinstance(name, str) else None
+        if not isinstance(profile, dict) or profile.get("cli") == "command" or profile.get("permission_mode"):
+            return
+        if profile.get("sandbox", "read-only") == "read-only":
+            self.add(path + ("agent",), f"{who}, so it edits files in the worktree, but agent {name!r} is "
+                                        "read-only; give it `sandbox: workspace-write`")
 
     def _raw(self, group: str, sid: str) -> Any:
         for g, _, stages in self.groups():

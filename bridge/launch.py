@@ -352,6 +352,20 @@ def start_run(spec: RunSpec, emit: Emit) -> RunResult:
         return Session(playbook, spec, layout, ledger, emit, prior, selected, resumed=False, base=base).drive()
 
 
+def _prior_sessions(ledger: Ledger, run_id: str) -> dict[str, Prior]:
+    """What the earlier sessions of a run left per unit. An unfinished unit's attempts, tokens and
+    cost come from its attempt rows: a killed bridge never wrote them into the unit's row."""
+    totals = ledger.attempt_totals(run_id)
+    prior = {}
+    for u in ledger.units(run_id):
+        attempts, tok, cost = totals.get(u.key, (0, 0, 0.0))
+        if u.status == "success":  # possibly reused from an earlier run (--from): no attempts here
+            attempts, tok, cost = u.attempts, u.tokens, u.cost_usd
+        prior[u.key] = Prior(u.status, attempts, u.final_message, u.summary, u.session_id, tok, cost,
+                             stage_id=u.stage_id)
+    return prior
+
+
 def resume_run(project: Path, ref: str, emit: Emit) -> RunResult:
     """Continue an interrupted (or failed) run: succeeded units are reused, the rest run again."""
     project = project.resolve()
@@ -369,8 +383,7 @@ def resume_run(project: Path, ref: str, emit: Emit) -> RunResult:
                            Path(row.trigger) if row.trigger else None)
             playbook = _load(spec.playbook_path, spec.vars, project)
             layout.create()
-            prior = {u.key: Prior(u.status, u.attempts, u.final_message, u.summary, u.session_id, u.tokens,
-                                  u.cost_usd) for u in ledger.units(row.id)}
+            prior = _prior_sessions(ledger, row.id)
             ledger.reopen_run(row.id, os.getpid())
             selected = _selected(playbook, spec.only, spec.from_stage)
             from bridge.mergeback import base_from_json, take_base

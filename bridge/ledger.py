@@ -375,6 +375,13 @@ class Ledger:
                              (run_id, key))
         return [_row(AttemptRow, r) for r in rows]
 
+    def attempt_totals(self, run_id: str) -> dict[str, tuple[int, int, float]]:
+        """Per unit key: its highest attempt number, and the tokens and cost of all its attempts."""
+        rows = self._all("SELECT key, MAX(n) AS n, SUM(input_tokens + output_tokens) AS tokens,"
+                         " SUM(COALESCE(cost_usd, 0)) AS cost FROM attempts WHERE run_id = ? GROUP BY key",
+                         (run_id,))
+        return {r["key"]: (int(r["n"]), int(r["tokens"] or 0), float(r["cost"] or 0.0)) for r in rows}
+
     def open_attempts(self, run_id: str) -> list[AttemptRow]:
         """Attempts still marked running: after a crash, their process groups may have survived."""
         rows = self._all("SELECT * FROM attempts WHERE run_id = ? AND status = 'running' ORDER BY id",

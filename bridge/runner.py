@@ -57,8 +57,9 @@ class Prior:
     final_message: str = ""
     summary: str = ""
     session_id: str | None = None
-    tokens: int = 0
+    tokens: int = 0  # every attempt of the unit so far (all earlier sessions)
     cost_usd: float = 0.0
+    stage_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,9 @@ class Runner:
         limit = options.max_parallel or playbook.max_parallel or DEFAULT_MAX_PARALLEL
         self.slots = asyncio.Semaphore(limit)
         self.budget = BudgetTracker(playbook)
+        for earlier in self.prior.values():  # a resumed run's spend includes its earlier sessions'
+            if earlier.status != "success" and (earlier.tokens or earlier.cost_usd):
+                self.budget.add_settled(earlier.stage_id, Spend(earlier.tokens, earlier.cost_usd))
         self.root = Scope()
         self.home: dict[str, str | None] = {}  # stage id -> id of the loop it belongs to
         self.units_done: dict[str, UnitResult] = {}
@@ -220,7 +224,9 @@ class Runner:
             home = self._scope_of(need, scope)
             await home.event(need).wait()
             needs[need] = home.results[need]
-        skip = self._gate(sid, stage, needs, scope)
+        # a stage whose units all succeeded in an earlier session is final: reused, never re-gated
+        # (a cancel during a resume must not turn it into `cancelled` and so run it again later)
+        skip = None if self._all_prior_succeeded(sid, stage, scope) else self._gate(sid, stage, needs, scope)
         if skip is not None:
             return self._skip(sid, stage, scope, *skip)
         if self.options.selected is not None and sid not in self.options.selected \
@@ -307,8 +313,13 @@ class Runner:
                 self.emit(LoopIteration(sid, i, done=True))
                 return StageResult(sid, status, f"iteration {i}: {bad[0].stage_id}: {bad[0].reason}",
                                    tuple(units), iterations=i, continue_on_error=stage.continue_on_error)
-            ctx = self.contexts.context(sid, inner.all_results(), iteration=i, previous=previous, until=True)
-            held = evaluate(stage.loop.until, ctx, f"stages.{sid}.loop.until")
+            if self._went_past(stage, i):
+                # an earlier session went on to iteration i+1, so `until` did not hold; judged again
+                # now it could hold wrongly: reused outputs are read back as later iterations left them
+                held = False
+            else:
+                ctx = self.contexts.context(sid, inner.all_results(), iteration=i, previous=previous, until=True)
+                held = evaluate(stage.loop.until, ctx, f"stages.{sid}.loop.until")
             self.emit(LoopIteration(sid, i, done=held))
             if held:
                 return StageResult(sid, Status.SUCCESS, f"until held after iteration {i}", tuple(units),
@@ -350,6 +361,13 @@ class Runner:
                 result = StageResult(rid, status, reason, tuple(ran), continue_on_error=True)
             self.root.finish(result)
 
+    def _went_past(self, stage: Stage, iteration: int) -> bool:
+        """Did an earlier session of this run start iteration `iteration + 1` of loop `stage`?"""
+        assert stage.loop is not None
+        after = Scope(iteration=iteration + 1)
+        return any(u.key in self.prior for sid, member in stage.loop.stages.items()
+                   for u in self._units(sid, member, after))
+
     # units -----------------------------------------------------------------------------------
     async def _unit(self, unit: Unit, scope: Scope, local: asyncio.Semaphore) -> UnitResult:
         result = await self._attempts(unit, scope, local)
@@ -383,7 +401,8 @@ class Runner:
         n = prior.attempts if prior else 0
         resume = prior.session_id if prior and prior.status in ("running", "waiting") else None
         failures = waits = 0
-        spend = Spend()
+        # an earlier session's attempts count towards the unit (the budget has them already)
+        spend = Spend(prior.tokens, prior.cost_usd) if prior else Spend()
         start = time.monotonic()
         report = AttemptReport(Status.CANCELLED)
 

@@ -16,7 +16,7 @@ from tests.test_mergeback import git, notes, project  # noqa: F401  (the fixture
 
 RESOLVER = """
   resolve:
-    agent: f
+    agent: w
     prompt: |
       Resolve the conflict in {{ conflict.files | join(', ') }} between {{ conflict.branch }} and {{ conflict.into }}
       ({{ conflict.strategy }}). {{ conflict.how }}
@@ -27,9 +27,17 @@ RESOLVER = """
 """
 
 
+def playbook(project: Path, body: str) -> Path:
+    """A playbook with agents f (read-only) and w (workspace-write, for resolvers)."""
+    path = write_playbook(project, body)
+    writer = "agents:\n  w: {cli: claude, sandbox: workspace-write}\n"
+    path.write_text(path.read_text().replace("agents:\n", writer, 1))
+    return path
+
+
 def conflicting(project: Path, fake: str, merge: str = "merge", extra: str = "") -> Path:
     """Two implementers rewriting the same line of app.txt; `resolve` handles the conflict."""
-    return write_playbook(project, textwrap.dedent(f"""
+    return playbook(project, textwrap.dedent(f"""
         stages:
           impl:
             agent: f
@@ -92,7 +100,7 @@ def test_a_resolver_resolves_the_conflict_and_both_changes_land(project: Path) -
 
 
 def test_without_a_conflict_the_resolver_is_skipped(project: Path) -> None:
-    pb = write_playbook(project, textwrap.dedent("""
+    pb = playbook(project, textwrap.dedent("""
         stages:
           impl:
             agent: f
@@ -159,7 +167,7 @@ def test_rebase_stage_lands_the_resolution_linearly(project: Path) -> None:
 
 
 def test_resolver_in_a_loop_iteration(project: Path) -> None:
-    pb = write_playbook(project, textwrap.dedent("""
+    pb = playbook(project, textwrap.dedent("""
         stages:
           work:
             loop:
@@ -180,7 +188,7 @@ def test_resolver_in_a_loop_iteration(project: Path) -> None:
 # validation -------------------------------------------------------------------------------------
 def problems(project: Path, body: str) -> str:
     with pytest.raises(PlaybookError) as info:
-        load_playbook(write_playbook(project, body), project=project)
+        load_playbook(playbook(project, body), project=project)
     return str(info.value)
 
 
@@ -188,7 +196,7 @@ def test_unknown_resolver_is_a_validation_error(project: Path) -> None:
     text = problems(project, """
         stages:
           impl: {agent: f, worktree: {on_conflict: reslove}, prompt: x}
-          resolve: {agent: f, prompt: "{{ conflict.diff }}"}
+          resolve: {agent: w, prompt: "{{ conflict.diff }}"}
     """)
     assert "stages.impl.worktree.on_conflict" in text and "'reslove' is none of these" in text
     assert "did you mean 'resolve'" in text
@@ -209,7 +217,7 @@ def test_resolver_templates_see_conflict_and_only_its_keys(project: Path) -> Non
     text = problems(project, """
         stages:
           impl: {agent: f, worktree: {on_conflict: resolve}, prompt: x}
-          resolve: {agent: f, prompt: "{{ conflict.filez }}"}
+          resolve: {agent: w, prompt: "{{ conflict.filez }}"}
     """)
     assert "stages.resolve.prompt" in text and "conflict has no 'filez'" in text and "'files'" in text
 
@@ -230,4 +238,5 @@ def test_resolver_shape_rules(project: Path) -> None:
     assert "stages.after.needs[0]" in text and "it cannot be needed; need 'impl' instead" in text
     assert "stages.impl.worktree" in text  # impl resolves other's conflicts, so it cannot have one
     assert "cannot resolve its own merge conflicts" in text
+    assert "stages.resolve.agent" in text and "agent 'f' is read-only" in text
     assert "finally.report" not in text  # a finally stage may need a resolver: it runs after

@@ -69,6 +69,10 @@ class _Plan:
             facts.append(f"retry {stage.retry.limit}x")
         if stage.continue_on_error:
             facts.append("continue_on_error")
+        served = dag.resolvers(self.pb).get(sid)
+        if served:
+            facts.append(f"resolution stage: runs only when merging {', '.join(served)} conflicts, "
+                         "on the conflicting branch")
         if stage.loop is not None:
             print_text(f"{indent}{sid}: loop, at most {stage.loop.max_iterations} iterations, "
                        f"until {stage.loop.until}" + "".join(f"; {f}" for f in facts), "bold")
