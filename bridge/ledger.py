@@ -341,6 +341,11 @@ class Ledger:
         self._exec(f"INSERT INTO stages ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
                    f" ON CONFLICT (run_id, key) DO UPDATE SET {sets}", args)
 
+    def update_unit(self, run_id: str, key: str, **values: Any) -> None:
+        """Set columns of an existing unit row (e.g. handoff_bytes, the latest attempt's)."""
+        sets = ", ".join(f"{c} = ?" for c in values)
+        self._exec(f"UPDATE stages SET {sets} WHERE run_id = ? AND key = ?", (*values.values(), run_id, key))
+
     def units(self, run_id: str) -> list[UnitRow]:
         rows = self._all("SELECT * FROM stages WHERE run_id = ? ORDER BY started IS NULL, started, key",
                          (run_id,))

@@ -144,8 +144,8 @@ class Runner:
         start = time.monotonic()
         await self._run_group(self.playbook.stages, self.root)
         self._settle_resolvers()
-        run_budget = self.budget.run_exceeded()
-        if self.playbook.finally_ and not self.force.is_set() and not run_budget:
+        if self.playbook.finally_:
+            # after a forced stop or with the run budget gone, the gate records each as not started
             self.phase = "finally"
             await self._run_group(self.playbook.finally_, self.root)
         results = self.root.results

@@ -201,6 +201,8 @@ class StageExecutor:
             handoff_bytes=report.handoff_bytes, upstream_transcript_bytes=transcript_bytes(upstream),
             stdout_path=str(res.stdout_path), stderr_path=str(res.stderr_path),
         )
+        # the unit's figure is its latest attempt's (a retry hands on the same upstream text again)
+        self.ledger.update_unit(self.run_id, unit.key, handoff_bytes=report.handoff_bytes)
         # result.json is a record for people, not a hand-off: no fsync on the hot path
         write_private(result_path, json.dumps({
             "status": report.status.value, "error": report.error.value if report.error else None,

@@ -237,3 +237,56 @@ def test_killed_and_resumed_ends_as_the_uninterrupted_run(point: str, baseline: 
             assert state["attempts"][key] == baseline["attempts"][key], key
             assert counts[key] == baseline["calls"][key], key
     assert_cost_is_the_sum_of_attempts(state)
+
+
+def test_a_units_handoff_bytes_are_its_latest_attempts(tmp_path: Path) -> None:
+    project, pb = setup(tmp_path)
+    assert bridge(project, "run", str(pb)).returncode == 0
+    with Ledger(project) as ledger:
+        run_id = ledger.find_run("last").id
+        for unit in ledger.units(run_id):
+            last = ledger.attempts(run_id, unit.key)[-1]
+            assert unit.handoff_bytes == last.handoff_bytes, unit.key
+        merge = ledger.unit(run_id, "merge")
+        assert merge is not None and merge.handoff_bytes == len("a of the plan") * 3
+
+
+def test_second_ctrl_c_kills_the_agents_at_once(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    pb = write_playbook(project, f"""
+        stages:
+          slow: {{agent: f, prompt: "FAKE: count={tmp_path}/calls.txt; pidfile={tmp_path}/slow.pid; ignore_term=1; sleep_first=1:60; message=slow done"}}
+        finally:
+          wrap: {{agent: f, prompt: "FAKE: count={tmp_path}/calls.txt; message=wrapped"}}
+    """)
+    proc = popen_json(project, "run", str(pb))
+    assert proc.stdout is not None
+    run_id = json.loads(proc.stdout.readline())["run_id"]
+    with Ledger(project) as ledger:  # the session id comes after the agent ignores SIGTERM
+        wait_for(lambda: (u := ledger.unit(run_id, "slow")) is not None and u.session_id,
+                 what="the slow agent to start")
+    agent = int((tmp_path / "slow.pid").read_text())
+    proc.send_signal(signal.SIGINT)
+    events = []
+    for line in proc.stdout:
+        events.append(json.loads(line))
+        if events[-1]["event"] == "run_cancelling":
+            break
+    assert pid_alive(agent)  # SIGTERM did not stop it; the first Ctrl-C waits for it
+    proc.send_signal(signal.SIGINT)
+    events += [json.loads(line) for line in proc.stdout]
+    proc.wait(timeout=30)
+    proc.stdout.close()
+    assert proc.returncode == 130
+    assert [e["force"] for e in events if e["event"] == "run_cancelling"] == [False, True]
+    assert events[-1]["event"] == "run_finished" and events[-1]["status"] == "cancelled"
+    assert events[-1]["resumable"]
+    assert not pid_alive(agent) and marked_processes(run_id) == []
+    assert calls(tmp_path) == {"slow": 1}  # forced: the finally stage never started
+    with Ledger(project) as ledger:
+        assert ledger.run(run_id).status == "cancelled"  # type: ignore[union-attr]
+        assert ledger.unit(run_id, "slow").status == "cancelled"  # type: ignore[union-attr]
+        assert ledger.unit(run_id, "wrap").status == "cancelled"  # type: ignore[union-attr]
+    done = bridge(project, "resume", run_id)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert calls(tmp_path) == {"slow": 2, "wrap": 1}
