@@ -290,3 +290,36 @@ def test_second_ctrl_c_kills_the_agents_at_once(tmp_path: Path) -> None:
     done = bridge(project, "resume", run_id)
     assert done.returncode == 0, done.stdout + done.stderr
     assert calls(tmp_path) == {"slow": 2, "wrap": 1}
+
+
+def test_a_cancel_during_a_resume_keeps_earlier_successes(tmp_path: Path) -> None:
+    """b succeeded after a failed (continue_on_error); a resume re-runs a and is cancelled meanwhile:
+    b stays a success and never runs again (it used to be re-gated and marked cancelled)."""
+    project = make_project(tmp_path)
+    body = """
+        stages:
+          a: {{agent: f, continue_on_error: true, prompt: "FAKE: count={tmp}/calls.txt; pidfile={tmp}/a.pid; result=error{slow}"}}
+          b: {{agent: f, needs: a, prompt: "FAKE: count={tmp}/calls.txt; message=b done"}}
+          c: {{agent: f, prompt: "FAKE: count={tmp}/calls.txt; result=error"}}
+    """
+    pb = write_playbook(project, body.format(tmp=tmp_path, slow=""))
+    first = bridge(project, "run", str(pb))
+    assert first.returncode == 1  # c failed
+    with Ledger(project) as ledger:
+        run_id = ledger.find_run("last").id
+        assert ledger.unit(run_id, "b").status == "success"  # type: ignore[union-attr]
+    write_playbook(project, body.format(tmp=tmp_path, slow="; sleep=60"))  # a resume reads it again
+    (tmp_path / "a.pid").unlink()
+    proc = popen_json(project, "resume", run_id)
+    wait_for(lambda: (tmp_path / "a.pid").exists(), what="a's agent to start again")
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    with Ledger(project) as ledger:
+        assert ledger.run(run_id).status == "cancelled"  # type: ignore[union-attr]
+        assert ledger.unit(run_id, "a").status == "cancelled"  # type: ignore[union-attr]
+        assert ledger.unit(run_id, "b").status == "success"  # type: ignore[union-attr]
+    write_playbook(project, body.format(tmp=tmp_path, slow=""))
+    last = bridge(project, "resume", run_id)
+    assert last.returncode == 1  # c fails again
+    assert calls(tmp_path) == {"a": 3, "b": 1, "c": 3}
