@@ -167,7 +167,8 @@ async def run_attempt(
         res = await run_interactive_attempt(
             profile, cmd, inv, timeout=timeout, idle_timeout=idle_timeout, on_event=on_event,
             should_stop=stop, cancel=cancel, run_id=run_id, stage_key=stage_key, grace=grace,
-            project=project, out_path=out_path, err_path=err_path, on_spawn=on_spawn)
+            project=project, out_path=out_path, err_path=err_path, on_spawn=on_spawn,
+            rehearsal=wiring is not None)
         halt = stop_of(res.process, asked[-1] if asked else None)
         if halt is not None and halt.kind is StopKind.REQUESTED:  # a session counts any stop as done
             return replace(res, outcome=replace(res.outcome, success=False, error=ErrorKind.CANCELLED,

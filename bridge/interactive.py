@@ -18,16 +18,26 @@ import pexpect
 
 from bridge.agents.base import AgentEvent, Command, ErrorKind, EventKind, Invocation, Outcome
 from bridge.process import ProcessResult, ProcessSpec, child_env, kill_group
-from bridge.redact import Redactor
+from bridge.redact import Redactor, secret_values
 
 POLL = 0.1
-ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\x1b[@-Z\\-_]|\r")
+ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]|\r")
+# TUIs (Claude Code's Ink) move the cursor instead of printing spaces: on screen, a space
+CURSOR_RIGHT = re.compile(r"\x1b\[\d*[CG]")
+BLANKS = re.compile(r"[ \t\xa0]+")
 
 
 @dataclass(frozen=True)
 class Rule:
-    expect: str  # a regular expression
+    expect: str  # a regular expression, searched in the screen text (see screen_text)
     respond: str  # sent as is ("\r" for Enter)
+    repeat: bool = False  # False: answered once per session (a repainted dialog is not answered twice)
+
+
+def screen_text(raw: str) -> str:
+    """Terminal output as the text a person reads: escape sequences gone, cursor moves to the
+    right as one space, runs of blanks as one space (so a rule says "Yes, I trust this folder")."""
+    return BLANKS.sub(" ", ANSI.sub("", CURSOR_RIGHT.sub(" ", raw)))
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,7 @@ class SessionSpec:
     rules: tuple[Rule, ...] = ()
     done: str | None = None  # a pattern that means the work is finished
     exit_text: str | None = None  # what to type to leave the CLI (e.g. "/exit\r")
+    session: str | None = None  # a pattern whose group 1 is the session id (e.g. printed on exit)
     log: Path | None = None
     timeout: float | None = None
     idle_timeout: float | None = None
@@ -52,11 +63,13 @@ class SessionResult:
     transcript: str  # the terminal output, escape sequences removed
     done: bool  # the done pattern matched or the caller's should_stop fired
     answered: tuple[str, ...] = ()  # the rules that fired, by pattern
+    session_id: str | None = None
 
 
 def rules_from(cli: dict[str, Any]) -> tuple[tuple[Rule, ...], str | None, str | None]:
     conf = cli.get("interactive") or {}
-    rules = tuple(Rule(str(r["expect"]), str(r.get("respond", ""))) for r in conf.get("rules") or [])
+    rules = tuple(Rule(str(r["expect"]), str(r.get("respond", "")), bool(r.get("repeat", False)))
+                  for r in conf.get("rules") or [])
     return rules, conf.get("done"), conf.get("exit")
 
 
@@ -65,20 +78,53 @@ class _Log:
 
     def __init__(self, fh: IO[str] | None, redact: Redactor, on_text: Callable[[str], None] | None) -> None:
         self.fh, self.redact, self.on_text = fh, redact, on_text
+        # a secret cut in two by a read must not reach the file: hold back a secret's length
+        self.keep = max((len(v) for v in redact.secrets), default=1) - 1
+        self.secret = re.compile("|".join(map(re.escape, redact.secrets))) if redact.secrets else None
+        self.unwritten = ""
         self.parts: list[str] = []
+        self.screen = ""  # screen_text of everything read so far
+        self.pending = ""  # an escape sequence cut in two by a read
         self.last = time.monotonic()
 
     def write(self, text: str) -> None:
         self.last = time.monotonic()
         self.parts.append(text)
-        if self.fh is not None:
-            self.fh.write(self.redact(text))
-            self.fh.flush()
+        data, self.pending = self.pending + text, ""
+        esc = data.rfind("\x1b")
+        if esc != -1 and len(data) - esc < 256 and _unfinished(data[esc:]):
+            data, self.pending = data[:esc], data[esc:]
+        self.screen += screen_text(data)
+        self._to_file(text)
         if self.on_text is not None:
             self.on_text(text)
 
+    def _to_file(self, text: str, final: bool = False) -> None:
+        if self.fh is None:
+            return
+        buf = self.unwritten + text
+        cut = len(buf) if final or self.secret is None else max(0, len(buf) - self.keep)
+        for m in self.secret.finditer(buf) if self.secret is not None else ():
+            if m.start() < cut < m.end():
+                cut = m.start()
+        self.fh.write(self.redact(buf[:cut]))
+        self.fh.flush()
+        self.unwritten = buf[cut:]
+
     def flush(self) -> None:
         pass
+
+    def close(self) -> None:
+        self._to_file("", final=True)
+        if self.fh is not None:
+            self.fh.close()
+
+
+def _unfinished(tail: str) -> bool:
+    """Whether `tail` (from an ESC to the end of what was read) is an incomplete escape sequence."""
+    if tail.startswith("\x1b]"):
+        return "\x07" not in tail and "\x1b\\" not in tail
+    return ANSI.match(tail) is None
 
 
 def run_session(spec: SessionSpec, on_text: Callable[[str], None] | None = None, *,
@@ -89,7 +135,8 @@ def run_session(spec: SessionSpec, on_text: Callable[[str], None] | None = None,
     env = child_env(ProcessSpec(argv=spec.argv, cwd=spec.cwd, env=spec.env, run_id=spec.run_id,
                                 stage=spec.stage))
     env.setdefault("TERM", "xterm-256color")
-    redact = Redactor.for_env(env)
+    # a CLI may show the end of a key it asks about (Claude Code: its last 20 characters)
+    redact = Redactor.for_env(env, extra=[v[-20:] for v in secret_values(env) if len(v) > 20])
     fh = None
     if spec.log is not None:
         spec.log.parent.mkdir(parents=True, exist_ok=True)
@@ -101,20 +148,28 @@ def run_session(spec: SessionSpec, on_text: Callable[[str], None] | None = None,
     child.logfile_read = log
     if on_spawn is not None:
         on_spawn(child.pid, child.pid)  # pexpect makes the child a session leader
-    patterns = [r.expect for r in spec.rules] + ([spec.done] if spec.done else [])
-    compiled = child.compile_pattern_list([*patterns, pexpect.TIMEOUT, pexpect.EOF])
+    rules = [(rule, re.compile(rule.expect)) for rule in spec.rules]
+    done_re = re.compile(spec.done) if spec.done else None
     ended_by, reason, done, answered = "exit", "", False, []
+    seen = 0  # the screen text before this offset has been matched already
     try:
         while True:
-            idx = child.expect_list(compiled, timeout=POLL)
-            if idx < len(spec.rules):
-                child.send(spec.rules[idx].respond)
-                answered.append(spec.rules[idx].expect)
-                continue
-            if spec.done and idx == len(spec.rules):
-                done, ended_by, reason = True, "stopped", "done pattern seen"
+            try:
+                child.read_nonblocking(65536, timeout=POLL)  # logfile_read (log) keeps what was read
+            except pexpect.TIMEOUT:
+                pass
+            except pexpect.EOF:  # the CLI exited by itself
                 break
-            if idx == len(patterns) + 1:  # EOF: the CLI exited by itself
+            hit = _first_match(log.screen, seen, [(r, p) for r, p in rules
+                                                  if r.repeat or r.expect not in answered])
+            if hit is not None:
+                rule, seen = hit
+                child.send(rule.respond)
+                answered.append(rule.expect)
+                continue
+            if done_re is not None and (m := done_re.search(log.screen, seen)):
+                seen = m.end()
+                done, ended_by, reason = True, "stopped", "done pattern seen"
                 break
             now = time.monotonic()
             if cancel is not None and cancel.is_set():
@@ -134,13 +189,24 @@ def run_session(spec: SessionSpec, on_text: Callable[[str], None] | None = None,
             child.kill(signal.SIGKILL)
         kill_group(child.pid, spec.run_id, spec.stage, grace=0.0)
         child.close(force=True)
-        if fh is not None:
-            fh.close()
+        log.close()
     status = child.exitstatus
     sig = child.signalstatus
     proc = ProcessResult(pid=child.pid, exit_code=status, signal=sig, duration=time.monotonic() - start,
                          ended_by=ended_by, stop_reason=reason)
-    return SessionResult(proc, ANSI.sub("", "".join(log.parts)), done, tuple(answered))
+    found = re.findall(spec.session, log.screen) if spec.session else []
+    return SessionResult(proc, ANSI.sub("", "".join(log.parts)), done, tuple(answered),
+                         found[-1] if found else None)
+
+
+def _first_match(screen: str, start: int, rules: list[tuple[Rule, re.Pattern[str]]]) -> tuple[Rule, int] | None:
+    """The rule whose pattern appears first in screen[start:], and where its match ends."""
+    best: tuple[int, Rule, int] | None = None
+    for rule, pattern in rules:
+        m = pattern.search(screen, start)
+        if m is not None and (best is None or m.start() < best[0]):
+            best = (m.start(), rule, m.end())
+    return (best[1], best[2]) if best else None
 
 
 def _leave(child: pexpect.spawn, spec: SessionSpec, polite: bool) -> None:
@@ -196,20 +262,24 @@ async def run_interactive_attempt(profile: Any, cmd: Command, inv: Invocation, *
                                   should_stop: Callable[[], str | None] | None, cancel: asyncio.Event | None,
                                   run_id: str, stage_key: str, grace: float, project: Path | None,
                                   out_path: Path, err_path: Path,
-                                  on_spawn: Callable[[int, int], None] | None = None) -> Any:
-    """The interactive half of bridge.attempt.run_attempt (same result type)."""
+                                  on_spawn: Callable[[int, int], None] | None = None,
+                                  rehearsal: bool = False) -> Any:
+    """The interactive half of bridge.attempt.run_attempt (same result type). `rehearsal`: the
+    CLI's HOME is a rehearsal's isolated one, which bridge may pre-seed freely."""
     from bridge.agents import resolve
     from bridge.attempt import AttemptResult
+    from bridge.trust import seed_rehearsal_home, trust_worktree
 
     _, cli = resolve(profile, project)
     rules, done, exit_text = rules_from(cli)
-    from bridge.trust import trust_worktree
-
-    # a fresh worktree is a folder the CLI never saw: answer its trust dialog in advance
-    trust_worktree(cli.get("adapter", profile.cli), Path(cmd.cwd or inv.cwd), {**os.environ, **cmd.env})
-    spec = SessionSpec(argv=cmd.argv, cwd=cmd.cwd or inv.cwd, env=cmd.env, rules=rules, done=done,
-                       exit_text=exit_text, log=out_path, timeout=timeout, idle_timeout=idle_timeout,
-                       grace=grace, run_id=run_id, stage=stage_key)
+    kind, cwd, env = cli.get("adapter", profile.cli), Path(cmd.cwd or inv.cwd), {**os.environ, **cmd.env}
+    if rehearsal:  # every first-run dialog answered in the config, none left to the rules
+        seed_rehearsal_home(kind, cwd, env)
+    else:  # a fresh worktree is a folder the CLI never saw: answer its trust dialog in advance
+        trust_worktree(kind, cwd, env)
+    spec = SessionSpec(argv=cmd.argv, cwd=cwd, env=cmd.env, rules=rules, done=done, exit_text=exit_text,
+                       session=(cli.get("interactive") or {}).get("session"), log=out_path, timeout=timeout,
+                       idle_timeout=idle_timeout, grace=grace, run_id=run_id, stage=stage_key)
     err_path.touch()
 
     def on_text(text: str) -> None:
@@ -220,13 +290,15 @@ async def run_interactive_attempt(profile: Any, cmd: Command, inv: Invocation, *
     proc, text = result.process, result.transcript.strip()
     kinds = {"timeout": ErrorKind.TIMEOUT, "idle_timeout": ErrorKind.IDLE_TIMEOUT,
              "cancelled": ErrorKind.CANCELLED}
+    sid = result.session_id
     if proc.ended_by in kinds:
-        outcome = Outcome(False, kinds[proc.ended_by], proc.stop_reason, final_message=text)
+        outcome = Outcome(False, kinds[proc.ended_by], proc.stop_reason, session_id=sid, final_message=text)
     elif result.done or (done is None and proc.exit_code == 0):
-        outcome = Outcome(True, reason=proc.stop_reason, final_message=text)
+        outcome = Outcome(True, reason=proc.stop_reason, session_id=sid, final_message=text)
     elif proc.exit_code == 0:
         outcome = Outcome(False, ErrorKind.INCOMPLETE, "the session ended before its done pattern",
-                          final_message=text)
+                          session_id=sid, final_message=text)
     else:
-        outcome = Outcome(False, ErrorKind.CRASHED, f"exited {proc.exit_code}", final_message=text)
+        outcome = Outcome(False, ErrorKind.CRASHED, f"exited {proc.exit_code}", session_id=sid,
+                          final_message=text)
     return AttemptResult(outcome, proc, cmd.argv, out_path, err_path)

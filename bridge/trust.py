@@ -76,3 +76,25 @@ def trust_worktree(kind: str, folder: Path, env: dict[str, str]) -> Path | None:
     if kind == "gemini":
         return trust_folder_for_gemini(home, folder)
     return None
+
+
+def seed_rehearsal_home(kind: str, folder: Path, env: dict[str, str]) -> Path | None:
+    """Answer an interactive `kind` CLI's first-run dialogs in the config of a rehearsal's isolated
+    HOME (bridge's own, never the user's): onboarding, the custom API key, trusting `folder`."""
+    home = Path(env["HOME"])
+    if kind == "gemini":
+        return trust_folder_for_gemini(home, folder)
+    if kind != "claude":
+        return None
+    path = trust_folder_for_claude(Path(env.get("CLAUDE_CONFIG_DIR") or home), folder)
+    data = _load(path)
+    # without it Claude Code 2.1 first checks that api.anthropic.com is reachable (not 127.0.0.1)
+    data["hasCompletedOnboarding"] = True
+    key = env.get("ANTHROPIC_API_KEY")
+    if key:  # "Detected a custom API key ... Do you want to use this API key?" (default: No)
+        answers = data.setdefault("customApiKeyResponses", {"approved": [], "rejected": []})
+        approved = answers.setdefault("approved", [])
+        if key[-20:] not in approved:  # Claude Code keeps the last 20 characters of an approved key
+            approved.append(key[-20:])
+    _save(path, data)
+    return path

@@ -235,3 +235,19 @@ def test_project_override_adds_a_cli(tmp_path, inv):
     cmd = build_command(AgentProfile(cli="mycli"), inv, project=tmp_path)
     assert cmd.argv == ("mycli", "Audit the code.")
     assert type(new_parser(AgentProfile(cli="mycli"), project=tmp_path)).__name__ == "TextParser"
+
+
+def test_claude_interactive_is_the_tui_with_the_prompt_first(inv):
+    profile = AgentProfile(cli="claude", sandbox="workspace-write", interactive=True)
+    cmd = build_command(profile, replace_schema(inv))
+    assert cmd.interactive and cmd.argv[:2] == ("claude", "Audit the code.")
+    assert "-p" not in cmd.argv and "--output-format" not in cmd.argv and "--json-schema" not in cmd.argv
+    assert contains(cmd.argv, ["--permission-mode", "acceptEdits"]) and cmd.stdin is None
+    with pytest.raises(BridgeError, match="too long for an interactive"):
+        build_command(profile, Invocation(prompt="x" * (MAX_ARG + 1), cwd=inv.cwd, shared_dir=inv.shared_dir,
+                                          stage_dir=inv.stage_dir))
+
+
+def replace_schema(inv: Invocation) -> Invocation:
+    return Invocation(prompt=inv.prompt, cwd=inv.cwd, shared_dir=inv.shared_dir, stage_dir=inv.stage_dir,
+                      output_schema={"type": "object"})

@@ -5,12 +5,15 @@ from __future__ import annotations
 import uuid
 
 import asyncio
+import json
 import sys
 import time
 from pathlib import Path
 
-from bridge.interactive import Rule, SessionSpec, run_interactive, run_session
+from bridge.interactive import Rule, SessionSpec, _Log, run_interactive, run_session, screen_text
 from bridge.process import group_members, run_processes
+from bridge.redact import Redactor
+from bridge.trust import seed_rehearsal_home
 
 RUN_I = f"run-i-{uuid.uuid4().hex[:8]}"  # unique: suites may run side by side
 FAKE = Path(__file__).parent / "fakes" / "fake_interactive"
@@ -73,3 +76,43 @@ def test_async_cancel(tmp_path):
     result = asyncio.run(go())
     assert result.process.ended_by == "cancelled"
     assert_clean(result.process.pid)
+
+
+def test_screen_text_reads_a_tui_like_a_person():
+    raw = "\x1b[2G\x1b[38;5;153mYes,\x1b[12GI\x1b[14Gtrust\x1b[20Gthis\x1b[25Gfolder\x1b[39m\r\n\x1b]0;✳ Claude\x07ok"
+    assert screen_text(raw) == " Yes, I trust this folder\nok"
+
+
+def test_log_holds_back_a_cut_escape_sequence_and_a_cut_secret(tmp_path):
+    secret = "sk-test-0123456789abcdef"
+    path = tmp_path / "t.log"
+    log = _Log(open(path, "w", encoding="utf-8"), Redactor([secret]), None)
+    for chunk in ("Yes,\x1b[1", "2GI trust; key=sk-test-0123", "456789abcdef done"):
+        log.write(chunk)
+    log.close()
+    assert log.screen == "Yes, I trust; key=sk-test-0123456789abcdef done"
+    assert path.read_text() == "Yes,\x1b[12GI trust; key=*** done"
+
+
+def test_a_rule_answers_once_unless_repeat(tmp_path):
+    # the fake asks once; a rule matching the welcome line too must still answer only once
+    once = Rule(r"fake-cli|Do you trust", "y\r")
+    result = run_session(spec(tmp_path, rules=(once,), done="TASK COMPLETE", exit_text="/exit\r", timeout=20))
+    assert result.answered == (once.expect,) and result.done
+    assert_clean(result.process.pid)
+
+
+def test_a_rehearsal_home_is_seeded_for_every_first_run_dialog(tmp_path):
+    home = tmp_path / "home"
+    env = {"HOME": str(home), "CLAUDE_CONFIG_DIR": str(home / ".claude"),
+           "ANTHROPIC_API_KEY": "rehearsal-dummy-key-0000"}
+    (home / ".claude").mkdir(parents=True)
+    (home / ".claude" / ".claude.json").write_text(json.dumps({"userID": "kept"}))
+    for _ in range(2):  # idempotent
+        path = seed_rehearsal_home("claude", tmp_path / "repo", env)
+    data = json.loads(path.read_text())
+    assert data["userID"] == "kept" and data["hasCompletedOnboarding"] is True
+    assert data["customApiKeyResponses"]["approved"] == ["arsal-dummy-key-0000"]
+    assert data["projects"][str((tmp_path / "repo").resolve())]["hasTrustDialogAccepted"] is True
+    gemini = json.loads(seed_rehearsal_home("gemini", tmp_path / "repo", env).read_text())
+    assert gemini == {str((tmp_path / "repo").resolve()): "TRUST_FOLDER"}

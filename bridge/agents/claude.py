@@ -1,4 +1,5 @@
-"""Claude Code: `claude -p --output-format stream-json --verbose`, its system / assistant / result lines."""
+"""Claude Code: `claude -p --output-format stream-json --verbose`, its system / assistant / result lines
+(or its terminal UI, `claude PROMPT`, for a profile with `interactive: true`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from bridge.agents.base import (AgentEvent, Command, ErrorKind, EventKind, Invocation, StreamParser,
                                 Usage, as_int, classify_error, folders, full_prompt, option,
                                 policy_args, prompt_file, too_long)
+from bridge.errors import BridgeError
 
 FILE_TOOLS = {"Edit", "Write", "MultiEdit", "NotebookEdit"}
 
@@ -16,14 +18,23 @@ def build_command(profile: Any, inv: Invocation, cli: dict[str, Any]) -> Command
     prompt = full_prompt(profile, inv, cli)
     files = {}
     stdin = None
-    argv = [cli.get("binary", "claude"), "-p"]
-    if too_long(prompt):  # with no prompt argument, -p reads it from stdin (a file here)
-        stdin = prompt_file(inv)
-        files[stdin] = prompt
+    interactive = bool(getattr(profile, "interactive", False))
+    argv = [cli.get("binary", "claude")]
+    if interactive:  # the TUI: the prompt as the first argument is submitted as the first message
+        if too_long(prompt):
+            raise BridgeError("the prompt is too long for an interactive claude session (its only way "
+                              "in is an argument); shorten it or drop `interactive: true`")
+        argv.append(prompt)  # first: the variadic flags below would swallow it
     else:
-        argv.append(prompt)  # right after -p: the variadic flags below would swallow it
+        argv.append("-p")
+        if too_long(prompt):  # with no prompt argument, -p reads it from stdin (a file here)
+            stdin = prompt_file(inv)
+            files[stdin] = prompt
+        else:
+            argv.append(prompt)  # right after -p: the variadic flags below would swallow it
     argv += list(cli.get("extra_args", ()))
-    argv += ["--output-format", "stream-json", "--verbose"]
+    if not interactive:
+        argv += ["--output-format", "stream-json", "--verbose"]
     policy = policy_args(profile, cli, inv.shared_dir)
     argv += policy
     env = {**cli.get("env", {})}
@@ -39,12 +50,13 @@ def build_command(profile: Any, inv: Invocation, cli: dict[str, Any]) -> Command
     if profile.disallowed_tools and cli.get("disallowed_tools_flag"):
         argv += [cli["disallowed_tools_flag"], *profile.disallowed_tools]
     argv += option(cli, "system_prompt_flag", profile.system_prompt)
-    if inv.output_schema is not None:
+    if inv.output_schema is not None and not interactive:  # a -p option (the result's structured_output)
         argv += ["--json-schema", json.dumps(inv.output_schema)]
     if inv.resume_session:
         argv += ["--resume", inv.resume_session]
     argv += list(profile.args)
-    return Command(argv=tuple(argv), env={**env, **profile.env}, files=files, stdin=stdin, cwd=inv.cwd)
+    return Command(argv=tuple(argv), env={**env, **profile.env}, files=files, interactive=interactive,
+                   stdin=stdin, cwd=inv.cwd)
 
 
 class ClaudeParser(StreamParser):

@@ -1,0 +1,121 @@
+"""The interactive (terminal) transport driving the REAL Claude Code TUI (`claude` without -p)
+against the rehearsal model on 127.0.0.1: dialogs answered (pre-seeded config or expect/respond
+rules), the prompt submitted, a file written into the shared folder, completion by the watched
+outputs or the done pattern, then /exit and nothing left running."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from bridge.agents.base import Invocation
+from bridge.attempt import StopKind, run_attempt
+from bridge.config import cli_definition
+from bridge.interactive import SessionSpec, rules_from, run_session, screen_text
+from bridge.playbook import AgentProfile
+from bridge.process import group_members, run_processes
+from bridge.rehearsal import ModelServer, parse_script, wiring
+
+RUN_I = f"run-e2e-i-{uuid.uuid4().hex[:8]}"  # unique: suites may run side by side
+pytestmark = pytest.mark.e2e
+KEY = "rehearsal-dummy-key-0000"  # configs/rehearsal.yaml
+WRITE = """
+replies:
+  - match: 'into (\\S+) as (\\S+)'
+    steps:
+      - write_file: {path: '$1/$2', content: "# Report\\n"}
+      - text: 'Wrote the report.'
+"""
+
+
+@pytest.fixture
+def world(tmp_path, real_clis, monkeypatch):
+    monkeypatch.setenv("PATH", f"{real_clis}{os.pathsep}{os.environ['PATH']}")
+    for d in ("repo", "run/shared", "home"):
+        (tmp_path / d).mkdir(parents=True)
+    return tmp_path
+
+
+def assert_clean(pid: int) -> None:
+    assert group_members(pid) == [], "a process of the session's group is still running"
+    assert run_processes(RUN_I) == [], "a process carrying this run's marker is still running"
+
+
+def attempt(cli: str, world: Path, *, watch: bool):
+    """One interactive attempt through run_attempt; `watch`: completion by the shared file."""
+    shared = world / "run" / "shared"
+    inv = Invocation(prompt=f"Write the audit into {shared} as report.md", cwd=world / "repo",
+                     shared_dir=shared, stage_dir=world / "run" / "stages" / cli / "attempt-1")
+    profile = AgentProfile(cli=cli, sandbox="workspace-write", interactive=True)
+    report = shared / "report.md"
+
+    async def main():
+        with ModelServer(parse_script(WRITE)) as server:
+            wire = wiring(cli, server.url, world / "home")
+            return await run_attempt(profile, inv, timeout=40, idle_timeout=None, wiring=wire,
+                                     outputs_complete=(lambda: report.exists()) if watch else None,
+                                     run_id=RUN_I, stage_key=cli, grace=2.0), list(server.requests)
+
+    result, requests = asyncio.run(main())
+    assert result.process is not None, result.outcome
+    assert_clean(result.process.pid)
+    return result, requests
+
+
+def test_claude_tui_outputs_complete_then_exit(world):
+    result, requests = attempt("claude", world, watch=True)
+    assert result.outcome.success, result.outcome.reason
+    assert (world / "run" / "shared" / "report.md").read_text() == "# Report\n"
+    assert result.stop is not None and result.stop.kind is StopKind.OUTPUTS_COMPLETE
+    assert "-p" not in result.argv and "--output-format" not in result.argv
+    assert result.process.exit_code == 0 and result.process.signal is None  # left through /exit
+    assert any(r.method == "POST" and r.path.startswith("/v1/messages") for r in requests)
+    log = screen_text(result.stdout_path.read_text())
+    assert "Write(" in log and "Wrote the report." in log and KEY not in log  # the transcript, masked
+    config = json.loads((world / "home" / ".claude" / ".claude.json").read_text())
+    assert config["hasCompletedOnboarding"] is True  # no connectivity check of api.anthropic.com
+
+
+def test_claude_tui_done_pattern_and_session_id(world):
+    result, _ = attempt("claude", world, watch=False)
+    assert result.outcome.success, result.outcome.reason
+    assert result.stop is not None and result.stop.kind is StopKind.AFTER_RESULT
+    assert result.process.stop_reason == "done pattern seen"
+    assert (world / "run" / "shared" / "report.md").read_text() == "# Report\n"
+    assert result.process.exit_code == 0
+    assert result.outcome.session_id and len(result.outcome.session_id) == 36  # "claude --resume ID"
+    assert "Wrote the report." in result.outcome.final_message
+
+
+def test_claude_rules_answer_trust_and_api_key_dialogs(world):
+    """Outside rehearsals nothing but onboarding is pre-seeded: the rules of configs/clis.yaml
+    answer the trust dialog and the custom-API-key dialog of Claude Code 2.1.197."""
+    shared = world / "run" / "shared"
+    config_dir = world / "home" / ".claude"
+    config_dir.mkdir(parents=True)
+    (config_dir / ".claude.json").write_text(json.dumps({"hasCompletedOnboarding": True}))
+    rules, done, exit_text = rules_from(cli_definition("claude"))
+    cli = cli_definition("claude")["interactive"]
+    with ModelServer(parse_script(WRITE)) as server:
+        wire = wiring("claude", server.url, world / "home")
+        spec = SessionSpec(
+            argv=("claude", f"Write the audit into {shared} as report.md", "--permission-mode", "acceptEdits",
+                  "--add-dir", str(shared), "--model", wire.model),
+            cwd=world / "repo", env=wire.env, rules=rules, done=done, exit_text=exit_text,
+            session=cli["session"], log=world / "session.log", timeout=40, grace=2.0, run_id=RUN_I, stage="c")
+        result = run_session(spec)
+    assert_clean(result.process.pid)
+    assert result.answered == tuple(r.expect for r in rules), result.transcript[-3000:]
+    assert result.done and result.process.exit_code == 0
+    assert (shared / "report.md").read_text() == "# Report\n"
+    assert "arsal-dummy-key-0000" not in (world / "session.log").read_text()
+    config = json.loads((config_dir / ".claude.json").read_text())
+    assert config["customApiKeyResponses"]["approved"] == [KEY[-20:]]
+    # Claude Code checks the folder and its parents; it records the answer on a parent (seen: /tmp)
+    trusted = [p for p, v in config["projects"].items() if v.get("hasTrustDialogAccepted")]
+    assert any((world / "repo").resolve().is_relative_to(p) for p in trusted), config["projects"]
