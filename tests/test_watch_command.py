@@ -14,7 +14,9 @@ import pytest
 
 from bridge.commands import watch as watch_cmd
 from bridge.errors import BridgeError
+from bridge.ledger import Ledger, RunRow
 from bridge.triggers import TriggerQueue, glob_regex, matches
+from bridge.workspace import RunLayout
 
 REPO = Path(__file__).resolve().parent.parent
 WAIT = 15.0
@@ -272,3 +274,83 @@ def test_ctrl_c_stops_watching_and_the_child(project: Path, tmp_path: Path) -> N
     assert proc.returncode == 130, out
     assert "run #1 started" in out and "stopping run #1" in out and "stopped watching after 1 run" in out
     assert list((tmp_path / "records").glob("*.sigint"))
+
+
+# -- the command with a REAL child `bridge run` ------------------------------------------------------
+
+ON_AUDIT = textwrap.dedent("""\
+    version: 1
+    name: on-audit
+    agents:
+      reader:
+        cli: command
+        command: [sh, -c, 'printf "from %s: " "$(basename "$1")"; cat "$1"', sh, "{{ prompt }}"]
+    stages:
+      read:
+        agent: reader
+        prompt: "{{ trigger }}"
+        outputs: [{path: seen.txt, from: final_message}]
+        timeout: 30s
+""")
+
+
+@pytest.fixture
+def real_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project whose playbook reads the triggering file; `bridge watch` starts real `bridge run`s."""
+    proj = tmp_path / "real"
+    (proj / ".bridge").mkdir(parents=True)
+    (proj / "on-audit.yaml").write_text(ON_AUDIT)
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the child `python -m bridge` is this checkout
+    return proj
+
+
+def finished_runs(project: Path) -> list[RunRow]:
+    if not (project / ".bridge" / "ledger.db").exists():
+        return []
+    with Ledger(project) as ledger:
+        return [r for r in ledger.runs() if r.status != "running"]
+
+
+def test_a_dropped_file_runs_the_playbook_for_real(real_project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines: list[str] = []
+    monkeypatch.setattr(watch_cmd, "say", lines.append)
+    inbox = real_project / ".bridge" / "inbox"
+    with Watching(real_project, playbook=Path("on-audit.yaml"), var=[]):
+        report = drop(inbox / "audit" / "security.md", "SQL injection in find()\n")
+        assert wait_for(lambda: len(finished_runs(real_project)) == 1, 60), lines
+        assert wait_for(lambda: any("run #1 ended: exit 0" in line for line in lines))
+        time.sleep(0.3)  # well past the debounce: no second run may follow
+    [run] = finished_runs(real_project)
+    assert (run.playbook, run.status, run.trigger) == ("on-audit", "success", str(report.resolve()))
+    seen = RunLayout(real_project, run.id).shared / "seen.txt"
+    assert seen.read_text().strip() == "from security.md: SQL injection in find()"
+    assert not any("run #2" in line for line in lines)
+
+
+def test_drops_during_a_run_coalesce_into_one_pending_run(real_project: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    """While run #1 (held open by a gate file) is going, two drops coalesce into ONE pending run, for
+    the latest file: two runs in all."""
+    gate = tmp_path / "gate"  # no quoting needed: pytest's tmp paths have no spaces
+    book = real_project / "on-audit.yaml"
+    book.write_text(ON_AUDIT.replace(
+        "command: [sh, -c, 'printf", f"command: [sh, -c, 'while [ ! -e {gate} ]; do sleep 0.05; done; printf"))
+    lines: list[str] = []
+    monkeypatch.setattr(watch_cmd, "say", lines.append)
+    inbox = real_project / ".bridge" / "inbox"
+    with Watching(real_project, playbook=Path("on-audit.yaml"), var=[]):
+        drop(inbox / "audit" / "1.md", "one\n")
+        assert wait_for(lambda: any("run #1 started" in line for line in lines)), lines
+        drop(inbox / "audit" / "2.md", "two\n")
+        assert wait_for(lambda: any("trigger #2: audit/2.md (queued" in line for line in lines)), lines
+        drop(inbox / "audit" / "3.md", "three\n")
+        assert wait_for(lambda: any("trigger #3: audit/3.md (replaces pending #2" in line for line in lines)), lines
+        gate.touch()  # run 1 ends; the one pending trigger (3.md) runs next
+        assert wait_for(lambda: len(finished_runs(real_project)) == 2, 60), lines
+        assert wait_for(lambda: any("run #3 ended: exit 0" in line for line in lines))
+        time.sleep(0.3)  # well past the debounce: nothing else is pending
+    runs = sorted(finished_runs(real_project), key=lambda r: r.started)
+    assert [Path(r.trigger).name for r in runs] == ["1.md", "3.md"]
+    assert [r.status for r in runs] == ["success", "success"]
+    assert (RunLayout(real_project, runs[1].id).shared / "seen.txt").read_text().strip() == "from 3.md: three"
+    assert sum("started (pid" in line for line in lines) == 2
