@@ -129,3 +129,14 @@ def test_a_run_uses_the_cli_in_the_cache_folder(cache_bin: Path, plain_path: Pat
     assert (run_dir / "shared" / "out.txt").read_text() == "from-the-cache"
     argv = json.loads((run_dir / "stages" / "s" / "attempt-1" / "argv.json").read_text())["argv"]
     assert argv[0] == str(cache_bin / "claude")
+
+
+def test_schedule_export_puts_the_cache_folder_on_the_exported_path(cache_bin: Path, plain_path: Path) -> None:
+    from bridge.commands import schedule_export
+
+    executable(cache_bin, "codex")
+    executable(plain_path, "node")
+    path, missing = schedule_export.run_path()
+    folders = path.split(os.pathsep)
+    assert folders[:2] == [str(cache_bin), str(plain_path)]  # the CLI's folder, then node's
+    assert missing == ["claude", "gemini"]

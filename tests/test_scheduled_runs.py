@@ -132,3 +132,35 @@ def test_rehearse_reaches_the_child_argv(tmp_path: Path) -> None:
     argv = run_argv(tmp_path / "pb.yaml", {"target": "main"}, rehearse=True)
     assert argv[-3:] == ["--var", "target=main", "--rehearse"]
     assert "--rehearse" not in run_argv(tmp_path / "pb.yaml", {})
+
+
+# ---- the shipped playbooks/ folder ------------------------------------------------------------
+
+def test_schedule_list_of_the_shipped_folder(monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Only top-level files are playbooks: the rehearsal scripts in playbooks/rehearsals/ are not."""
+    from bridge.commands import schedule_list
+    from bridge.scheduler import playbook_files
+
+    assert all(p.parent == PLAYBOOKS for p in playbook_files(PLAYBOOKS))
+    assert "nightly-verify.yaml" in {p.name for p in playbook_files(PLAYBOOKS)}
+    rows, broken = schedule_list.rows(PLAYBOOKS, 2, datetime(2024, 3, 29, 12, tzinfo=ZoneInfo("UTC")))
+    assert broken == 0
+    assert rows == [["nightly-verify", "0 3 * * *", "UTC", "skip", "last", "-",
+                     "2024-03-30 03:00 UTC\n2024-03-31 03:00 UTC"]]
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "200")
+    assert schedule_list.run(PLAYBOOKS, 3) == 0
+    out = capsys.readouterr().out
+    assert "nightly-verify" in out and out.count("03:00 UTC") == 3 and "error" not in out
+
+
+@pytest.mark.parametrize("kind", ["systemd", "crontab"])
+def test_schedule_export_of_the_shipped_folder(kind: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from bridge.commands import schedule_export
+
+    assert schedule_export.run(directory=PLAYBOOKS, **{kind: True}) == 0
+    captured = capsys.readouterr()
+    assert f"{PLAYBOOKS / 'nightly-verify.yaml'}" in captured.out and "rehearsals" not in captured.out
+    assert ("OnCalendar=*-*-* 03:00:00 UTC" if kind == "systemd" else "\n0 3 * * * cd ") in captured.out
+    assert captured.err == ""

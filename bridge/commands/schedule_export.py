@@ -62,6 +62,9 @@ def run_path() -> tuple[str, list[str]]:
             folders.append(str(Path(found).parent))
         else:
             missing.append(cli)
+    node = shutil.which("node")  # the npm CLIs start with `#!/usr/bin/env node`
+    if folders and node:
+        folders.append(str(Path(node).parent))
     folders.append(str(Path(bridge_command()[0]).parent))
     folders += BASE_PATH
     return os.pathsep.join(dict.fromkeys(folders)), missing
