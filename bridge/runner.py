@@ -345,7 +345,12 @@ class Runner:
         """Once the main stages are done: each resolver's result (skipped when nothing conflicted)."""
         for rid, stage in self.resolvers.items():
             ran = self.resolutions[rid]
-            if not ran:
+            earlier = [UnitResult(Unit(k, rid, stage), Status.SUCCESS, reason="reused", attempts=p.attempts,
+                                  final_message=p.final_message, summary=p.summary, reused=True)
+                       for k, p in self.prior.items() if p.stage_id == rid and p.status == "success"]
+            if not ran and earlier:  # a resumed run: it resolved in an earlier session
+                result = StageResult(rid, Status.SUCCESS, "", tuple(earlier), continue_on_error=True)
+            elif not ran:
                 key = unit_key(rid, {}, None)
                 self.record(key, rid, status=Status.SKIPPED.value, reason="no conflict")
                 self.emit(UnitFinished(key=key, stage_id=rid, status=Status.SKIPPED, reason="no conflict"))

@@ -240,3 +240,28 @@ def test_resolver_shape_rules(project: Path) -> None:
     assert "cannot resolve its own merge conflicts" in text
     assert "stages.resolve.agent" in text and "agent 'f' is read-only" in text
     assert "finally.report" not in text  # a finally stage may need a resolver: it runs after
+
+
+def test_resume_after_a_resolution_keeps_it(project: Path, tmp_path: Path) -> None:
+    from bridge.launch import resume_run
+
+    calls = tmp_path / "calls.txt"
+    pb = conflicting(project, "write=app.txt=merged", extra=f"""
+  after:
+    agent: f
+    needs: impl
+    prompt: "FAKE: count={calls}; fail_first=1"
+""")
+    first, _ = run_inproc(project, pb)
+    assert first.status is Status.FAILURE and first.stages["after"].status is Status.FAILURE
+    assert first.stages["resolve"].status is Status.SUCCESS
+    events: list = []
+    again = resume_run(project, first.run_id, events.append)
+    assert again.status is Status.SUCCESS, again.reason
+    assert again.stages["resolve"].status is Status.SUCCESS  # resolved earlier, not "no conflict"
+    assert [u.key for u in again.stages["resolve"].units] == ["resolve-impl-b"]
+    assert (project / "app.txt").read_text() == "merged"
+    with Ledger(project) as ledger:
+        keys = {u.key for u in ledger.units(first.run_id)}
+        assert "resolve-impl-b" in keys and "resolve" not in keys
+        assert len(ledger.attempts(first.run_id, "resolve-impl-b")) == 1  # not run again
