@@ -4,7 +4,8 @@ One `Integration` per run. `workdir(unit)` gives a `worktree:` stage's unit its 
 run's integration tip, and any other unit the folder that shows the merged work (see docs/worktrees.md,
 "Where stages run"). `stage_done(result)` is THE merge step: the runner calls it once every unit of a
 stage has finished; it commits leftovers, writes patches, merges in the stated order, applies
-`on_conflict` and lands the work on the user's branch when nothing can be disturbed.
+`on_conflict` (a resolution stage: bridge.resolution) and lands the work on the user's branch when
+nothing can be disturbed.
 """
 
 from __future__ import annotations
