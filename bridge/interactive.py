@@ -21,6 +21,7 @@ from bridge.process import ProcessResult, ProcessSpec, child_env, kill_group
 from bridge.redact import Redactor, secret_values
 
 POLL = 0.1
+ENTER_PAUSE = 0.2  # between typed text and its Enter (see _type)
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]|\r")
 # TUIs (Claude Code's Ink) move the cursor instead of printing spaces: on screen, a space
 CURSOR_RIGHT = re.compile(r"\x1b\[\d*[CG]")
@@ -164,7 +165,7 @@ def run_session(spec: SessionSpec, on_text: Callable[[str], None] | None = None,
                                                   if r.repeat or r.expect not in answered])
             if hit is not None:
                 rule, seen = hit
-                child.send(rule.respond)
+                _type(child, rule.respond)
                 answered.append(rule.expect)
                 continue
             if done_re is not None and (m := done_re.search(log.screen, seen)):
@@ -209,13 +210,23 @@ def _first_match(screen: str, start: int, rules: list[tuple[Rule, re.Pattern[str
     return (best[1], best[2]) if best else None
 
 
+def _type(child: pexpect.spawn, text: str) -> None:
+    """Send `text`; a final Enter goes alone after a pause: Gemini CLI takes text and Enter in one
+    read as a paste (a new line, not a submit) — "/quit\r" at once did not quit it."""
+    if len(text) > 1 and text.endswith("\r"):
+        child.send(text[:-1])
+        time.sleep(ENTER_PAUSE)
+        text = "\r"
+    child.send(text)
+
+
 def _leave(child: pexpect.spawn, spec: SessionSpec, polite: bool) -> None:
     """Type the CLI's exit command (when finished normally), then SIGTERM / SIGKILL the group."""
     if not child.isalive():
         return
     if polite and spec.exit_text:
         try:
-            child.send(spec.exit_text)
+            _type(child, spec.exit_text)
             child.expect(pexpect.EOF, timeout=spec.grace)
         except (pexpect.TIMEOUT, OSError):
             pass
@@ -274,7 +285,7 @@ async def run_interactive_attempt(profile: Any, cmd: Command, inv: Invocation, *
     rules, done, exit_text = rules_from(cli)
     kind, cwd, env = cli.get("adapter", profile.cli), Path(cmd.cwd or inv.cwd), {**os.environ, **cmd.env}
     if rehearsal:  # every first-run dialog answered in the config, none left to the rules
-        seed_rehearsal_home(kind, cwd, env)
+        seed_rehearsal_home(kind, [cwd, inv.shared_dir, *inv.extra_dirs], env)
     else:  # a fresh worktree is a folder the CLI never saw: answer its trust dialog in advance
         trust_worktree(kind, cwd, env)
     spec = SessionSpec(argv=cmd.argv, cwd=cwd, env=cmd.env, rules=rules, done=done, exit_text=exit_text,

@@ -78,15 +78,18 @@ def trust_worktree(kind: str, folder: Path, env: dict[str, str]) -> Path | None:
     return None
 
 
-def seed_rehearsal_home(kind: str, folder: Path, env: dict[str, str]) -> Path | None:
+def seed_rehearsal_home(kind: str, folders: list[Path], env: dict[str, str]) -> Path | None:
     """Answer an interactive `kind` CLI's first-run dialogs in the config of a rehearsal's isolated
-    HOME (bridge's own, never the user's): onboarding, the custom API key, trusting `folder`."""
+    HOME (bridge's own, never the user's): onboarding, the custom API key, trusting `folders`."""
     home = Path(env["HOME"])
-    if kind == "gemini":
-        return trust_folder_for_gemini(home, folder)
-    if kind != "claude":
-        return None
-    path = trust_folder_for_claude(Path(env.get("CLAUDE_CONFIG_DIR") or home), folder)
+    path = None
+    for folder in folders:
+        if kind == "gemini":  # the cwd, and the --include-directories ("being added") folders
+            path = trust_folder_for_gemini(home, folder)
+        elif kind == "claude":
+            path = trust_folder_for_claude(Path(env.get("CLAUDE_CONFIG_DIR") or home), folder)
+    if kind != "claude" or path is None:
+        return path
     data = _load(path)
     # without it Claude Code 2.1 first checks that api.anthropic.com is reachable (not 127.0.0.1)
     data["hasCompletedOnboarding"] = True

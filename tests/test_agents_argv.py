@@ -251,3 +251,9 @@ def test_claude_interactive_is_the_tui_with_the_prompt_first(inv):
 def replace_schema(inv: Invocation) -> Invocation:
     return Invocation(prompt=inv.prompt, cwd=inv.cwd, shared_dir=inv.shared_dir, stage_dir=inv.stage_dir,
                       output_schema={"type": "object"})
+
+
+def test_gemini_interactive_is_the_tui_trusting_its_cwd(inv):
+    cmd = build_command(AgentProfile(cli="gemini", sandbox="workspace-write", interactive=True), inv)
+    assert cmd.interactive and cmd.argv[:3] == ("gemini", "-i", "Audit the code.")
+    assert "-p" not in cmd.argv and "--output-format" not in cmd.argv and "--skip-trust" in cmd.argv

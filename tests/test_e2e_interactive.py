@@ -119,3 +119,39 @@ def test_claude_rules_answer_trust_and_api_key_dialogs(world):
     # Claude Code checks the folder and its parents; it records the answer on a parent (seen: /tmp)
     trusted = [p for p, v in config["projects"].items() if v.get("hasTrustDialogAccepted")]
     assert any((world / "repo").resolve().is_relative_to(p) for p in trusted), config["projects"]
+
+
+def test_gemini_tui_outputs_complete_then_quit(world):
+    result, requests = attempt("gemini", world, watch=True)
+    assert result.outcome.success, result.outcome.reason
+    assert (world / "run" / "shared" / "report.md").read_text() == "# Report\n"
+    assert result.stop is not None and result.stop.kind is StopKind.OUTPUTS_COMPLETE
+    assert "-i" in result.argv and "-p" not in result.argv and "--output-format" not in result.argv
+    assert result.process.exit_code == 0 and result.process.signal is None  # left through /quit
+    assert result.outcome.session_id and len(result.outcome.session_id) == 36  # "gemini --resume ID"
+    log = screen_text(result.stdout_path.read_text())
+    assert "Do you trust the following folders" not in log  # pre-trusted in the rehearsal HOME
+    assert "WriteFile" in log and KEY not in log
+
+
+def test_gemini_rule_answers_the_added_folders_dialog(world):
+    """Not pre-seeded: the rule answers 'Do you trust the following folders being added to this
+    workspace?' for the shared folder (--include-directories) of Gemini CLI 0.61.0."""
+    shared = world / "run" / "shared"
+    cli = cli_definition("gemini")
+    rules, _, exit_text = rules_from(cli)
+    report = shared / "report.md"
+    with ModelServer(parse_script(WRITE)) as server:
+        wire = wiring("gemini", server.url, world / "home")
+        wire.write_files()
+        spec = SessionSpec(
+            argv=("gemini", "-i", f"Write the audit into {shared} as report.md", "--skip-trust",
+                  "--approval-mode", "auto_edit", "--include-directories", str(shared), *wire.argv),
+            cwd=world / "repo", env=wire.env, rules=rules, exit_text=exit_text,
+            session=cli["interactive"]["session"], log=world / "session.log", timeout=40, grace=2.0,
+            run_id=RUN_I, stage="g")
+        result = run_session(spec, should_stop=lambda: "outputs complete" if report.exists() else None)
+    assert_clean(result.process.pid)
+    assert result.answered == (rules[0].expect,), result.transcript[-3000:]
+    assert result.done and result.process.exit_code == 0
+    assert report.read_text() == "# Report\n"

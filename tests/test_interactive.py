@@ -109,10 +109,10 @@ def test_a_rehearsal_home_is_seeded_for_every_first_run_dialog(tmp_path):
     (home / ".claude").mkdir(parents=True)
     (home / ".claude" / ".claude.json").write_text(json.dumps({"userID": "kept"}))
     for _ in range(2):  # idempotent
-        path = seed_rehearsal_home("claude", tmp_path / "repo", env)
+        path = seed_rehearsal_home("claude", [tmp_path / "repo"], env)
     data = json.loads(path.read_text())
     assert data["userID"] == "kept" and data["hasCompletedOnboarding"] is True
     assert data["customApiKeyResponses"]["approved"] == ["arsal-dummy-key-0000"]
     assert data["projects"][str((tmp_path / "repo").resolve())]["hasTrustDialogAccepted"] is True
-    gemini = json.loads(seed_rehearsal_home("gemini", tmp_path / "repo", env).read_text())
-    assert gemini == {str((tmp_path / "repo").resolve()): "TRUST_FOLDER"}
+    gemini = json.loads(seed_rehearsal_home("gemini", [tmp_path / "repo", tmp_path / "shared"], env).read_text())
+    assert gemini == {str((tmp_path / d).resolve()): "TRUST_FOLDER" for d in ("repo", "shared")}

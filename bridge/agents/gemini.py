@@ -10,6 +10,7 @@ from typing import Any
 from bridge.agents.base import (AgentEvent, Command, ErrorKind, EventKind, Invocation, StreamParser, Usage,
                                 as_int, classify_error, folders, full_prompt, option, policy_args,
                                 prompt_file, too_long)
+from bridge.errors import BridgeError
 
 FILE_TOOLS = {"write_file", "replace", "edit"}
 SHELL_TOOLS = {"run_shell_command"}
@@ -28,13 +29,18 @@ def build_command(profile: Any, inv: Invocation, cli: dict[str, Any]) -> Command
     prompt = full_prompt(profile, inv, cli)
     files = {}
     stdin = None
+    interactive = bool(getattr(profile, "interactive", False))
+    if interactive and too_long(prompt):
+        raise BridgeError("the prompt is too long for an interactive gemini session (its only way in "
+                          "is an argument); shorten it or drop `interactive: true`")
     if too_long(prompt):  # -p is appended to stdin, which is a file here
         stdin = prompt_file(inv)
         files[stdin] = prompt
         prompt = STDIN_NOTE
-    argv = [cli.get("binary", "gemini"), "-p", prompt]
+    # interactive: the TUI, -i submits the prompt and stays (bridge types /quit at the end)
+    argv = [cli.get("binary", "gemini"), "-i" if interactive else "-p", prompt]
     argv += list(cli.get("extra_args", ()))
-    argv += ["--output-format", "stream-json", "--skip-trust"]
+    argv += ["--skip-trust"] if interactive else ["--output-format", "stream-json", "--skip-trust"]
     policy = policy_args(profile, cli, inv.shared_dir)
     if "{shared_policy}" in policy:
         if inv.stage_dir is None:
@@ -51,7 +57,7 @@ def build_command(profile: Any, inv: Invocation, cli: dict[str, Any]) -> Command
         argv += ["--resume", inv.resume_session]
     argv += list(profile.args)
     return Command(argv=tuple(argv), env={**cli.get("env", {}), **profile.env}, files=files,
-                   stdin=stdin, cwd=inv.cwd)
+                   interactive=interactive, stdin=stdin, cwd=inv.cwd)
 
 
 class GeminiParser(StreamParser):
