@@ -35,6 +35,7 @@ class RunStarted:
     run_dir: str
     units: tuple[str, ...]  # every unit key known up front (matrix items included)
     resumed: bool = False
+    warnings: tuple[str, ...] = ()  # bridge.caveats.playbook_warnings (none in rehearsals)
     t: float = field(default_factory=_now)
 
 

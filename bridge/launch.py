@@ -228,7 +228,11 @@ class Session:
         contexts = Contexts(playbook, shared=layout.shared.resolve(), inbox=layout.inbox.resolve(),
                             run_id=layout.run_id, vars=dict(playbook.vars), tasks=self._tasks,
                             trigger=str(self.spec.trigger) if self.spec.trigger else None)
-        self.emit(RunStarted(layout.run_id, playbook.name, str(layout.run_dir), self._all_keys(), self.resumed))
+        from bridge.caveats import playbook_warnings
+
+        warnings = () if self.spec.rehearse else tuple(playbook_warnings(playbook, self.spec.project))
+        self.emit(RunStarted(layout.run_id, playbook.name, str(layout.run_dir), self._all_keys(), self.resumed,
+                             warnings))
         git = None
         if uses_worktrees(playbook):  # git (and gitpython's import) only for playbooks that need it
             from bridge.mergeback import Integration

@@ -165,7 +165,8 @@ def describe(event: Any) -> str | None:
     kind = _name(event)
     if kind == "run_started":
         verb = "resuming" if event.resumed else "starting"
-        return f"{verb} run {event.run_id} of {event.playbook} ({event.run_dir})"
+        return "\n  warning: ".join([f"{verb} run {event.run_id} of {event.playbook} ({event.run_dir})",
+                                     *getattr(event, "warnings", ())])
     if kind == "unit_started":
         again = f", attempt {event.attempt}" if event.attempt > 1 else ""
         return f"▶ {event.key} started ({event.agent}{again})"

@@ -8,6 +8,7 @@ from typing import Any
 
 from bridge import dag, templates
 from bridge.errors import BridgeError
+from bridge.caveats import playbook_warnings
 from bridge.loader import load_playbook
 from bridge.playbook import Playbook, Stage, matrix_items
 from bridge.ui import print_text
@@ -51,6 +52,8 @@ class _Plan:
         for n in pb.notify:
             target = n.webhook or shlex.join(n.command or [])
             print_text(f"notify on {', '.join(n.on)}: {target}")
+        for warning in playbook_warnings(pb, self.project):
+            print_text(f"warning: {warning}", "yellow")
         print_text("nothing was started (plan is a dry run)", "dim")
 
     def group(self, stages: dict[str, Stage], indent: str) -> None:
