@@ -16,7 +16,7 @@ STREAMS = Path(__file__).parent / "fixtures" / "streams"
 def replay(cli: str, case: str, exit_code: int | None = None) -> tuple[Outcome, list]:
     path = STREAMS / cli / f"{case}.jsonl"
     if not path.exists():
-        pytest.skip(f"no recording {path}")
+        pytest.fail(f"no recording {path}: re-record with tests/fixtures/record_streams.py")
     meta = json.loads(path.with_suffix(".meta.json").read_text())
     stderr = path.with_suffix(".stderr.txt")
     parser = ADAPTERS[cli].new_parser({})
