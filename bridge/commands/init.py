@@ -12,6 +12,7 @@ from bridge.ui import print_text
 PLAYBOOK = "playbooks/bridge.yaml"
 PROMPT = "playbooks/prompts/implement.md.j2"
 SCHEMA = "playbooks/playbook.schema.json"
+REHEARSAL = "playbooks/rehearsals/bridge.yaml"
 
 STARTER = """\
 # yaml-language-server: $schema=./playbook.schema.json
@@ -30,9 +31,12 @@ vars:
 #   linter:   {cli: command, command: [ruff, check, .]}
 #   via-proxy: {cli: claude, env: {ANTHROPIC_BASE_URL: "http://127.0.0.1:8080"}}
 agents:
-  planner:
+  planner:            # read-only: it answers, bridge writes its answer into the shared folder
     cli: codex
     sandbox: read-only
+  verifier:           # runs the tests and writes its verdict, so it needs workspace-write
+    cli: codex
+    sandbox: workspace-write
   implementer:
     cli: claude
     sandbox: workspace-write
@@ -44,8 +48,8 @@ stages:
     agent: planner
     prompt: |
       Plan this change to the repository: {{ vars.task }}
-      Write a short, numbered plan to {{ shared }}/plan.md. Do not change any file.
-    outputs: [plan.md]
+      Answer with a short, numbered plan only. Do not change any file.
+    outputs: [{path: plan.md, from: final_message}]   # bridge saves the answer as the plan
     summary: {max_lines: 20}
     timeout: 15m
 
@@ -62,7 +66,7 @@ stages:
           timeout: 30m
         verify:
           needs: [implement]
-          agent: planner
+          agent: verifier
           prompt: |
             Run the project's tests and review the change against {{ shared }}/plan.md.
             Write {"status": "pass"} or {"status": "fail", "problems": [...]} to {{ shared }}/verify.json.
@@ -84,6 +88,34 @@ Fix what it lists first.
 Keep the change small, add or update tests, and run them before you finish.
 """
 
+REHEARSAL_SCRIPT = """\
+# The rehearsal script of bridge.yaml: `bridge run playbooks/bridge.yaml --rehearse` runs the REAL
+# codex and claude CLIs against a scripted model on 127.0.0.1 (no credentials, no tokens spent).
+# Each reply matches a stage's prompt and lists the model's turns; the CLIs execute them with their
+# own tools. The format: docs/rehearsal.md. Edit it as you edit the playbook.
+replies:
+  - match: 'Plan this change to the repository'
+    cli: codex
+    steps:
+      - text: |-
+          1. Find the code the change touches.
+          2. Make the change and add a test for it.
+          3. Run the tests.
+
+  # The implementer only answers here, so a rehearsal leaves your files and branch as they are.
+  # To watch a real edit, add a step such as: - write_file: {path: NOTES.md, content: "..."}
+  - match: 'Implement this change'
+    cli: claude
+    steps:
+      - text: Implemented the plan (rehearsal).
+
+  - match: 'Write \\{"status": "pass"\\} .* to (\\S+verify\\.json)'
+    cli: codex
+    steps:
+      - write_file: {path: $1, content: '{"status": "pass"}'}
+      - text: The tests pass.
+"""
+
 
 def files() -> dict[str, str]:
     """Relative path -> content of everything `bridge init` writes."""
@@ -91,6 +123,7 @@ def files() -> dict[str, str]:
         PLAYBOOK: STARTER,
         PROMPT: IMPLEMENT,
         SCHEMA: json.dumps(playbook_schema(), indent=2, ensure_ascii=False) + "\n",
+        REHEARSAL: REHEARSAL_SCRIPT,
     }
 
 
@@ -109,5 +142,7 @@ def run(directory: Path | None = None, force: bool = False) -> int:
         except OSError as exc:
             raise BridgeError(f"cannot write {path}: {exc.strerror or exc}") from None
         print_text(f"{'overwrote' if rel in existing else 'created'} {rel}", "green")
-    print_text(f"next: bridge validate {PLAYBOOK} && bridge plan {PLAYBOOK}")
+    print_text(f"next: bridge validate {PLAYBOOK} && bridge plan {PLAYBOOK}\n"
+               f"then rehearse it (the real CLIs, a scripted local model, no tokens): "
+               f"bridge run {PLAYBOOK} --rehearse")
     return 0
