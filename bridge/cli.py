@@ -42,6 +42,11 @@ def _call(command: str, **kwargs: object) -> None:
         code = exc.exit_code
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:  # stdout's reader went away (`bridge logs ... | head`): stop quietly, as git does
+        from bridge.ui import quiet_stdout
+
+        quiet_stdout()
+        code = 141
     except Exception as exc:  # a bug in bridge: say so, keep the traceback in a file
         from bridge.ui import print_bug
 

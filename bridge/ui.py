@@ -144,17 +144,47 @@ def _val(value: Any) -> str:
     return getattr(value, "value", value)
 
 
-class JsonLines:
-    """--json: one JSON object per event on stdout."""
+def quiet_stdout() -> None:
+    """stdout's reader is gone (`bridge ... | head`): send what is left to /dev/null, so neither later
+    writes nor Python's flush at exit raise BrokenPipeError."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+class _Lines:
+    """A line sink that outlives its reader: when the pipe it writes to closes, the run goes on and
+    its progress lines are dropped (the ledger, logs and summary.md still have everything)."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
+        self.gone = False
+
+    def _write(self, text: str) -> None:
+        if self.gone:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except BrokenPipeError:
+            self.gone = True
+            if self.stream is sys.stdout:
+                quiet_stdout()
+
+    def close(self) -> None:
+        pass
+
+
+class JsonLines(_Lines):
+    """--json: one JSON object per event on stdout."""
 
     def __call__(self, event: Any) -> None:
         from bridge.events import to_dict
 
-        self.stream.write(json.dumps(to_dict(event), default=str) + "\n")
-        self.stream.flush()
+        self._write(json.dumps(to_dict(event), default=str) + "\n")
 
     def close(self) -> None:
         pass
@@ -210,23 +240,16 @@ def describe(event: Any) -> str | None:
     return None
 
 
-class PlainLines:
+class PlainLines(_Lines):
     """Off a terminal: timestamped lines, no colour, no cursor tricks."""
-
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stdout
 
     def __call__(self, event: Any) -> None:
         text = describe(event)
         if text is None:
             return
         stamp = clock(event.t)
-        self.stream.write("".join(f"{stamp} {line}\n" if i == 0 else f"{line}\n"
-                                  for i, line in enumerate(text.split("\n"))))
-        self.stream.flush()
-
-    def close(self) -> None:
-        pass
+        self._write("".join(f"{stamp} {line}\n" if i == 0 else f"{line}\n"
+                            for i, line in enumerate(text.split("\n"))))
 
 
 class _Row:
@@ -345,8 +368,8 @@ def print_run_table(title: str, columns: list[str], rows: list[list[str]]) -> No
     from rich.table import Table
 
     table = Table(title=title, title_justify="left", box=None, pad_edge=False, show_edge=False)
-    for column in columns:
-        table.add_column(column, overflow="fold")
+    for i, column in enumerate(columns):  # the first column (run id, stage key) is copied: never folded
+        table.add_column(column, overflow="fold", no_wrap=i == 0)
     for row in rows:
         table.add_row(*row)
     console().print(table, markup=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,53 @@ def test_init_then_rehearse_succeeds(tmp_path: Path, real_clis: Path, monkeypatc
     shared = runs[0] / "shared"
     assert (shared / "plan.md").read_text().startswith("1. ")
     assert '"pass"' in (shared / "verify.json").read_text()
+
+
+class _ClosedPipe:
+    """A stdout whose reader is gone (`bridge run ... | head -1`)."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        pass
+
+
+def test_progress_lines_survive_a_closed_pipe() -> None:
+    """A closed stdout must not crash the run (it used to: BrokenPipeError out of the event callback,
+    the run left 'interrupted' with its agents): the lines are dropped, the run goes on."""
+    from bridge.events import RunFinished, Status
+    from bridge.ui import JsonLines, PlainLines
+
+    for sink in (PlainLines(_ClosedPipe()), JsonLines(_ClosedPipe())):  # type: ignore[arg-type]
+        event = RunFinished(run_id="r", status=Status.SUCCESS, duration=1.0, tokens=0, cost_usd=None,
+                            reason="", summary_path="", resumable=False)
+        sink(event)
+        sink(event)
+        assert sink.stream.writes == 1 and sink.gone  # type: ignore[attr-defined]
+
+
+def test_piping_a_command_into_head_is_not_a_crash(tmp_path: Path) -> None:
+    """`bridge logs RUN STAGE | head`: the reader goes away; bridge stops quietly with 141, like git."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is already gone: every write gets EPIPE
+    try:
+        proc = subprocess.run([sys.executable, "-m", "bridge", "schema"], stdout=write, stderr=subprocess.PIPE,
+                              text=True, cwd=tmp_path, timeout=60)
+    finally:
+        os.close(write)
+    assert proc.returncode == 141, proc.stderr
+    assert proc.stderr == ""
+
+
+def test_run_ids_are_never_folded_in_tables(capsys: pytest.CaptureFixture[str]) -> None:
+    from bridge.ui import print_run_table
+
+    print_run_table("runs", ["id", "playbook", "status", "started", "duration", "cost"],
+                    [["20261121-135257-6a91", "plan-implement-verify-and-more", "success",
+                      "2026-11-21 13:52", "2.1s", "$0.0004"]])
+    assert "20261121-135257-6a91" in capsys.readouterr().out
