@@ -17,7 +17,8 @@ from typing import IO, Any
 import pexpect
 
 from bridge.agents.base import AgentEvent, Command, ErrorKind, EventKind, Invocation, Outcome
-from bridge.process import ProcessResult, ProcessSpec, child_env, kill_group
+from bridge.process import ProcessResult, ProcessSpec, child_env
+from bridge.proctable import kill_group
 from bridge.redact import Redactor, secret_values
 
 POLL = 0.1

@@ -103,7 +103,7 @@ def lock_held(layout: RunLayout) -> bool:
 
 def stop_leftovers(ledger: Ledger, run_id: str) -> int:
     """Stop agent processes of `run_id` that outlived the bridge driving them; mark their attempts."""
-    from bridge.process import kill_group, kill_leftovers, run_processes
+    from bridge.proctable import kill_group, kill_leftovers, run_processes
 
     stopped = 0
     for row in ledger.open_attempts(run_id):
@@ -206,7 +206,7 @@ class Session:
             self.runner.cancel("interrupted; `bridge resume " + self.layout.run_id + "` continues it")
         else:
             self.runner.cancel("interrupted twice: agents killed", force=True)
-            from bridge.process import run_processes
+            from bridge.proctable import run_processes
 
             for pid in run_processes(self.layout.run_id):
                 with contextlib.suppress(ProcessLookupError, PermissionError):

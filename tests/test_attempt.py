@@ -17,7 +17,7 @@ import pytest
 from bridge.agents.base import ErrorKind, EventKind, Invocation
 from bridge.attempt import StopKind, run_attempt
 from bridge.playbook import AgentProfile
-from bridge.process import group_members, run_processes
+from bridge.proctable import group_members, run_processes
 
 RUN_A = f"run-a-{uuid.uuid4().hex[:8]}"  # unique: suites may run side by side
 FAKES = Path(__file__).parent / "fakes"

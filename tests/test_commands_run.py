@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bridge.ledger import Ledger
-from bridge.process import run_processes
+from bridge.proctable import run_processes
 from tests.runhelp import bridge, bridge_argv, make_project, pid_alive, wait_for, write_playbook
 
 

@@ -16,7 +16,7 @@ import pytest
 from bridge.agents.base import ErrorKind, EventKind, Invocation
 from bridge.attempt import run_attempt
 from bridge.playbook import AgentProfile
-from bridge.process import group_members, run_processes
+from bridge.proctable import group_members, run_processes
 from bridge.rehearsal import ModelServer, parse_script, wiring
 
 RUN_E2E = f"run-e2e-{uuid.uuid4().hex[:8]}"  # unique: suites may run side by side

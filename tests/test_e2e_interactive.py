@@ -18,7 +18,7 @@ from bridge.attempt import StopKind, run_attempt
 from bridge.config import cli_definition
 from bridge.interactive import SessionSpec, rules_from, run_session, screen_text
 from bridge.playbook import AgentProfile
-from bridge.process import group_members, run_processes
+from bridge.proctable import group_members, run_processes
 from bridge.rehearsal import ModelServer, parse_script, wiring
 
 RUN_I = f"run-e2e-i-{uuid.uuid4().hex[:8]}"  # unique: suites may run side by side

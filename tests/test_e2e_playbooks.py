@@ -17,7 +17,7 @@ from bridge.demo import SAMPLE, build_sample
 from bridge.events import Status
 from bridge.launch import RunSpec, start_run
 from bridge.ledger import Ledger
-from bridge.process import run_processes
+from bridge.proctable import run_processes
 from bridge.rehearsal import load_script
 from bridge.tasks import read_tasks
 from bridge.workspace import RunLayout

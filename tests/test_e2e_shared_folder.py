@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bridge.ledger import Ledger
-from bridge.process import run_processes
+from bridge.proctable import run_processes
 from tests.runhelp import bridge_argv
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bridge.events import GitNote, Status
-from bridge.process import run_processes
+from bridge.proctable import run_processes
 from tests.runhelp import bridge, run_inproc
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]

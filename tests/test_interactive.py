@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from bridge.interactive import Rule, SessionSpec, _Log, run_interactive, run_session, screen_text
-from bridge.process import group_members, run_processes
+from bridge.proctable import group_members, run_processes
 from bridge.redact import Redactor
 from bridge.trust import seed_rehearsal_home
 

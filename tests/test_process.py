@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import AgentNotFound
-from bridge.process import (ProcessSpec, group_members, kill_leftovers, run_processes, supervise,
-                            which)
+from bridge.process import ProcessSpec, supervise, which
+from bridge.proctable import group_members, kill_leftovers, run_processes
 
 RUN_TEST = f"run-test-{uuid.uuid4().hex[:8]}"  # unique: suites may run side by side
 RUN_HOST = f"run-host-{uuid.uuid4().hex[:8]}"  # unique: suites may run side by side

@@ -15,7 +15,7 @@ import pytest
 
 from bridge.demo import build_sample
 from bridge.ledger import Ledger
-from bridge.process import run_processes
+from bridge.proctable import run_processes
 from bridge.scheduler import Scheduler, SchedulerEvent
 from bridge.workspace import RunLayout
 
