@@ -22,7 +22,8 @@ from bridge import dag
 from bridge.errors import RunError
 from bridge.events import (Emit, GitNote, RunFinished, RunStarted, Status, TasksUpdated, UnitFinished, UnitRetrying,
                            UnitWaiting, to_dict)
-from bridge.ledger import Ledger, RunRow
+from bridge.ledger import Ledger
+from bridge.ledger_schema import RunRow
 from bridge.playbook import Playbook, iter_stages, matrix_items, uses_worktrees
 from bridge.runner import Prior, Runner, RunnerOptions
 from bridge.tasks import TaskList, read_tasks

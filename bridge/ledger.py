@@ -1,7 +1,6 @@
-"""The run ledger: SQLite in .bridge/ledger.db, written as things happen, one short transaction each.
+"""The run ledger (.bridge/ledger.db): one method per question or change, each one short transaction.
 
-WAL mode with synchronous=NORMAL survives the writer being SIGKILLed at any moment (only a power
-loss can drop the last commits), and lets `bridge runs` read while a run writes.
+The file, its tables and its row types are bridge.ledger_schema's.
 """
 
 from __future__ import annotations
@@ -10,219 +9,11 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator
 
 from bridge.errors import RunError
-
-SCHEMA_VERSION = 2  # 2: worktrees and landings (new tables only)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    playbook TEXT NOT NULL,
-    playbook_path TEXT NOT NULL,
-    project TEXT NOT NULL,
-    status TEXT NOT NULL,
-    reason TEXT NOT NULL DEFAULT '',
-    started REAL NOT NULL,
-    ended REAL,
-    pid INTEGER,
-    vars_json TEXT NOT NULL DEFAULT '{}',
-    options_json TEXT NOT NULL DEFAULT '{}',
-    tokens INTEGER NOT NULL DEFAULT 0,
-    cost_usd REAL NOT NULL DEFAULT 0,
-    trigger TEXT
-);
-CREATE TABLE IF NOT EXISTS stages (
-    run_id TEXT NOT NULL REFERENCES runs(id),
-    key TEXT NOT NULL,
-    stage_id TEXT NOT NULL,
-    iteration INTEGER,
-    matrix_json TEXT NOT NULL DEFAULT '{}',
-    status TEXT NOT NULL,
-    reason TEXT NOT NULL DEFAULT '',
-    error TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    started REAL,
-    ended REAL,
-    tokens INTEGER NOT NULL DEFAULT 0,
-    cost_usd REAL NOT NULL DEFAULT 0,
-    final_message TEXT NOT NULL DEFAULT '',
-    summary TEXT NOT NULL DEFAULT '',
-    session_id TEXT,
-    handoff_bytes INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (run_id, key)
-);
-CREATE TABLE IF NOT EXISTS attempts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id TEXT NOT NULL,
-    key TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    started REAL NOT NULL,
-    ended REAL,
-    argv_json TEXT NOT NULL DEFAULT '[]',
-    session_id TEXT,
-    pid INTEGER,
-    pgid INTEGER,
-    exit_code INTEGER,
-    ended_by TEXT,
-    input_tokens INTEGER NOT NULL DEFAULT 0,
-    output_tokens INTEGER NOT NULL DEFAULT 0,
-    cached_tokens INTEGER NOT NULL DEFAULT 0,
-    cost_usd REAL,
-    error TEXT,
-    reason TEXT NOT NULL DEFAULT '',
-    handoff_bytes INTEGER NOT NULL DEFAULT 0,
-    upstream_transcript_bytes INTEGER NOT NULL DEFAULT 0,
-    dir TEXT,
-    stdout_path TEXT,
-    stderr_path TEXT
-);
-CREATE INDEX IF NOT EXISTS attempts_by_unit ON attempts (run_id, key, n);
-CREATE TABLE IF NOT EXISTS artifacts (
-    run_id TEXT NOT NULL,
-    key TEXT NOT NULL,
-    path TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    recorded REAL NOT NULL,
-    PRIMARY KEY (run_id, key, path)
-);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id TEXT NOT NULL,
-    t REAL NOT NULL,
-    name TEXT NOT NULL,
-    json TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS schedule_fires (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    playbook TEXT NOT NULL,
-    scheduled_for REAL NOT NULL,
-    fired_at REAL NOT NULL,
-    action TEXT NOT NULL,
-    run_id TEXT,
-    detail TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS fires_by_playbook ON schedule_fires (playbook, scheduled_for);
-CREATE TABLE IF NOT EXISTS worktrees (
-    run_id TEXT NOT NULL,
-    key TEXT NOT NULL,
-    stage_id TEXT NOT NULL,
-    branch TEXT NOT NULL,
-    path TEXT NOT NULL,
-    base TEXT NOT NULL,
-    status TEXT NOT NULL,
-    commit_sha TEXT,
-    strategy TEXT,
-    merged_commit TEXT,
-    conflicts_json TEXT NOT NULL DEFAULT '[]',
-    message TEXT NOT NULL DEFAULT '',
-    updated REAL NOT NULL,
-    PRIMARY KEY (run_id, key)
-);
-CREATE TABLE IF NOT EXISTS landings (
-    run_id TEXT PRIMARY KEY,
-    landed INTEGER NOT NULL,
-    branch TEXT,
-    integration_branch TEXT NOT NULL,
-    commit_sha TEXT,
-    message TEXT NOT NULL,
-    files_json TEXT NOT NULL DEFAULT '[]',
-    t REAL NOT NULL
-);
-"""
-
-
-@dataclass(frozen=True)
-class RunRow:
-    id: str
-    playbook: str
-    playbook_path: str
-    project: str
-    status: str
-    reason: str
-    started: float
-    ended: float | None
-    pid: int | None
-    vars_json: str
-    options_json: str
-    tokens: int
-    cost_usd: float
-    trigger: str | None
-
-    @property
-    def vars(self) -> dict[str, Any]:
-        return json.loads(self.vars_json)
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return json.loads(self.options_json)
-
-
-@dataclass(frozen=True)
-class UnitRow:
-    run_id: str
-    key: str
-    stage_id: str
-    iteration: int | None
-    matrix_json: str
-    status: str
-    reason: str
-    error: str | None
-    attempts: int
-    started: float | None
-    ended: float | None
-    tokens: int
-    cost_usd: float
-    final_message: str
-    summary: str
-    session_id: str | None
-    handoff_bytes: int
-
-    @property
-    def matrix(self) -> dict[str, Any]:
-        return json.loads(self.matrix_json)
-
-
-@dataclass(frozen=True)
-class AttemptRow:
-    id: int
-    run_id: str
-    key: str
-    n: int
-    status: str
-    started: float
-    ended: float | None
-    argv_json: str
-    session_id: str | None
-    pid: int | None
-    pgid: int | None
-    exit_code: int | None
-    ended_by: str | None
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int
-    cost_usd: float | None
-    error: str | None
-    reason: str
-    handoff_bytes: int
-    upstream_transcript_bytes: int
-    dir: str | None
-    stdout_path: str | None
-    stderr_path: str | None
-
-    @property
-    def argv(self) -> list[str]:
-        return json.loads(self.argv_json)
-
-
-def _row(cls: type, row: sqlite3.Row) -> Any:
-    return cls(**{f.name: row[f.name] for f in fields(cls)})
-
+from bridge.ledger_schema import AttemptRow, RunRow, UnitRow, open_db, row
 
 class Ledger:
     """One connection to .bridge/ledger.db; every write is its own short transaction."""
@@ -232,34 +23,10 @@ class Ledger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         try:
-            # isolation_level=None: autocommit, so each statement is one transaction.
-            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
-                                       check_same_thread=False)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            self._setup(timeout)
+            self._db = open_db(self.path, timeout)
         except sqlite3.DatabaseError as exc:
             raise RunError(f"cannot open the run ledger {self.path}: {exc}. "
                            "Move the file aside to start a fresh ledger.") from exc
-
-    def _setup(self, timeout: float) -> None:
-        """WAL mode and the schema. Two bridges may open a new ledger at once: SQLite does not call
-        the busy handler for some lock upgrades (it reports 'locked' at once), so retry here."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self._db.execute("PRAGMA journal_mode = WAL")
-                self._db.execute("PRAGMA synchronous = NORMAL")
-                if self._db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                    self._db.executescript(
-                        f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
-                return
-            except sqlite3.OperationalError as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
 
     def __enter__(self) -> Ledger:
         return self
@@ -304,11 +71,11 @@ class Ledger:
 
     def run(self, run_id: str) -> RunRow | None:
         rows = self._all("SELECT * FROM runs WHERE id = ?", (run_id,))
-        return _row(RunRow, rows[0]) if rows else None
+        return row(RunRow, rows[0]) if rows else None
 
     def runs(self, limit: int = 20) -> list[RunRow]:
         rows = self._all("SELECT * FROM runs ORDER BY started DESC, id DESC LIMIT ?", (limit,))
-        return [_row(RunRow, r) for r in rows]
+        return [row(RunRow, r) for r in rows]
 
     def find_run(self, ref: str) -> RunRow:
         """A run by id, unique id prefix, or `last`; raises RunError naming the choices."""
@@ -316,18 +83,18 @@ class Ledger:
             rows = self._all("SELECT * FROM runs ORDER BY started DESC, id DESC LIMIT 1")
             if not rows:
                 raise RunError("there are no runs in this project yet; start one with `bridge run PLAYBOOK`")
-            return _row(RunRow, rows[0])
+            return row(RunRow, rows[0])
         rows = self._all("SELECT * FROM runs WHERE substr(id, 1, ?) = ? ORDER BY started DESC",
                          (len(ref), ref))
         exact = [r for r in rows if r["id"] == ref]
         if exact:
-            return _row(RunRow, exact[0])
+            return row(RunRow, exact[0])
         if not rows:
             raise RunError(f"no run matches {ref!r}; `bridge runs` lists them")
         if len(rows) > 1:
             ids = ", ".join(r["id"] for r in rows[:5])
             raise RunError(f"{ref!r} matches {len(rows)} runs ({ids}); give more of the id")
-        return _row(RunRow, rows[0])
+        return row(RunRow, rows[0])
 
     # units (stages, matrix items, loop iterations) -------------------------------------------
     def upsert_unit(self, run_id: str, key: str, stage_id: str, *, status: str,
@@ -349,11 +116,11 @@ class Ledger:
     def units(self, run_id: str) -> list[UnitRow]:
         rows = self._all("SELECT * FROM stages WHERE run_id = ? ORDER BY started IS NULL, started, key",
                          (run_id,))
-        return [_row(UnitRow, r) for r in rows]
+        return [row(UnitRow, r) for r in rows]
 
     def unit(self, run_id: str, key: str) -> UnitRow | None:
         rows = self._all("SELECT * FROM stages WHERE run_id = ? AND key = ?", (run_id, key))
-        return _row(UnitRow, rows[0]) if rows else None
+        return row(UnitRow, rows[0]) if rows else None
 
     # attempts -----------------------------------------------------------------------------
     def start_attempt(self, run_id: str, key: str, n: int, *, dir: Path | None = None) -> int:
@@ -378,7 +145,7 @@ class Ledger:
         else:
             rows = self._all("SELECT * FROM attempts WHERE run_id = ? AND key = ? ORDER BY id",
                              (run_id, key))
-        return [_row(AttemptRow, r) for r in rows]
+        return [row(AttemptRow, r) for r in rows]
 
     def attempt_totals(self, run_id: str) -> dict[str, tuple[int, int, float]]:
         """Per unit key: its highest attempt number, and the tokens and cost of all its attempts."""
@@ -391,7 +158,7 @@ class Ledger:
         """Attempts still marked running: after a crash, their process groups may have survived."""
         rows = self._all("SELECT * FROM attempts WHERE run_id = ? AND status = 'running' ORDER BY id",
                          (run_id,))
-        return [_row(AttemptRow, r) for r in rows]
+        return [row(AttemptRow, r) for r in rows]
 
     # artifacts and events ------------------------------------------------------------------
     def add_artifact(self, run_id: str, key: str, path: str, size: int, sha256: str) -> None:

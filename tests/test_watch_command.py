@@ -14,7 +14,8 @@ import pytest
 
 from bridge.commands import watch as watch_cmd
 from bridge.errors import BridgeError
-from bridge.ledger import Ledger, RunRow
+from bridge.ledger import Ledger
+from bridge.ledger_schema import RunRow
 from bridge.triggers import TriggerQueue, glob_regex, matches
 from bridge.workspace import RunLayout
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from bridge.ledger import Ledger, RunRow
+from bridge.ledger import Ledger
+from bridge.ledger_schema import RunRow
 
 
 def live_status(row: RunRow, project: Path) -> str:

@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 
 from bridge.errors import RunError
-from bridge.ledger import AttemptRow, Ledger, RunRow, UnitRow
+from bridge.ledger import Ledger
+from bridge.ledger_schema import AttemptRow, RunRow, UnitRow
 
 PROMPT_HEAD = 40  # lines of the prompt shown
 
