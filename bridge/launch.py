@@ -340,6 +340,9 @@ def start_run(spec: RunSpec, emit: Emit) -> RunResult:
     selected = _selected(playbook, spec.only, spec.from_stage)
     if spec.rehearse:
         rehearsal_script(spec.playbook_path, spec.script)  # fail before anything is created
+    from bridge.preflight import check_clis
+
+    check_clis(playbook, selected, project)  # every agent CLI is found, or one error lists the missing
     base = base_json = None
     if uses_worktrees(playbook):  # git (and gitpython's import) only for playbooks that need it
         from bridge.mergeback import base_to_json, take_base

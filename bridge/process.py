@@ -101,8 +101,10 @@ def which(binary: str, extra_path: str | os.PathLike[str] | None = None) -> str:
     found = find_cli(binary, extra_path)
     if found is None:
         hint = INSTALL_HINTS.get(binary, f"install {binary} and make sure it is on PATH")
-        where = os.pathsep.join(cli_dirs()) or f"nothing else (${CLI_PATH_VAR} is empty)"
-        raise AgentNotFound(f"the agent CLI {binary!r} is not on PATH nor in {where}. Install it: {hint}"
+        dirs = os.pathsep.join(cli_dirs())
+        where = (f"on PATH nor in {dirs}" if dirs
+                 else f"on PATH (${CLI_PATH_VAR} is empty: no other folder searched)")
+        raise AgentNotFound(f"the agent CLI {binary!r} is not {where}. Install it: {hint}"
                             " (or run `bridge doctor` to check every CLI).")
     return found
 

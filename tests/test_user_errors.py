@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,43 @@ def test_run_ids_are_never_folded_in_tables(capsys: pytest.CaptureFixture[str]) 
                     [["20261121-135257-6a91", "plan-implement-verify-and-more", "success",
                       "2026-11-21 13:52", "2.1s", "$0.0004"]])
     assert "20261121-135257-6a91" in capsys.readouterr().out
+
+
+def test_missing_clis_are_listed_before_any_stage_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pre-flight: every agent CLI is looked up before the first stage; one error names each missing
+    one with its stages and install command, and nothing runs (the echo stage used to run first)."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", f"{empty}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    monkeypatch.setenv("BRIDGE_CLI_PATH", "")
+    if any(shutil.which(n) for n in ("claude", "gemini")):
+        pytest.fail("an agent CLI is installed system-wide; this test needs a PATH without them")
+    marker = tmp_path / "ran"
+    playbook = tmp_path / "p.yaml"
+    playbook.write_text(f"""\
+version: 1
+name: pre
+agents:
+  a: {{cli: command, command: [touch, {marker}]}}
+  b: {{cli: claude}}
+  c: {{cli: gemini}}
+stages:
+  first: {{agent: a, prompt: hi}}
+  s: {{agent: b, needs: [first], prompt: hi}}
+  t: {{agent: c, needs: [s], prompt: hi}}
+  u: {{agent: c, needs: [s], prompt: hi}}
+""")
+    project = git_repo(tmp_path / "proj")
+    code, out = invoke("run", str(playbook), "--dir", str(project))
+    flat = " ".join(out.split())
+    assert code == 1, out
+    assert "nothing was started: 2 agent CLIs" in flat
+    assert "claude (for stage s; install: npm install -g @anthropic-ai/claude-code)" in flat
+    assert "gemini (for stages t, u; install: npm install -g @google/gemini-cli)" in flat
+    assert not marker.exists() and not (project / ".bridge" / "runs").exists()
+
+    # one missing CLI: the lookup's own message, with the stage; --only leaves the others out
+    code, out = invoke("run", str(playbook), "--dir", str(project), "--only", "s")
+    flat = " ".join(out.split())
+    assert code == 1 and "nothing was started: stage s needs a CLI that is missing: the agent CLI 'claude'" in flat
+    assert "$BRIDGE_CLI_PATH is empty" in flat and "gemini" not in flat
