@@ -17,7 +17,7 @@ from typing import Any
 import cronsim
 import pydantic
 
-from bridge import dag, templates
+from bridge import context, dag, templates
 from bridge.config import known_cli_names
 from bridge.errors import BridgeError, Problem
 from bridge.playbook import OutputSpec, Playbook, Stage, cron_expression, matrix_items
@@ -314,17 +314,17 @@ class _Templates:
 
     def stage(self, sid: str, stage: Stage) -> None:
         path = stage_path(self.playbook, sid)
-        first = templates.stub_context(self.playbook, sid, self.shared)
+        first = context.stub_context(self.playbook, sid, self.shared)
         if stage.if_ is not None:
             self.expression(path + ("if",), stage.if_, first)
         if stage.loop is not None:
-            ctx = templates.stub_context(self.playbook, sid, self.shared, until=True)
+            ctx = context.stub_context(self.playbook, sid, self.shared, until=True)
             self.expression(path + ("loop", "until"), stage.loop.until, ctx)
             return
         in_loop = dag.places(self.playbook)[sid].loop is not None
         for item in matrix_items(stage.matrix):
             for first_iteration in (False, True) if in_loop else (False,):
-                ctx = templates.stub_context(self.playbook, sid, self.shared, matrix=item,
+                ctx = context.stub_context(self.playbook, sid, self.shared, matrix=item,
                                              first_iteration=first_iteration)
                 self.note = " (on a loop's first iteration, loop.previous is None)" if first_iteration else ""
                 if stage.prompt is not None:

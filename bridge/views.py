@@ -8,8 +8,8 @@ from typing import Any
 
 from bridge import dag
 from bridge.playbook import Playbook, Stage
-from bridge.templates import (Outputs, OutputValue, StageView, TemplateError, build_context, evaluate,
-                              render)
+from bridge.context import Outputs, OutputValue, StageView, build_context
+from bridge.templates import TemplateError, evaluate, render
 from bridge.unit import StageResult, UnitResult
 from bridge.workspace import stage_key
 

@@ -145,7 +145,7 @@ def test_task_templates_validate_against_the_stub(project: Path) -> None:
 
 
 def test_ledger_json_of_task_snapshot_is_plain(project: Path) -> None:
-    from bridge.templates import TasksView
+    from bridge.context import TasksView
 
     view = TasksView({"items": [{"text": "x", "done": True}], "done": 1, "total": 1, "open": 0})
     assert json.loads(json.dumps(view.to_dict())) == {"items": [{"text": "x", "done": True}], "done": 1,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bridge.loader import load_playbook_text
-from bridge.templates import (OutputValue, StageView, TemplateError, build_context, check_names, evaluate,
-                              render, stub_context)
+from bridge.context import OutputValue, StageView, build_context, stub_context
+from bridge.templates import TemplateError, check_names, evaluate, render
 
 
 def _ctx(tmp_path: Path, **stages: StageView) -> dict:

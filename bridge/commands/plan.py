@@ -6,7 +6,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from bridge import dag, templates
+from bridge import context, dag, templates
 from bridge.errors import BridgeError
 from bridge.caveats import playbook_warnings
 from bridge.loader import load_playbook
@@ -97,7 +97,7 @@ class _Plan:
     def item(self, sid: str, stage: Stage, item: dict[str, Any], indent: str) -> None:
         if item:
             print_text(indent[:-2] + "item " + ", ".join(f"{k}={v}" for k, v in item.items()))
-        ctx = templates.stub_context(self.pb, sid, self.shared, matrix=item, trigger=False,
+        ctx = context.stub_context(self.pb, sid, self.shared, matrix=item, trigger=False,
                                      first_iteration=True)
         if stage.prompt is not None:
             prompt = templates.render(stage.prompt, ctx, f"{sid}.prompt")
