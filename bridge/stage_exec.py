@@ -29,8 +29,9 @@ from bridge.runner import AttemptControl
 from bridge.templates import render
 from bridge.unit import AttemptReport, Unit
 from bridge.views import Contexts, handed_bytes, handed_pieces
-from bridge.workspace import (RunLayout, atomic_write_text, cap_summary, check_outputs,
-                              missing_outputs_message, resolve_output, transcript_bytes)
+from bridge.handoff import cap_summary, transcript_bytes
+from bridge.outputs import check_outputs, missing_outputs_message, resolve_output
+from bridge.workspace import RunLayout, atomic_write_text
 
 
 Wiring = Callable[[AgentProfile], Any]  # profile -> rehearsal Wiring, or None outside rehearsals
@@ -127,6 +128,7 @@ class StageExecutor:
             if self.watcher is not None:
                 self.watcher.unwatch(watch_key)
         self.transcripts[unit.key] = Path(res.stdout_path)
+        res = self._redacted(res, profile, inv)
         if by_bridge and res.outcome.success and not runner_stop:
             self._write_final_message(by_bridge, res.outcome.final_message)
         report = self._judge(unit, specs, res.outcome, res.process, runner_stop[0] if runner_stop else None, upstream,
@@ -134,6 +136,15 @@ class StageExecutor:
         report = replace(report, handoff_bytes=handed_bytes(prompt, handed_pieces(context)))
         self._record(attempt_id, unit, specs, res, report, paths.result, upstream)
         return report
+
+    @staticmethod
+    def _redacted(res: Any, profile: AgentProfile, inv: Invocation) -> Any:
+        """Secrets out of what the agent said before it is stored (ledger, result.json, the outputs
+        bridge writes) or handed downstream: the values of os.environ's and the agent's own env."""
+        redact = Redactor.for_env(profile.env, inv.env)
+        outcome = res.outcome
+        return replace(res, outcome=replace(outcome, final_message=redact(outcome.final_message),
+                                            reason=redact(outcome.reason)))
 
     def _judge(self, unit: Unit, specs: list[OutputSpec], outcome: Outcome, process: Any,
                stopped_by_runner: str | None, upstream: list[Path], duration: float,
@@ -182,7 +193,7 @@ class StageExecutor:
                 if c.ok and c.path is not None and c.exists:
                     parts.append(f"## {c.rel}\n{c.path.read_text(errors='replace')}")
             text = "\n\n".join(parts)
-        return cap_summary(text, stage.summary.max_lines, stage.summary.max_bytes)
+        return cap_summary(self.redact(text), stage.summary.max_lines, stage.summary.max_bytes)
 
     def _record(self, attempt_id: int, unit: Unit, specs: list[OutputSpec], res: Any,
                 report: AttemptReport, result_path: Path, upstream: list[Path]) -> None:

@@ -2,7 +2,7 @@
 
 Completion rules (docs/shared-folder.md): a file renamed into place counts at once; a file written
 in place counts once it has been quiet for `settle` seconds. Either way it must also pass
-`workspace.check_output` (regular file inside the folder, non-empty, valid JSON per schema).
+`outputs.check_output` (regular file inside the folder, non-empty, valid JSON per schema).
 
 Callbacks run on a watcher thread (watchdog's, or the settle/poll timer thread; on the caller's thread
 for an explicit `poll()`). The asyncio runner hops back to its loop with
@@ -36,7 +36,7 @@ from watchdog.observers import Observer
 
 from bridge.errors import BridgeError
 from bridge.playbook import OutputSpec
-from bridge.workspace import OutputCheck, check_outputs, resolve_output
+from bridge.outputs import OutputCheck, check_outputs, resolve_output
 
 DEFAULT_SETTLE = 0.3
 DEFAULT_POLL_INTERVAL = 1.0

@@ -1,4 +1,6 @@
-"""The shared project folder: the run layout under .bridge/, atomic writes, safe output paths and checks."""
+"""The project folder bridge writes: the run layout under .bridge/, run ids and stage keys, atomic writes.
+
+Declared outputs are checked by bridge.outputs; hand-off caps and sizes are bridge.handoff's."""
 
 from __future__ import annotations
 
@@ -10,15 +12,12 @@ import re
 import secrets
 import stat
 import tempfile
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-
 from bridge.errors import BridgeError
-from bridge.playbook import OutputSpec
 
 BRIDGE_DIR = ".bridge"
 _EXCLUDE_LINE = ".bridge/"
@@ -215,195 +214,3 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "to_dict"):
         return value.to_dict()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-# -- output paths and checks -----------------------------------------------------------------------
-
-def resolve_output(shared: Path, rel: str) -> Path:
-    """The absolute path of a declared output; raise if it could land outside the shared folder."""
-    root = Path(os.path.realpath(shared))
-    if not rel or not rel.strip():
-        raise BridgeError("an output path is empty; give a path relative to the shared folder")
-    if os.path.isabs(rel) or rel.startswith("~") or re.match(r"^[A-Za-z]:", rel):
-        raise BridgeError(f"output {rel!r} is absolute; outputs are paths relative to the shared folder")
-    parts = [p for p in re.split(r"[\\/]", rel) if p not in ("", ".")]
-    if ".." in parts:
-        raise BridgeError(f"output {rel!r} climbs out of the shared folder with '..'")
-    if not parts:
-        raise BridgeError(f"output {rel!r} names the shared folder itself, not a file in it")
-    current = root
-    for part in parts:
-        current = current / part
-        if current.is_symlink():
-            target = Path(os.path.realpath(current))
-            if not _inside(target, root):
-                raise BridgeError(
-                    f"output {rel!r} goes through the symlink {current}, which points outside the shared "
-                    f"folder (to {target}); outputs must stay inside {root}"
-                )
-    if not _inside(Path(os.path.realpath(current)), root):
-        raise BridgeError(f"output {rel!r} resolves outside the shared folder {root}")
-    return current
-
-
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
-@dataclass(frozen=True)
-class OutputCheck:
-    """Whether one declared output is there and valid; `data` is the parsed JSON for .json files."""
-
-    ok: bool
-    path: Path | None
-    problem: str | None = None
-    data: Any = None
-    rel: str = ""
-    required: bool = True
-    exists: bool = False
-
-    def __str__(self) -> str:
-        return f"{self.rel}: {'ok' if self.ok else self.problem}"
-
-
-def check_output(shared: Path, spec: OutputSpec) -> OutputCheck:
-    """Exists, a regular file (not a symlink) inside the folder, non-empty, and valid JSON per its schema."""
-    rel, required = spec.path, spec.required
-    try:
-        path = resolve_output(shared, rel)
-    except BridgeError as exc:
-        return OutputCheck(False, None, str(exc), rel=rel, required=required)
-
-    def bad(problem: str, exists: bool = True) -> OutputCheck:
-        return OutputCheck(False, path, problem, rel=rel, required=required, exists=exists)
-
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        if required:
-            return bad("missing", exists=False)
-        return OutputCheck(True, path, None, rel=rel, required=False)
-    except OSError as exc:
-        return bad(f"cannot be read ({exc.strerror})", exists=False)
-    if stat.S_ISLNK(st.st_mode):
-        return bad("is a symlink; write a regular file instead")
-    if not stat.S_ISREG(st.st_mode):
-        return bad("is not a regular file")
-    if st.st_size == 0:
-        return bad("is empty")
-    if path.suffix.lower() != ".json":
-        return OutputCheck(True, path, None, rel=rel, required=required, exists=True)
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError:
-        return bad("is not UTF-8 text")
-    except json.JSONDecodeError as exc:
-        return bad(f"is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})")
-    except OSError as exc:
-        return bad(f"cannot be read ({exc.strerror})")
-    if spec.schema_ is not None:
-        problem = _schema_problem(spec.schema_, data)
-        if problem:
-            return OutputCheck(False, path, problem, data, rel=rel, required=required, exists=True)
-    return OutputCheck(True, path, None, data, rel=rel, required=required, exists=True)
-
-
-def _schema_problem(schema: dict[str, Any], data: Any) -> str | None:
-    import jsonschema  # ~50 ms to import: only when an output has a schema
-    from jsonschema.exceptions import best_match
-
-    validator_cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    try:
-        validator_cls.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        return f"cannot be checked: its schema is itself invalid ({exc.message})"
-    error = best_match(validator_cls(schema).iter_errors(data))
-    if error is None:
-        return None
-    return f"does not match its schema at {error.json_path}: {error.message}"
-
-
-def check_outputs(shared: Path, specs: Iterable[OutputSpec]) -> list[OutputCheck]:
-    return [check_output(shared, spec) for spec in specs]
-
-
-def output_problems(checks: Iterable[OutputCheck]) -> list[str]:
-    """`rel: problem` for each failed check (the shape the architecture doc's check_outputs promises)."""
-    return [str(c) for c in checks if not c.ok]
-
-
-def missing_outputs_message(checks: Sequence[OutputCheck]) -> str:
-    """One paragraph naming every missing or invalid output; empty when all are fine."""
-    bad = [c for c in checks if not c.ok]
-    if not bad:
-        return ""
-    n = len(bad)
-    lines = [f"{n} declared output{'s' if n != 1 else ''} missing or invalid:"]
-    lines += [f"  - {c.rel}: {c.problem}" + (f" ({c.path})" if c.path else "") for c in bad]
-    return "\n".join(lines)
-
-
-# -- hand-off caps and sizes -----------------------------------------------------------------------
-
-def cap_summary(text: str, max_lines: int | None = None, max_bytes: int | None = None) -> str:
-    """Keep whole lines within both caps (UTF-8 bytes), then add a "[… N more lines]" marker."""
-    lines = text.splitlines()
-    total = len(lines)
-    fits_lines = max_lines is None or total <= max_lines
-    fits_bytes = max_bytes is None or len(text.encode("utf-8")) <= max_bytes
-    if fits_lines and fits_bytes:
-        return text
-    budget = None
-    if max_bytes is not None:
-        budget = max_bytes - len(f"\n[… {total} more lines]".encode("utf-8"))
-    kept: list[str] = []
-    used = 0
-    for line in lines[: max_lines if max_lines is not None else total]:
-        size = len(line.encode("utf-8")) + (1 if kept else 0)
-        if budget is not None and used + size > budget:
-            if not kept and budget > 0:  # a first line longer than the cap: keep what fits of it
-                cut = line.encode("utf-8")[:budget].decode("utf-8", errors="ignore")
-                return f"{cut}\n[… {total - 1} more lines]"
-            break
-        kept.append(line)
-        used += size
-    marker = f"[… {total - len(kept)} more lines]"
-    return "\n".join([*kept, marker])
-
-
-@dataclass(frozen=True)
-class Handoff:
-    """Bytes handed into a prompt vs bytes of the upstream transcripts they stand in for."""
-
-    handed_bytes: int
-    transcript_bytes: int
-
-    @property
-    def ratio(self) -> float | None:
-        return self.handed_bytes / self.transcript_bytes if self.transcript_bytes else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"handed_bytes": self.handed_bytes, "transcript_bytes": self.transcript_bytes,
-                "ratio": self.ratio}
-
-
-def text_bytes(texts: str | Iterable[str]) -> int:
-    """UTF-8 size of a rendered prompt (or of the upstream pieces rendered into it)."""
-    if isinstance(texts, str):
-        texts = [texts]
-    return sum(len(t.encode("utf-8")) for t in texts)
-
-
-def transcript_bytes(logs: Iterable[Path]) -> int:
-    """Total size of upstream stdout logs; a missing log counts as 0."""
-    total = 0
-    for log in logs:
-        try:
-            total += os.stat(log).st_size
-        except OSError:
-            pass
-    return total
-
-
-def handoff_size(handed: str | Iterable[str], transcripts: Iterable[Path]) -> Handoff:
-    return Handoff(text_bytes(handed), transcript_bytes(transcripts))

@@ -12,7 +12,7 @@ import pytest
 from bridge.errors import BridgeError
 from bridge.playbook import OutputSpec
 from bridge.watcher import DEFAULT_SETTLE, OutputWatcher
-from bridge.workspace import OutputCheck
+from bridge.outputs import OutputCheck
 
 WAIT = 10.0  # generous: only reached when something is broken
 
