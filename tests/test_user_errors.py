@@ -143,3 +143,54 @@ stages:
     flat = " ".join(out.split())
     assert code == 1 and "nothing was started: stage s needs a CLI that is missing: the agent CLI 'claude'" in flat
     assert "$BRIDGE_CLI_PATH is empty" in flat and "gemini" not in flat
+
+
+SECRETS = {"ANTHROPIC_API_KEY": "sk-ant-bridgeqa-FAKE-anthropic-0123456789",
+           "OPENAI_API_KEY": "sk-bridgeqa-FAKE-openai-9876543210",
+           "GITHUB_TOKEN": "ghp_bridgeqaFAKEgithub5555555555"}
+
+
+def leaked(folder: Path, values: list[str]) -> list[str]:
+    """Every file under `folder` (the ledger's db, wal and shm included) holding one of `values`."""
+    return [f"{path}: {value[:12]}..." for path in sorted(folder.rglob("*")) if path.is_file()
+            for value in values if value.encode() in path.read_bytes()]
+
+
+def test_secrets_in_an_agents_answer_are_masked_everywhere(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent that prints its environment: stdout.jsonl was masked, but its final message went as
+    is into result.json, the ledger (final message, summary) and a `from: final_message` output."""
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    project = git_repo(tmp_path / "proj")
+    playbook = tmp_path / "p.yaml"
+    playbook.write_text("""\
+version: 1
+name: envy
+agents:
+  a: {cli: command, command: [sh, -c, "env; echo $GITHUB_TOKEN >&2; exit 0"], env: {MY_TOKEN: profile-secret-777}}
+stages:
+  s: {agent: a, prompt: hi, outputs: [{path: env.txt, from: final_message}], summary: {max_lines: 500}}
+  t: {agent: a, needs: [s], prompt: "{{ stages.s.summary }}"}
+""")
+    code, out = invoke("run", str(playbook), "--dir", str(project))
+    assert code == 0, out
+    bridge_dir = project / ".bridge"
+    run_dir = next((bridge_dir / "runs").iterdir())
+    assert "GITHUB_TOKEN=***" in (run_dir / "shared" / "env.txt").read_text()
+    assert "MY_TOKEN=***" in (run_dir / "shared" / "env.txt").read_text()
+    assert leaked(bridge_dir, [*SECRETS.values(), "profile-secret-777"]) == []
+
+
+@pytest.mark.e2e
+def test_a_rehearsal_writes_no_secret_of_the_environment(tmp_path: Path, real_clis: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", f"{real_clis}{os.pathsep}{os.environ['PATH']}")
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    project = git_repo(tmp_path / "proj")
+    assert invoke("init", "--dir", str(project))[0] == 0
+    code, out = invoke("run", str(project / PLAYBOOK), "--rehearse", "--dir", str(project))
+    assert code == 0, out
+    assert leaked(project / ".bridge", list(SECRETS.values())) == []
+    assert leaked(project / ".bridge", [v[-20:] for v in SECRETS.values()]) == []
