@@ -48,10 +48,15 @@ def _call(command: str, **kwargs: object) -> None:
         quiet_stdout()
         code = 141
     except Exception as exc:  # a bug in bridge: say so, keep the traceback in a file
-        from bridge.ui import print_bug
+        from bridge.errors import environment_problem
+        from bridge.ui import print_bug, print_error
 
-        print_bug(exc)
-        code = 3
+        if (problem := environment_problem(exc)) is not None:  # a full disk, a read-only folder
+            print_error(problem)
+            code = 1
+        else:
+            print_bug(exc)
+            code = 3
     raise typer.Exit(code or 0)
 
 

@@ -194,3 +194,44 @@ def test_a_rehearsal_writes_no_secret_of_the_environment(tmp_path: Path, real_cl
     assert code == 0, out
     assert leaked(project / ".bridge", list(SECRETS.values())) == []
     assert leaked(project / ".bridge", [v[-20:] for v in SECRETS.values()]) == []
+
+
+@pytest.mark.parametrize("exc, says", [
+    (OSError(28, "No space left on device", "/p/.bridge/runs/x/stages/s/attempt-1/stdout.jsonl"),
+     "cannot write /p/.bridge/runs/x/stages/s/attempt-1/stdout.jsonl: No space left on device. "
+     "Fix: free some space on that disk"),
+    (OSError(30, "Read-only file system", "/p/.bridge"),
+     "cannot write /p/.bridge: Read-only file system. Fix: make the project folder writable"),
+    (__import__("sqlite3").OperationalError("database or disk is full"),
+     "cannot write the run ledger (.bridge/ledger.db): database or disk is full. Fix: free some space"),
+])
+def test_a_full_disk_or_read_only_folder_is_not_reported_as_a_bug(
+        exc: Exception, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """These used to be 'bridge hit an internal error ... a bug in bridge' with exit 3."""
+    import bridge.launch
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise exc
+
+    monkeypatch.setattr(bridge.launch, "start_run", boom)
+    playbook = tmp_path / "p.yaml"
+    playbook.write_text("version: 1\nname: x\nagents: {a: {cli: command, command: [echo]}}\n"
+                        "stages: {s: {agent: a, prompt: hi}}\n")
+    code, out = invoke("run", str(playbook), "--dir", str(tmp_path))
+    assert code == 1, out
+    assert says in " ".join(out.split()) and "internal error" not in out
+    assert "bridge resume RUN" in out
+
+
+def test_a_real_bug_still_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bridge.launch
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise OSError(5, "Input/output error")  # not the machine's state we know how to explain
+
+    monkeypatch.setattr(bridge.launch, "start_run", boom)
+    playbook = tmp_path / "p.yaml"
+    playbook.write_text("version: 1\nname: x\nagents: {a: {cli: command, command: [echo]}}\n"
+                        "stages: {s: {agent: a, prompt: hi}}\n")
+    code, out = invoke("run", str(playbook), "--dir", str(tmp_path))
+    assert code == 3 and "internal error" in out and "bridge-crash-" in out

@@ -14,7 +14,8 @@ def playbook_folder(directory: Path | None) -> Path:
     """DIR (default ./playbooks), resolved; raises if it is not a folder."""
     folder = (directory or Path("playbooks")).resolve()
     if not folder.is_dir():
-        raise BridgeError(f"{folder} is not a folder of playbooks; pass one: bridge schedule run DIR")
+        raise BridgeError(f"{folder} is not a folder of playbooks (the default is ./playbooks); pass the "
+                          "folder that holds yours: bridge schedule run|list|export DIR")
     return folder
 
 
