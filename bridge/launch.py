@@ -25,9 +25,9 @@ from bridge.events import (Emit, GitNote, RunFinished, RunStarted, Status, Tasks
 from bridge.ledger import Ledger
 from bridge.ledger_schema import RunRow
 from bridge.playbook import Playbook, iter_stages, matrix_items, uses_worktrees
-from bridge.runner import Prior, Runner, RunnerOptions
+from bridge.runner import Runner, RunnerOptions
 from bridge.tasks import TaskList, read_tasks
-from bridge.unit import RunResult
+from bridge.unit import Prior, RunResult
 from bridge.views import Contexts, unit_key
 from bridge.workspace import RunLayout, new_run_id
 

@@ -2,8 +2,8 @@
 
 Each stage is an asyncio task that waits for its needs, so a stage starts the moment its own needs
 are met, not when a whole layer is. Agent runs are bounded by one global semaphore plus one per
-stage (matrix `max_parallel`). Running one attempt is delegated to an `Execute` callable
-(bridge.stage_exec.StageExecutor in real runs; a fake in scheduler tests).
+stage (matrix `max_parallel`). A unit, once it may start, is run to its end (attempts, retries,
+usage-limit waits) by bridge.unit_runner.
 """
 
 from __future__ import annotations
@@ -15,60 +15,28 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from bridge import dag
-from bridge.agents.base import AgentEvent, ErrorKind, EventKind
-from bridge.budget import BudgetTracker, Spend, spend_from_event
-from bridge.events import (Emit, LoopIteration, RunCancelling, Status, UnitActivity, UnitFinished,
-                           UnitRetrying, UnitStarted, UnitWaiting)
+from bridge.agents.base import ErrorKind
+from bridge.budget import BudgetTracker, Spend
+from bridge.events import Emit, LoopIteration, RunCancelling, Status, UnitFinished
 from bridge.playbook import Playbook, Stage
-from bridge.unit import AttemptReport, Resolve, RunResult, StageResult, Unit, UnitResult
+from bridge.unit import Prior, Resolve, RunResult, StageResult, Unit, UnitResult
+from bridge.unit_runner import Execute, RetryOptions, UnitRunner
 from bridge.views import Contexts, evaluate, unit_key
 
 DEFAULT_MAX_PARALLEL = 4
-NOT_RETRIED = (ErrorKind.AUTH, ErrorKind.NOT_FOUND, ErrorKind.BUDGET, ErrorKind.CANCELLED, ErrorKind.CONFIG)
 # an `if:` that looks at statuses replaces the default "needs went well" gate, as in GitHub Actions
 _STATUS_AWARE = re.compile(r"\bstatus\b")
 
 
-@dataclass
-class AttemptControl:
-    """What the runner hands an attempt: when to stop, how to report activity."""
-
-    should_stop: Callable[[], str | None]
-    cancel: asyncio.Event
-    on_event: Callable[[AgentEvent], None]
-    resume_session: str | None = None
-    upstream: tuple[str, ...] = ()  # unit keys of the needs (for transcript-size accounting)
-
-
-class Execute(Protocol):
-    def __call__(self, unit: Unit, attempt: int, context: dict[str, Any],
-                 control: AttemptControl) -> Awaitable[AttemptReport]: ...
-
-
 @dataclass(frozen=True)
-class Prior:
-    """What an earlier session of this run (or an earlier run, for --from) left for a unit."""
+class RunnerOptions(RetryOptions):
+    """The retry options of every unit, plus which stages run and how many agents at once."""
 
-    status: str
-    attempts: int = 0
-    final_message: str = ""
-    summary: str = ""
-    session_id: str | None = None
-    tokens: int = 0  # every attempt of the unit so far (all earlier sessions)
-    cost_usd: float = 0.0
-    stage_id: str = ""
-
-
-@dataclass(frozen=True)
-class RunnerOptions:
     max_parallel: int | None = None
     selected: frozenset[str] | None = None  # --only / --from; None runs everything
-    rate_limit_waits: int = 5  # at most this many usage-limit waits per unit
-    rate_limit_backoff: float = 60.0  # wait when the CLI gives no reset time (doubles each time)
-    rate_limit_cap: float = 6 * 3600.0  # never wait longer than this for one reset
 
 
 class Scope:
@@ -116,12 +84,14 @@ class Runner:
                 self.budget.add_settled(earlier.stage_id, Spend(earlier.tokens, earlier.cost_usd))
         self.root = Scope()
         self.home: dict[str, str | None] = {}  # stage id -> id of the loop it belongs to
-        self.units_done: dict[str, UnitResult] = {}
         self.stage_stop: dict[str, str] = {}  # stage id -> why its running units must stop (fail_fast)
         self.cancel_reason: str | None = None
         self.cancel_phase: str | None = None
         self.phase = "main"
         self.force = asyncio.Event()
+        self.units = UnitRunner(execute=execute, emit=emit, record=self.record, budget=self.budget,
+                                prior=self.prior, slots=self.slots, force=self.force,
+                                stop_reason=self._stop_reason, options=options)
         self._index(playbook.stages, None)
         self._index(playbook.finally_, None)
 
@@ -186,12 +156,6 @@ class Runner:
         if sibling:
             return Status.CANCELLED, ErrorKind.CANCELLED, sibling
         return None
-
-    async def _sleep(self, seconds: float, unit: Unit) -> None:
-        """Sleep, but wake early when the unit must stop."""
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0 and self._stop_reason(unit) is None:
-            await asyncio.sleep(min(left, 0.05))
 
     # stages ----------------------------------------------------------------------------------
     async def _run_group(self, stages: dict[str, Stage], scope: Scope) -> None:
@@ -375,123 +339,12 @@ class Runner:
 
     # units -----------------------------------------------------------------------------------
     async def _unit(self, unit: Unit, scope: Scope, local: asyncio.Semaphore) -> UnitResult:
-        result = await self._attempts(unit, scope, local)
-        self.units_done[unit.key] = result
-        self.record(unit.key, unit.stage_id, status=result.status.value, reason=result.reason,
-                    error=result.error.value if result.error else None, attempts=result.attempts,
-                    ended=time.time(), tokens=result.tokens, cost_usd=result.cost_usd,
-                    final_message=result.final_message, summary=result.summary,
-                    session_id=result.session_id, iteration=unit.iteration, matrix=unit.matrix)
-        self.emit(UnitFinished(key=unit.key, stage_id=unit.stage_id, status=result.status,
-                               reason=result.reason, error=result.error.value if result.error else None,
-                               attempts=result.attempts, duration=result.duration, tokens=result.tokens,
-                               cost_usd=result.cost_usd, reused=result.reused))
+        context = functools.partial(self._context, unit.stage_id, scope, unit.matrix, unit.conflict)
+        result = await self.units.run(unit, local, context, self._upstream_keys(unit, scope))
         if result.status is Status.FAILURE and unit.stage.fail_fast and unit.stage.matrix \
                 and not unit.stage.continue_on_error:
             self.stage_stop.setdefault(unit.stage_id, f"fail_fast: {unit.key} failed")
         return result
-
-    async def _attempts(self, unit: Unit, scope: Scope, local: asyncio.Semaphore) -> UnitResult:
-        stage = unit.stage
-        prior = self.prior.get(unit.key)
-        if prior is not None and prior.status == "success":
-            self.budget.add_settled(unit.stage_id, Spend(prior.tokens, prior.cost_usd))
-            return UnitResult(unit, Status.SUCCESS, reason="reused", attempts=prior.attempts,
-                              final_message=prior.final_message, summary=prior.summary,
-                              session_id=prior.session_id, tokens=prior.tokens, cost_usd=prior.cost_usd,
-                              reused=True)
-        context = self._context(unit.stage_id, scope, unit.matrix)
-        if stage.if_ is not None and stage.matrix and not evaluate(stage.if_, context, f"stages.{unit.stage_id}.if"):
-            return UnitResult(unit, Status.SKIPPED, reason=f"condition is false: {stage.if_}")
-        n = prior.attempts if prior else 0
-        resume = prior.session_id if prior and prior.status in ("running", "waiting") else None
-        failures = waits = 0
-        # an earlier session's attempts count towards the unit (the budget has them already)
-        spend = Spend(prior.tokens, prior.cost_usd) if prior else Spend()
-        start = time.monotonic()
-        report = AttemptReport(Status.CANCELLED)
-
-        def done(status: Status, error: ErrorKind | None, reason: str) -> UnitResult:
-            return UnitResult(unit, status, error, reason, n, time.monotonic() - start,
-                              report.final_message, report.summary, report.session_id,
-                              spend.tokens, spend.cost_usd)
-
-        while True:
-            stop = self._stop_reason(unit)
-            if stop:
-                return done(stop[0], stop[1], f"not started: {stop[2]}" if n == 0 else stop[2])
-            async with local, self.slots:
-                stop = self._stop_reason(unit)
-                if stop:
-                    return done(stop[0], stop[1], f"not started: {stop[2]}" if n == 0 else stop[2])
-                n += 1
-                report = await self._attempt(unit, n, scope, resume)
-            spend = spend + Spend(report.usage.total, report.cost_usd)
-            stop = self._stop_reason(unit)
-            # a budget overrun fails even a finished attempt (the run must say so); a cancel or a
-            # sibling's failure arriving as the attempt succeeded does not undo its work
-            if stop and (report.status is not Status.SUCCESS or stop[1] is ErrorKind.BUDGET):
-                return done(*stop)
-            if report.status is Status.SUCCESS:
-                return done(Status.SUCCESS, None, report.reason)
-            if report.status is Status.CANCELLED:
-                return done(Status.CANCELLED, report.error or ErrorKind.CANCELLED, report.reason)
-            if report.error is ErrorKind.RATE_LIMIT and waits < self.options.rate_limit_waits:
-                waits += 1
-                await self._wait_for_reset(unit, report, waits)
-                resume = report.session_id or resume
-                continue
-            failures += 1
-            if failures > stage.retry.limit or report.error in NOT_RETRIED:
-                return done(Status.FAILURE, report.error, report.reason)
-            delay = stage.retry.backoff * stage.retry.factor ** (failures - 1)
-            self.emit(UnitRetrying(unit.key, n, delay, report.reason))
-            await self._sleep(delay, unit)
-            resume = None
-
-    async def _wait_for_reset(self, unit: Unit, report: AttemptReport, waits: int) -> None:
-        now = time.time()
-        until = report.reset_at or now + self.options.rate_limit_backoff * 2 ** (waits - 1)
-        until = min(max(until, now), now + self.options.rate_limit_cap)
-        self.record(unit.key, unit.stage_id, status=Status.WAITING.value, reason=report.reason,
-                    iteration=unit.iteration, matrix=unit.matrix)
-        self.emit(UnitWaiting(unit.key, until, report.reason or "usage limit reached"))
-        await self._sleep(until - now, unit)
-
-    async def _attempt(self, unit: Unit, n: int, scope: Scope, resume: str | None) -> AttemptReport:
-        self.record(unit.key, unit.stage_id, status=Status.RUNNING.value, reason="", attempts=n,
-                    started=time.time(), iteration=unit.iteration, matrix=unit.matrix)
-        self.emit(UnitStarted(unit.key, unit.stage_id, unit.stage.agent or "", n, unit.iteration,
-                              dict(unit.matrix)))
-        live = [Spend()]
-
-        def on_event(event: AgentEvent) -> None:
-            if event.kind is EventKind.SESSION and event.text:  # kept so a resume can continue it
-                self.record(unit.key, unit.stage_id, status=Status.RUNNING.value, session_id=event.text,
-                            iteration=unit.iteration, matrix=unit.matrix)
-            if event.kind is EventKind.USAGE:
-                spend = spend_from_event(event.data)
-                if spend is not None:
-                    live[0] = spend
-                    self.budget.set_live(unit.key, unit.stage_id, spend)
-            text = event.text.strip().splitlines()[-1] if event.text.strip() else ""
-            if text or event.kind is EventKind.USAGE:
-                self.emit(UnitActivity(unit.key, event.kind.value, text[:200], live[0].tokens,
-                                       live[0].cost_usd))
-
-        def should_stop() -> str | None:
-            stop = self._stop_reason(unit)
-            return stop[2] if stop else None
-
-        control = AttemptControl(should_stop, self.force, on_event, resume,
-                                 upstream=self._upstream_keys(unit, scope))
-        context = self._context(unit.stage_id, scope, unit.matrix, unit.conflict)
-        try:
-            report = await self.execute(unit, n, context, control)
-        except Exception as exc:  # rendering errors and the like fail this attempt, not the run
-            report = AttemptReport(Status.FAILURE, ErrorKind.CRASHED, f"{type(exc).__name__}: {exc}")
-        self.budget.settle(unit.key, unit.stage_id, Spend(report.usage.total, report.cost_usd))
-        return report
 
     def _upstream_keys(self, unit: Unit, scope: Scope) -> tuple[str, ...]:
         results = scope.all_results()

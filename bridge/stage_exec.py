@@ -25,9 +25,9 @@ from bridge.events import Status
 from bridge.ledger import Ledger
 from bridge.playbook import AgentProfile, OutputSpec, Playbook, Stage
 from bridge.redact import Redactor
-from bridge.runner import AttemptControl
 from bridge.templates import render
 from bridge.unit import AttemptReport, Unit
+from bridge.unit_runner import AttemptControl
 from bridge.views import Contexts, handed_bytes, handed_pieces
 from bridge.handoff import cap_summary, transcript_bytes
 from bridge.outputs import check_outputs, missing_outputs_message, resolve_output
@@ -47,7 +47,7 @@ def _sha256(path: Path) -> str:
 
 
 class StageExecutor:
-    """Runs attempts for one run; `__call__` matches bridge.runner.Execute."""
+    """Runs attempts for one run; `__call__` matches bridge.unit_runner.Execute."""
 
     def __init__(self, playbook: Playbook, *, playbook_dir: Path, project: Path, layout: RunLayout,
                  ledger: Ledger, contexts: Contexts, watcher: Any = None,

@@ -28,6 +28,20 @@ class Unit:
 
 
 @dataclass(frozen=True)
+class Prior:
+    """What an earlier session of this run (or an earlier run, for --from) left for a unit."""
+
+    status: str
+    attempts: int = 0
+    final_message: str = ""
+    summary: str = ""
+    session_id: str | None = None
+    tokens: int = 0  # every attempt of the unit so far (all earlier sessions)
+    cost_usd: float = 0.0
+    stage_id: str = ""
+
+
+@dataclass(frozen=True)
 class AttemptReport:
     """What one attempt of a unit amounted to, after output checks."""
 

@@ -12,8 +12,9 @@ import pytest
 from bridge.agents.base import ErrorKind, Usage
 from bridge.events import Status, UnitFinished, UnitRetrying, UnitWaiting
 from bridge.playbook import Playbook
-from bridge.runner import AttemptControl, Prior, Runner, RunnerOptions
-from bridge.unit import AttemptReport, Unit
+from bridge.runner import Runner, RunnerOptions
+from bridge.unit import AttemptReport, Prior, Unit
+from bridge.unit_runner import AttemptControl
 from bridge.views import Contexts
 
 
