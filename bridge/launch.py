@@ -160,8 +160,9 @@ class Session:
 
     def __init__(self, playbook: Playbook, spec: RunSpec, layout: RunLayout, ledger: Ledger,
                  emit: Emit, prior: dict[str, Prior], selected: frozenset[str] | None,
-                 resumed: bool, base: Any = None) -> None:
+                 resumed: bool, base: Any = None, notes: tuple[str, ...] = ()) -> None:
         self.playbook, self.spec, self.layout, self.ledger = playbook, spec, layout, ledger
+        self.notes = notes  # warnings of this session (e.g. the playbook was edited before a resume)
         self.prior, self.selected, self.resumed = prior, selected, resumed
         self._emit = emit
         self.signals = 0
@@ -231,7 +232,7 @@ class Session:
                             trigger=str(self.spec.trigger) if self.spec.trigger else None)
         from bridge.caveats import playbook_warnings
 
-        warnings = () if self.spec.rehearse else tuple(playbook_warnings(playbook, self.spec.project))
+        warnings = (*self.notes, *(() if self.spec.rehearse else playbook_warnings(playbook, self.spec.project)))
         self.emit(RunStarted(layout.run_id, playbook.name, str(layout.run_dir), self._all_keys(), self.resumed,
                              warnings))
         git = None
@@ -353,7 +354,7 @@ def start_run(spec: RunSpec, emit: Emit) -> RunResult:
     with Ledger(project) as ledger, run_lock(layout):
         options = {"only": list(spec.only), "from_stage": spec.from_stage, "max_parallel": spec.max_parallel,
                    "rehearse": spec.rehearse, "script": str(spec.script) if spec.script else None,
-                   "base": base_json}
+                   "base": base_json, "playbook_sha256": _digest(spec.playbook_path)}
         ledger.start_run(layout.run_id, playbook.name, spec.playbook_path, project, vars=spec.vars,
                          options=options, pid=os.getpid(), trigger=str(spec.trigger) if spec.trigger else None)
         prior = _earlier(ledger, playbook, layout, selected) if selected is not None else {}
@@ -392,9 +393,31 @@ def resume_run(project: Path, ref: str, emit: Emit) -> RunResult:
             playbook = _load(spec.playbook_path, spec.vars, project)
             layout.create()
             prior = _prior_sessions(ledger, row.id)
+            notes = _edited(spec.playbook_path, opts.get("playbook_sha256"), playbook, prior)
             ledger.reopen_run(row.id, os.getpid())
             selected = _selected(playbook, spec.only, spec.from_stage)
             from bridge.mergeback import base_from_json, take_base
 
             return Session(playbook, spec, layout, ledger, emit, prior, selected, resumed=True,
-                           base=base_from_json(opts.get("base")) or take_base(project, playbook)).drive()
+                           base=base_from_json(opts.get("base")) or take_base(project, playbook),
+                           notes=notes).drive()
+
+
+def _digest(path: Path) -> str | None:
+    import hashlib
+
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _edited(path: Path, recorded: str | None, playbook: Playbook, prior: dict[str, Prior]) -> tuple[str, ...]:
+    """A resume runs the playbook as it is now; say so when it changed since the run started."""
+    if recorded is None or _digest(path) == recorded:
+        return ()
+    known = {sid for sid, _ in [*iter_stages(playbook.stages), *iter_stages(playbook.finally_)]}
+    gone = sorted({p.stage_id for p in prior.values() if p.stage_id and p.stage_id not in known})
+    tail = f"; stages of the run no longer in it: {', '.join(gone)}" if gone else ""
+    return (f"{path} changed since this run started: the resume runs it as it is now (succeeded units "
+            f"are kept){tail}",)

@@ -235,3 +235,24 @@ def test_a_real_bug_still_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
                         "stages: {s: {agent: a, prompt: hi}}\n")
     code, out = invoke("run", str(playbook), "--dir", str(tmp_path))
     assert code == 3 and "internal error" in out and "bridge-crash-" in out
+
+
+def test_resume_says_when_the_playbook_was_edited(tmp_path: Path) -> None:
+    """A resume runs the playbook as it is now; it used to do so silently, even with a stage of the
+    run gone from it."""
+    playbook = tmp_path / "p.yaml"
+    failing = ("version: 1\nname: ed\nagents: {a: {cli: command, command: [sh, -c, 'exit 1']},"
+               " b: {cli: command, command: [echo, ok]}}\n"
+               "stages:\n  s: {agent: b, prompt: hi}\n  t: {agent: a, needs: [s], prompt: hi}\n")
+    playbook.write_text(failing)
+    assert invoke("run", str(playbook), "--dir", str(tmp_path))[0] == 1
+    run_id = next((tmp_path / ".bridge" / "runs").iterdir()).name
+    code, out = invoke("resume", run_id, "--dir", str(tmp_path))  # unchanged: no warning
+    assert code == 1 and "changed since this run started" not in out
+    playbook.write_text(failing.replace("'exit 1'", "'echo fixed'").replace("  t:", "  t2:"))
+    code, out = invoke("resume", run_id, "--dir", str(tmp_path))
+    flat = " ".join(out.split())
+    assert code == 0, out
+    assert (f"warning: {playbook} changed since this run started: the resume runs it as it is now "
+            "(succeeded units are kept); stages of the run no longer in it: t") in flat
+    assert "s success (reused from an earlier session)" in flat and "t2 success" in flat
