@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import posixpath
 import re
 import uuid
 from typing import Any
@@ -60,14 +59,10 @@ def read(path: str, body: dict[str, Any]) -> Conversation:
 def action(step: Step, sel: Selection, conv: Conversation) -> str | ToolCall:
     """The scripted step as Claude Code's own tools: Write, Read, Bash, StructuredOutput."""
     if step.write_file is not None:
-        path = sel.expand(step.write_file.path)
-        if not posixpath.isabs(path) and conv.cwd:
-            path = posixpath.join(conv.cwd, path)  # Write insists on absolute paths
+        path = conv.absolute(sel.expand(step.write_file.path))  # Write insists on absolute paths
         return ToolCall("Write", {"file_path": path, "content": sel.expand(step.write_file.content)})
     if step.read_file is not None:
-        path = sel.expand(step.read_file)
-        if not posixpath.isabs(path) and conv.cwd:
-            path = posixpath.join(conv.cwd, path)
+        path = conv.absolute(sel.expand(step.read_file))
         return ToolCall("Read", {"file_path": path})
     if step.shell is not None:
         return ToolCall("Bash", {"command": sel.expand(step.shell), "description": "rehearsal step"})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import posixpath
 import re
 import uuid
 from typing import Any
@@ -61,14 +60,10 @@ def read(path: str, body: dict[str, Any]) -> Conversation:
 def action(step: Step, sel: Selection, conv: Conversation) -> str | ToolCall:
     """The scripted step as Gemini CLI's own tools: write_file, read_file, run_shell_command."""
     if step.write_file is not None:
-        path = sel.expand(step.write_file.path)
-        if not posixpath.isabs(path) and conv.cwd:
-            path = posixpath.join(conv.cwd, path)
+        path = conv.absolute(sel.expand(step.write_file.path))
         return ToolCall("write_file", {"file_path": path, "content": sel.expand(step.write_file.content)})
     if step.read_file is not None:
-        path = sel.expand(step.read_file)
-        if not posixpath.isabs(path) and conv.cwd:
-            path = posixpath.join(conv.cwd, path)
+        path = conv.absolute(sel.expand(step.read_file))
         return ToolCall("read_file", {"file_path": path})
     if step.shell is not None:
         return ToolCall("run_shell_command", {"command": sel.expand(step.shell), "description": "rehearsal step"})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import posixpath
 import re
 import time
 import uuid
@@ -82,10 +81,8 @@ def _shell(cmd: str, conv: Conversation) -> ToolCall:
 def action(step: Step, sel: Selection, conv: Conversation) -> str | ToolCall:
     """The scripted step as Codex's own tools: apply_patch (a file), exec_command (a command)."""
     if step.write_file is not None:
-        path = sel.expand(step.write_file.path)
+        path = conv.absolute(sel.expand(step.write_file.path))
         content = sel.expand(step.write_file.content)
-        if not posixpath.isabs(path) and conv.cwd:
-            path = posixpath.join(conv.cwd, path)
         if "apply_patch" in conv.tools:
             return ToolCall("apply_patch", free_text=_patch(path, content))
         return _shell(_heredoc(path, content), conv)

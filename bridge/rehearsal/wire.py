@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -24,6 +25,10 @@ class Conversation:
     model: str
     tools: frozenset[str] = frozenset()  # names of the tools the CLI offers
     cwd: str | None = None  # the CLI's working directory, when the request says it
+
+    def absolute(self, path: str) -> str:
+        """A scripted path as the CLI's file tools want it: relative ones joined to the CLI's cwd."""
+        return posixpath.join(self.cwd, path) if self.cwd and not posixpath.isabs(path) else path
 
 
 @dataclass(frozen=True)
