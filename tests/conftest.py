@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,12 @@ def real_clis() -> Path:
     if missing:
         pytest.fail(f"real CLIs not installed ({', '.join(missing)}): run `npm ci --prefix tests/e2e`")
     return E2E_BIN
+
+
+@pytest.fixture
+def world(tmp_path: Path, real_clis: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """For a real CLI run by hand: repo/ (cwd, not a git repo), run/shared/ (OUTSIDE it), home/, CLIs on PATH."""
+    monkeypatch.setenv("PATH", f"{real_clis}{os.pathsep}{os.environ['PATH']}")
+    for d in ("repo", "run/shared", "home"):
+        (tmp_path / d).mkdir(parents=True)
+    return tmp_path

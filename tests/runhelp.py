@@ -37,6 +37,19 @@ def run_inproc(project: Path, playbook: Path, **kw: Any) -> tuple[Any, list[Any]
     return result, events
 
 
+def git(cwd: Path, *args: str) -> str:
+    """git with a throwaway identity for the test's own commits (the repo itself has none); stdout stripped."""
+    return subprocess.run(
+        ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com", *args],
+        cwd=cwd, check=True, capture_output=True, text=True,
+    ).stdout.strip()
+
+
+def shared_dir(project: Path, run_id: str) -> Path:
+    """The run's shared folder, where the docs say it is: .bridge/runs/<run id>/shared."""
+    return project / ".bridge" / "runs" / run_id / "shared"
+
+
 def bridge_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "bridge", *args]
 

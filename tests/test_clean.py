@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,16 +12,10 @@ from bridge.cleanup import clean
 from bridge.cli import app
 from bridge.merge import integration_branch, land, merge_back
 from bridge.worktrees import add_worktree, base_commit, finish_worktree
+from tests.runhelp import git
 
 RUN = "20260101-000000-ab12"
 OTHER = "20260102-000000-cd34"
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com", *args],
-        cwd=cwd, check=True, capture_output=True, text=True,
-    ).stdout.strip()
 
 
 def branches(repo: Path) -> set[str]:

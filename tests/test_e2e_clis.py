@@ -7,7 +7,6 @@ from __future__ import annotations
 import uuid
 
 import asyncio
-import os
 import time
 from pathlib import Path
 
@@ -22,15 +21,6 @@ from bridge.rehearsal import ModelServer, parse_script, wiring
 RUN_E2E = f"run-e2e-{uuid.uuid4().hex[:8]}"  # unique: suites may run side by side
 pytestmark = pytest.mark.e2e
 CLIS = ("codex", "claude", "gemini")
-
-
-@pytest.fixture
-def world(tmp_path, real_clis, monkeypatch):
-    """cwd (the repo, not a git repo), the shared folder OUTSIDE it, an isolated HOME, CLIs on PATH."""
-    monkeypatch.setenv("PATH", f"{real_clis}{os.pathsep}{os.environ['PATH']}")
-    for d in ("repo", "run/shared", "home"):
-        (tmp_path / d).mkdir(parents=True)
-    return tmp_path
 
 
 def go(cli: str, world: Path, script: str, prompt: str = "Do the rehearsal task.", *, profile=None,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
 from pathlib import Path
 
@@ -31,14 +30,6 @@ replies:
       - write_file: {path: '$1/$2', content: "# Report\\n"}
       - text: 'Wrote the report.'
 """
-
-
-@pytest.fixture
-def world(tmp_path, real_clis, monkeypatch):
-    monkeypatch.setenv("PATH", f"{real_clis}{os.pathsep}{os.environ['PATH']}")
-    for d in ("repo", "run/shared", "home"):
-        (tmp_path / d).mkdir(parents=True)
-    return tmp_path
 
 
 def assert_clean(pid: int) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from bridge.events import GitNote, Status
 from bridge.ledger import Ledger
-from tests.runhelp import bridge, make_project, run_inproc, write_playbook
+from tests.runhelp import bridge, make_project, run_inproc, shared_dir, write_playbook
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -63,7 +63,7 @@ def test_parallel_implementers_land_on_the_users_branch(project: Path) -> None:
         assert landing["landed"] == 1 and landing["branch"] == "main"
         arts = {a["path"] for a in ledger.artifacts(result.run_id)}
     assert {"patches/impl-a.patch", "patches/impl-a.diffstat", "patches/impl-b.patch"} <= arts
-    shared = project / ".bridge" / "runs" / result.run_id / "shared"
+    shared = shared_dir(project, result.run_id)
     assert "+from a" in (shared / "patches" / "impl-a.patch").read_text()
     assert not (project / ".bridge" / "worktrees" / result.run_id).exists()  # folders go, branches stay
 
@@ -186,7 +186,7 @@ def test_loop_iteration_two_sees_iteration_one_and_verify_sees_merged_code(proje
     result, _ = run_inproc(project, pb)
     assert result.status is Status.SUCCESS, result.reason
     assert (project / "log.txt").read_text() == "round 1\nround 2\n"
-    shared = project / ".bridge" / "runs" / result.run_id / "shared"
+    shared = shared_dir(project, result.run_id)
     assert (shared / "seen-1.txt").read_text() == "round 1\n"
     assert (shared / "seen-2.txt").read_text() == "round 1\nround 2\n"
     branches = git(project, "branch", "--list", f"bridge/{result.run_id}/*")
@@ -208,7 +208,7 @@ def test_verify_runs_on_merged_work_when_it_could_not_land(project: Path) -> Non
     """)
     result, _ = run_inproc(project, pb)
     assert result.status is Status.SUCCESS, result.reason
-    shared = project / ".bridge" / "runs" / result.run_id / "shared"
+    shared = shared_dir(project, result.run_id)
     assert (shared / "seen.txt").read_text() == "made"
     assert not (project / "new.txt").exists()
     assert not (project / ".bridge" / "worktrees" / result.run_id).exists()  # the checkout went

@@ -12,7 +12,7 @@ import pytest
 from bridge.events import Status, TasksUpdated
 from bridge.ledger import Ledger
 from bridge.ui import PlainLines
-from tests.runhelp import bridge, make_project, run_inproc, write_playbook
+from tests.runhelp import bridge, make_project, run_inproc, shared_dir, write_playbook
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def test_from_final_message_output_is_written_by_bridge(project: Path) -> None:
     """)
     result, _ = run_inproc(project, pb)
     assert result.status is Status.SUCCESS, result.reason
-    shared = project / ".bridge" / "runs" / result.run_id / "shared"
+    shared = shared_dir(project, result.run_id)
     assert (shared / "audit" / "report.md").read_text() == "# Findings: none\n"
     with Ledger(project) as ledger:
         assert ledger.unit(result.run_id, "use").final_message == "read # Findings: none"
@@ -54,7 +54,7 @@ def test_from_final_message_failed_agent_writes_nothing(project: Path) -> None:
     """)
     result, _ = run_inproc(project, pb)
     assert result.status is Status.FAILURE
-    assert not (project / ".bridge" / "runs" / result.run_id / "shared" / "audit" / "report.md").exists()
+    assert not (shared_dir(project, result.run_id) / "audit" / "report.md").exists()
 
 
 def test_handoff_counts_quoted_upstream_bytes_not_the_prompt(project: Path) -> None:

@@ -13,16 +13,9 @@ from bridge.errors import BridgeError
 from bridge.merge import conflict_prompt_context, integration_branch, land, merge_back, merge_order
 from bridge.trust import trust_folder_for_claude, trust_folder_for_gemini
 from bridge.worktrees import add_worktree, base_commit, finish_worktree, worktree
+from tests.runhelp import git
 
 RUN = "20260101-000000-ab12"
-
-
-def git(cwd: Path, *args: str) -> str:
-    """git with a throwaway identity for the test's own commits (the repo itself has none)."""
-    return subprocess.run(
-        ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com", *args],
-        cwd=cwd, check=True, capture_output=True, text=True,
-    ).stdout.strip()
 
 
 def write(root: Path, files: dict[str, str]) -> None:
