@@ -24,6 +24,7 @@ from bridge.events import (Emit, GitNote, RunFinished, RunStarted, Status, Tasks
                            UnitWaiting, to_dict)
 from bridge.ledger import Ledger
 from bridge.ledger_schema import RunRow
+from bridge.outputs import ends_early
 from bridge.playbook import Playbook, iter_stages, matrix_items, uses_worktrees
 from bridge.runner import Runner, RunnerOptions
 from bridge.tasks import TaskList, read_tasks
@@ -219,7 +220,6 @@ class Session:
 
     async def _main(self) -> RunResult:
         from bridge.stage_exec import StageExecutor
-        from bridge.watcher import OutputWatcher
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -242,7 +242,12 @@ class Session:
             git = Integration(self.spec.project, playbook, layout, self.ledger, self.emit, self.base)
             git.announce()
         with contextlib.ExitStack() as stack:
-            watcher = stack.enter_context(OutputWatcher(layout.shared))
+            watcher = None
+            if any(ends_early(stage.outputs) for _, stage in [*iter_stages(playbook.stages),
+                                                              *iter_stages(playbook.finally_)]):
+                from bridge.watcher import OutputWatcher  # watchdog and its inotify thread: only when used
+
+                watcher = stack.enter_context(OutputWatcher(layout.shared))
             wiring = self._rehearsal(stack)
             executor = StageExecutor(playbook, playbook_dir=self.spec.playbook_path.parent.resolve(),
                                      project=self.spec.project, layout=layout, ledger=self.ledger,

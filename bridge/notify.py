@@ -7,7 +7,6 @@ import logging
 import os
 import subprocess
 import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -119,6 +118,8 @@ def post_webhook(url: str, body: dict[str, Any], timeout: float = WEBHOOK_TIMEOU
     """POST the JSON body; raises OSError / ValueError when it does not arrive."""
     if not url.startswith(("http://", "https://")):
         raise ValueError("only http:// and https:// webhooks are supported")
+    import urllib.request  # http.client, email, ssl: only when a webhook is posted
+
     request = urllib.request.Request(
         url, data=json.dumps(body).encode("utf-8"), method="POST",
         headers={"Content-Type": "application/json", "User-Agent": f"bridge/{__version__}"},

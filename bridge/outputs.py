@@ -137,3 +137,9 @@ def missing_outputs_message(checks: Sequence[OutputCheck]) -> str:
     lines = [f"{n} declared output{'s' if n != 1 else ''} missing or invalid:"]
     lines += [f"  - {c.rel}: {c.problem}" + (f" ({c.path})" if c.path else "") for c in bad]
     return "\n".join(lines)
+
+
+def ends_early(specs: Sequence[OutputSpec]) -> bool:
+    """Whether these outputs, once complete, may end the attempt before the agent exits: the agent
+    writes them (an output bridge writes from the final message needs the agent's end) and one is required."""
+    return not any(s.from_ == "final_message" for s in specs) and any(s.required for s in specs)

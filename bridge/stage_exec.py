@@ -30,7 +30,7 @@ from bridge.unit import AttemptReport, Unit
 from bridge.unit_runner import AttemptControl
 from bridge.views import Contexts, handed_bytes, handed_pieces
 from bridge.handoff import cap_summary, transcript_bytes
-from bridge.outputs import check_outputs, missing_outputs_message, resolve_output
+from bridge.outputs import check_outputs, ends_early, missing_outputs_message, resolve_output
 from bridge.workspace import RunLayout, atomic_write_text
 
 
@@ -95,9 +95,8 @@ class StageExecutor:
         attempt_id = self.ledger.start_attempt(self.run_id, unit.key, n, dir=paths.dir)
         complete = threading.Event()
         watch_key = f"{unit.key}#{n}"
-        # an output bridge writes from the final message needs the agent's end: no early stop then
-        by_bridge = [s for s in specs if s.from_ == "final_message"]
-        if self.watcher is not None and not by_bridge and any(s.required for s in specs):
+        by_bridge = [s for s in specs if s.from_ == "final_message"]  # written at the agent's end
+        if self.watcher is not None and ends_early(specs):
             # off the loop: a new output folder waits for its inotify watch (ms, up to 2 s), and 64
             # units registering one after another delayed the last agents' start
             await asyncio.to_thread(self.watcher.watch, watch_key, specs,
