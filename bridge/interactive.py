@@ -55,6 +55,7 @@ class SessionSpec:
     timeout: float | None = None
     idle_timeout: float | None = None
     grace: float = 3.0
+    exit_wait: float = 5.0  # how long a polite exit may take (a TUI saving its session is slow under load)
     run_id: str = ""
     stage: str = ""
 
@@ -228,7 +229,7 @@ def _leave(child: pexpect.spawn, spec: SessionSpec, polite: bool) -> None:
     if polite and spec.exit_text:
         try:
             _type(child, spec.exit_text)
-            child.expect(pexpect.EOF, timeout=spec.grace)
+            child.expect(pexpect.EOF, timeout=max(spec.exit_wait, spec.grace))
         except (pexpect.TIMEOUT, OSError):
             pass
     if child.isalive():
