@@ -50,16 +50,6 @@ class RunSpec:
     trigger: Path | None = None
 
 
-def parse_vars(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise RunError(f"--var {item!r}: write it as key=value")
-        out[key.strip()] = value
-    return out
-
-
 def rehearsal_script(playbook_path: Path, script: Path | None) -> Path:
     """--script, else `rehearsals/<playbook file name>` beside the playbook."""
     if script is not None:

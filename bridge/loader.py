@@ -19,7 +19,7 @@ from typing import Any
 import pydantic
 
 from bridge import checks
-from bridge.errors import PlaybookError, Problem
+from bridge.errors import BridgeError, PlaybookError, Problem
 from bridge.playbook import Model, Playbook
 from bridge.yamlpos import Parsed, Spot, format_path, parse
 
@@ -30,6 +30,17 @@ _SYNONYMS = {
     "retries": "retry", "steps": "stages", "jobs": "stages", "profiles": "agents",
     "variables": "vars", "env_vars": "env", "on_failure": "continue_on_error",
 }
+
+
+def parse_vars(pairs: list[str]) -> dict[str, str]:
+    """--var ['k=v', ...] -> {'k': 'v'}; a pair without '=' is a user error."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise BridgeError(f"--var {pair!r}: write it as key=value, e.g. --var target=src")
+        out[key.strip()] = value
+    return out
 
 
 def load_playbook(path: Path | str, vars: Mapping[str, str] | None = None, *,

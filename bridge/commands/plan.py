@@ -7,24 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from bridge import context, dag, templates
-from bridge.errors import BridgeError
 from bridge.caveats import playbook_warnings
-from bridge.loader import load_playbook
+from bridge.loader import load_playbook, parse_vars
 from bridge.playbook import Playbook, Stage, matrix_items
 from bridge.ui import print_text
 
 RUN_ID = "RUN_ID"
-
-
-def parse_vars(pairs: list[str]) -> dict[str, str]:
-    """['k=v', ...] -> {'k': 'v'}; a pair without '=' is a user error."""
-    out: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise BridgeError(f"--var {pair!r}: write it as key=value, e.g. --var target=src")
-        out[key.strip()] = value
-    return out
 
 
 class _Plan:

@@ -12,7 +12,8 @@ EXIT_CODES = {Status.SUCCESS: 0, Status.FAILURE: 1, Status.CANCELLED: 130}
 def run(playbook: Path, var: list[str], only: list[str], from_stage: str | None, max_parallel: int | None,
         rehearse: bool, script: Path | None, json_out: bool, trigger: Path | None,
         directory: Path | None) -> int:
-    from bridge.launch import RunSpec, parse_vars, start_run
+    from bridge.launch import RunSpec, start_run
+    from bridge.loader import parse_vars
     from bridge.ui import progress
 
     spec = RunSpec(playbook_path=playbook, project=directory or Path.cwd(), vars=parse_vars(var),
