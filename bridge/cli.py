@@ -121,13 +121,15 @@ def run(
     script: Optional[Path] = typer.Option(None, "--script", help="Rehearsal script (default: the playbook's own)."),
     json_out: bool = typer.Option(False, "--json", help="One JSON event per line on stdout."),
     trigger: Optional[Path] = typer.Option(None, "--trigger", hidden=True, help="File that triggered this run."),
+    run_id: Optional[str] = typer.Option(None, "--run-id", hidden=True,
+                                         help="Use this (new) run id; the scheduler and `bridge watch` choose it."),
     directory: Optional[Path] = DirOpt,
 ) -> None:
     """Run a playbook."""
     _call(
         "run", playbook=playbook, var=var or [], only=only or [], from_stage=from_stage,
         max_parallel=max_parallel, rehearse=rehearse, script=script, json_out=json_out,
-        trigger=trigger, directory=directory,
+        trigger=trigger, run_id=run_id, directory=directory,
     )
 
 

@@ -30,7 +30,7 @@ from bridge.runner import Runner, RunnerOptions
 from bridge.tasks import TaskList, read_tasks
 from bridge.unit import Prior, RunResult
 from bridge.views import Contexts, unit_key
-from bridge.workspace import RunLayout, new_run_id
+from bridge.workspace import RunLayout, check_run_id, new_run_id
 
 RECORDED_EVENTS = (RunStarted, RunFinished, UnitFinished, UnitRetrying, UnitWaiting, GitNote)
 
@@ -48,6 +48,7 @@ class RunSpec:
     rehearse: bool = False
     script: Path | None = None
     trigger: Path | None = None
+    run_id: str | None = None  # chosen by the caller (the scheduler, `bridge watch`); else a new one
 
 
 def rehearsal_script(playbook_path: Path, script: Path | None) -> Path:
@@ -332,6 +333,8 @@ def start_run(spec: RunSpec, emit: Emit) -> RunResult:
     """A new run of a playbook, to its end (or until interrupted)."""
     project = spec.project.resolve()
     spec = RunSpec(**{**spec.__dict__, "project": project, "playbook_path": spec.playbook_path.resolve()})
+    if spec.run_id is not None:
+        _check_new_id(project, check_run_id(spec.run_id))
     playbook = _load(spec.playbook_path, spec.vars, project)
     selected = _selected(playbook, spec.only, spec.from_stage)
     if spec.rehearse:
@@ -345,7 +348,10 @@ def start_run(spec: RunSpec, emit: Emit) -> RunResult:
 
         base = take_base(project, playbook)  # once, before anything of the run exists
         base_json = base_to_json(base)
-    layout = RunLayout(project, new_run_id()).create()
+    layout = RunLayout(project, spec.run_id or new_run_id())
+    if spec.run_id is not None:
+        _check_new_id(project, spec.run_id)  # again: another bridge may have taken it meanwhile
+    layout.create()
     with Ledger(project) as ledger, run_lock(layout):
         options = {"only": list(spec.only), "from_stage": spec.from_stage, "max_parallel": spec.max_parallel,
                    "rehearse": spec.rehearse, "script": str(spec.script) if spec.script else None,
@@ -354,6 +360,17 @@ def start_run(spec: RunSpec, emit: Emit) -> RunResult:
                          options=options, pid=os.getpid(), trigger=str(spec.trigger) if spec.trigger else None)
         prior = _earlier(ledger, playbook, layout, selected) if selected is not None else {}
         return Session(playbook, spec, layout, ledger, emit, prior, selected, resumed=False, base=base).drive()
+
+
+def _check_new_id(project: Path, run_id: str) -> None:
+    """A chosen run id must be new: neither in the ledger nor a run folder on disk."""
+    taken = RunLayout(project, run_id).run_dir.exists()
+    if not taken and (project / ".bridge" / "ledger.db").exists():
+        with Ledger(project) as ledger:
+            taken = ledger.run(run_id) is not None
+    if taken:
+        raise RunError(f"run {run_id} already exists (`bridge show {run_id}`); give --run-id a new id, "
+                       f"or continue that run with `bridge resume {run_id}`")
 
 
 def _prior_sessions(ledger: Ledger, run_id: str) -> dict[str, Prior]:

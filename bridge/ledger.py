@@ -49,12 +49,15 @@ class Ledger:
     def start_run(self, run_id: str, playbook: str, playbook_path: Path, project: Path, *,
                   vars: dict[str, Any], options: dict[str, Any], pid: int,
                   trigger: str | None = None) -> None:
-        self._exec(
-            "INSERT INTO runs (id, playbook, playbook_path, project, status, started, pid, vars_json,"
-            " options_json, trigger) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
-            (run_id, playbook, str(playbook_path), str(project), time.time(), pid,
-             json.dumps(vars, default=str), json.dumps(options, default=str), trigger),
-        )
+        try:
+            self._exec(
+                "INSERT INTO runs (id, playbook, playbook_path, project, status, started, pid, vars_json,"
+                " options_json, trigger) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+                (run_id, playbook, str(playbook_path), str(project), time.time(), pid,
+                 json.dumps(vars, default=str), json.dumps(options, default=str), trigger),
+            )
+        except sqlite3.IntegrityError:
+            raise RunError(f"run {run_id} already exists in the ledger; a new run needs a new id") from None
 
     def reopen_run(self, run_id: str, pid: int) -> None:
         """A resumed run: running again, driven by this process."""

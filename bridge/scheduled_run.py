@@ -53,6 +53,7 @@ class RunRequest:
     scheduled_for: float
     lock_fd: int | None = None
     rehearse: bool = False  # `bridge schedule run --rehearse`: the child runs with --rehearse
+    run_id: str | None = None  # the child's `--run-id`: the scheduler records it with the fire
 
 
 class RunHandle(Protocol):
@@ -71,10 +72,11 @@ def var_args(vars: dict[str, Any]) -> list[str]:
     return out
 
 
-def run_argv(path: Path, vars: dict[str, Any], rehearse: bool = False) -> list[str]:
-    """`python -m bridge run PLAYBOOK --var k=v ... [--rehearse]` for one scheduled fire."""
+def run_argv(path: Path, vars: dict[str, Any], rehearse: bool = False, run_id: str | None = None) -> list[str]:
+    """`python -m bridge run PLAYBOOK --var k=v ... [--rehearse] [--run-id ID]` for one scheduled fire."""
     argv = [sys.executable, "-m", "bridge", "run", str(path), *var_args(vars)]
-    return [*argv, "--rehearse"] if rehearse else argv
+    argv += ["--rehearse"] if rehearse else []
+    return [*argv, "--run-id", run_id] if run_id else argv
 
 
 class ChildRun:
@@ -103,7 +105,7 @@ def start_child(request: RunRequest, argv: list[str] | None = None) -> ChildRun:
     env = {**os.environ, "BRIDGE_SCHEDULED_FOR": str(request.scheduled_for)}
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            argv or run_argv(request.path, request.vars, request.rehearse),
+            argv or run_argv(request.path, request.vars, request.rehearse, request.run_id),
             cwd=request.project_dir, env=env,
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -16,6 +16,7 @@ from bridge.cron import (MAX_CATCH_UP, MISFIRE_GRACE, catch_up, fires_between, j
                          next_fires, validate_schedules, zone)
 from bridge.playbook import Playbook, Schedule
 from bridge.scheduled_run import LockHeld, RunHandle, RunRequest, playbook_lock, start_child
+from bridge.workspace import new_run_id
 
 # next_fires and friends live in bridge.cron; imported here so `bridge.scheduler.next_fires` works.
 __all__ = ["Scheduler", "SchedulerEvent", "FireLedger", "load_playbook", "playbook_files",
@@ -275,10 +276,11 @@ class Scheduler:
 
     def _start(self, name: str, fire: _Fire, now: float) -> None:
         locks = ExitStack()
+        run_id = new_run_id()  # chosen here, so the fire's row names the run it started
         try:
             fd = locks.enter_context(playbook_lock(self.project_dir, name))
             handle = self._start_run(RunRequest(name, fire.path, dict(fire.vars), self.project_dir,
-                                                fire.scheduled_for, fd, self.rehearse))
+                                                fire.scheduled_for, fd, self.rehearse, run_id))
         except LockHeld as exc:
             locks.close()
             self._record(name, fire.scheduled_for, now, "skipped", str(exc), fire)
@@ -288,7 +290,7 @@ class Scheduler:
             self._record(name, fire.scheduled_for, now, "failed", f"could not start the run: {exc}", fire)
             return
         self._active[name] = _Active(handle, locks, fire)
-        self._record(name, fire.scheduled_for, now, "started", f"pid {handle.pid}", fire)
+        self._record(name, fire.scheduled_for, now, "started", f"run {run_id}, pid {handle.pid}", fire, run_id)
 
     # -- running runs ---------------------------------------------------------------------
     def _reap(self, now: float) -> None:
@@ -351,10 +353,10 @@ class Scheduler:
         return max(soonest, 0.0)
 
     def _record(self, name: str, scheduled_for: float, now: float, action: str, detail: str,
-                fire: _Fire | None = None) -> None:
+                fire: _Fire | None = None, run_id: str | None = None) -> None:
         if fire is not None and fire.note:
             detail = f"{detail} ({fire.note})"
-        self.ledger.record_fire(name, scheduled_for, now, action, None, detail)
+        self.ledger.record_fire(name, scheduled_for, now, action, run_id, detail)
         self._emit(action, name, f"fire for {_iso(scheduled_for)}: {action}: {detail}", now)
 
     def _emit(self, kind: str, playbook: str, message: str, now: float) -> None:

@@ -114,6 +114,17 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_run_id(run_id: str) -> str:
+    """A run id given from outside (`bridge run --run-id`): safe as a folder and branch name, or BridgeError."""
+    if not _RUN_ID.fullmatch(run_id) or ".." in run_id or run_id == "last":
+        raise BridgeError(f"--run-id {run_id!r} is not a usable run id: use 1-64 letters, digits, '.', '_' "
+                          "or '-', starting with a letter or digit (e.g. what `bridge runs` shows)")
+    return run_id
+
+
 _UNSAFE = re.compile(r"[^a-z0-9._]+")
 
 

@@ -158,6 +158,29 @@ def test_two_runs_of_one_playbook_at_once(project: Path) -> None:
             assert ledger.unit(run.id, "after").final_message == "3 items"  # type: ignore[union-attr]
 
 
+def test_run_id_chosen_by_the_caller(project: Path) -> None:
+    """The hidden --run-id (the scheduler's and `bridge watch`'s): used as given, safe, never reused."""
+    pb = write_playbook(project, """
+        stages:
+          a: {agent: f, prompt: "FAKE: write={{ shared }}/id.txt={{ run.id }}", outputs: [id.txt]}
+    """)
+    done = bridge(project, "run", str(pb), "--run-id", "nightly-0001")
+    assert done.returncode == 0, done.stdout + done.stderr
+    with Ledger(project) as ledger:
+        assert [r.id for r in ledger.runs()] == ["nightly-0001"]
+    assert (project / ".bridge" / "runs" / "nightly-0001" / "shared" / "id.txt").read_text() == "nightly-0001"
+    again = bridge(project, "run", str(pb), "--run-id", "nightly-0001")
+    assert again.returncode == 1
+    assert "run nightly-0001 already exists" in again.stderr and "bridge resume nightly-0001" in again.stderr
+    for bad in ("../escape", "a/b", "-x", "last", ""):
+        refused = bridge(project, "run", str(pb), "--run-id", bad)
+        assert refused.returncode == 1 and "is not a usable run id" in refused.stderr, (bad, refused.stderr)
+    with Ledger(project) as ledger:
+        assert [r.id for r in ledger.runs()] == ["nightly-0001"]  # nothing else was started
+    assert sorted(p.name for p in (project / ".bridge" / "runs").iterdir()) == ["nightly-0001"]
+    assert "--run-id" not in bridge(project, "run", "--help").stdout  # hidden: for bridge's own callers
+
+
 def test_json_output(project: Path) -> None:
     pb = write_playbook(project, """
         stages:

@@ -80,9 +80,9 @@ def test_a_fire_starts_a_real_bridge_run_that_succeeds(tmp_path: Path) -> None:
         sched.tick()
         assert list(sched.active) == ["tick"]  # the 10:01 fire started a child `bridge run`
         run_until_idle(sched, 60)
-        fires = [(f["scheduled_for"], f["action"]) for f in ledger.fires("tick")]
+        fires = [(f["scheduled_for"], f["action"], f["run_id"]) for f in ledger.fires("tick")]
         [run] = ledger.runs()
-    assert fires == [(ts(2024, 5, 1, 10, 1), "started")]
+    assert fires == [(ts(2024, 5, 1, 10, 1), "started", run.id)]  # the fire names the run it started
     assert (run.playbook, run.status) == ("tick", "success"), run.reason
     assert run.vars == {"word": "scheduled"}  # the schedule's vars reached the run as --var
     said = RunLayout(project, run.id).shared / "tick" / "said.txt"
@@ -132,6 +132,8 @@ def test_rehearse_reaches_the_child_argv(tmp_path: Path) -> None:
     argv = run_argv(tmp_path / "pb.yaml", {"target": "main"}, rehearse=True)
     assert argv[-3:] == ["--var", "target=main", "--rehearse"]
     assert "--rehearse" not in run_argv(tmp_path / "pb.yaml", {})
+    assert run_argv(tmp_path / "pb.yaml", {}, run_id="20240501-100100-ab12")[-2:] == \
+        ["--run-id", "20240501-100100-ab12"]
 
 
 # ---- the shipped playbooks/ folder ------------------------------------------------------------

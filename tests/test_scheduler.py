@@ -215,6 +215,7 @@ def test_fires_on_time_and_records_in_ledger(project: Path) -> None:
     assert req.playbook == "a" and req.vars == {"x": "1"} and req.project_dir == project
     assert req.scheduled_for == ts(2024, 5, 1, 10, 0)
     assert ledger.rows[0][:4] == ("a", ts(2024, 5, 1, 10, 0), clock.now, "started")
+    assert req.run_id and ledger.rows[0][4] == req.run_id  # the scheduler chose the run's id and recorded it
     clock.now += 5
     sched.tick()
     assert len(starter.runs) == 1  # one fire, one run

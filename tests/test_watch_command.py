@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -175,9 +176,10 @@ def test_a_file_dropped_in_the_inbox_starts_exactly_one_run(project: Path, capsy
         (inbox / "ignored.txt").write_text("not matching")
         assert len(records(project)) == 1
     [argv] = records(project)
-    assert argv == ["-m", "bridge", "run", str(project / "implement.yaml"), "--trigger", str(report.resolve()),
-                    "--dir", str(project), "--var", "focus=security"]
     out = capsys.readouterr().out
+    [run_id] = re.findall(r"run #1 started \(pid \d+, run (\S+)\) for ", out)  # chosen by watch, said
+    assert argv == ["-m", "bridge", "run", str(project / "implement.yaml"), "--trigger", str(report.resolve()),
+                    "--dir", str(project), "--run-id", run_id, "--var", "focus=security"]
     assert "trigger #1: audit/report.md" in out and "run #1 ended: exit 0" in out
 
 
@@ -323,6 +325,7 @@ def test_a_dropped_file_runs_the_playbook_for_real(real_project: Path, monkeypat
         time.sleep(0.3)  # well past the debounce: no second run may follow
     [run] = finished_runs(real_project)
     assert (run.playbook, run.status, run.trigger) == ("on-audit", "success", str(report.resolve()))
+    assert any("run #1 started (pid " in line and f", run {run.id}) for " in line for line in lines), lines
     seen = RunLayout(real_project, run.id).shared / "seen.txt"
     assert seen.read_text().strip() == "from security.md: SQL injection in find()"
     assert not any("run #2" in line for line in lines)

@@ -25,16 +25,18 @@ from watchdog.observers.polling import PollingObserver
 
 from bridge.errors import BridgeError
 from bridge.triggers import Trigger, TriggerQueue, glob_regex, matches
-from bridge.workspace import BRIDGE_DIR, exclude_from_git
+from bridge.workspace import BRIDGE_DIR, exclude_from_git, new_run_id
 
 GRACE_INT = 10.0  # the child is a `bridge run`: give it time to stop its own agents cleanly
 GRACE_TERM = 5.0
 _EVENTS = [FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileClosedEvent]
 
 
-def child_argv(playbook: Path, trigger: Path, project: Path, var: list[str]) -> list[str]:
-    """The `bridge run` started for one trigger (tests swap this for a recorder script)."""
-    argv = [sys.executable, "-m", "bridge", "run", str(playbook), "--trigger", str(trigger), "--dir", str(project)]
+def child_argv(playbook: Path, trigger: Path, project: Path, var: list[str], run_id: str) -> list[str]:
+    """The `bridge run` started for one trigger, with the run id chosen here (tests swap this for a
+    recorder script)."""
+    argv = [sys.executable, "-m", "bridge", "run", str(playbook), "--trigger", str(trigger), "--dir", str(project),
+            "--run-id", run_id]
     for item in var:
         argv += ["--var", item]
     return argv
@@ -48,7 +50,7 @@ class WatchLoop:
     """Feeds file events to a TriggerQueue and runs one child at a time until `stop` is set."""
 
     def __init__(self, folder: Path, pattern: str, triggers: TriggerQueue,
-                 argv_for: Callable[[Path], list[str]], *, cwd: Path | None = None,
+                 argv_for: Callable[[Path, str], list[str]], *, cwd: Path | None = None,
                  out: Callable[[str], None] | None = None, grace: tuple[float, float] = (GRACE_INT, GRACE_TERM)) -> None:
         self.folder = folder
         self.pattern = pattern
@@ -118,7 +120,8 @@ class WatchLoop:
             if not trigger.path.is_file():
                 self.out(f"trigger #{trigger.seq} skipped: {trigger.path} is gone")
                 continue
-            argv = self.argv_for(trigger.path)
+            run_id = new_run_id()  # chosen here, so the trigger's line names the run it started
+            argv = self.argv_for(trigger.path, run_id)
             try:
                 # Own session (and so process group): Ctrl-C in the terminal reaches only bridge
                 # watch, which then stops the run on purpose, in order.
@@ -126,7 +129,7 @@ class WatchLoop:
             except OSError as exc:
                 raise BridgeError(f"could not start {argv[0]}: {exc.strerror or exc}") from None
             self.runs += 1
-            self.out(f"run #{trigger.seq} started (pid {proc.pid}) for {trigger.path}")
+            self.out(f"run #{trigger.seq} started (pid {proc.pid}, run {run_id}) for {trigger.path}")
             return proc, trigger, time.monotonic()
         return None
 
@@ -239,7 +242,7 @@ def run(playbook: Path, on: str, watch_dir: Path | None, queue: bool, debounce: 
     folder = folder.resolve()
 
     loop = WatchLoop(folder, on, TriggerQueue(debounce, queue_all=queue),
-                     lambda trigger: child_argv(book, trigger, project, var), cwd=project)
+                     lambda trigger, run_id: child_argv(book, trigger, project, var, run_id), cwd=project)
     mode = "queue every trigger" if queue else "coalesce triggers"
     say(f"running {book} per trigger ({mode}, debounce {debounce:g}s)")
     stop = stop or threading.Event()
