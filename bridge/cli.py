@@ -193,7 +193,8 @@ def watch(
 
 @app.command()
 def clean(
-    run_id: Optional[str] = typer.Argument(None, metavar="[RUN]"),
+    run_id: Optional[str] = typer.Argument(None, metavar="[RUN]",
+                                           help="Only this run: its id, a unique prefix of it, or 'last'."),
     dry_run: bool = typer.Option(False, "--dry-run"),
     directory: Optional[Path] = DirOpt,
 ) -> None:

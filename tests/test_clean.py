@@ -137,3 +137,26 @@ def test_bridge_clean_command_prints_the_report(repo: Path) -> None:
     result = CliRunner().invoke(app, ["clean", "--dir", str(repo)])
     assert result.exit_code == 0 and "removed branch" in result.output
     assert branches(repo) == {"main", unmerged.branch}
+
+
+def test_bridge_clean_takes_a_run_prefix_or_last(repo: Path) -> None:
+    """RUN is resolved the way `bridge show` resolves it (the ledger's find_run)."""
+    from bridge.ledger import Ledger
+
+    with Ledger(repo) as ledger:
+        for run_id in (RUN, OTHER):  # OTHER starts last
+            ledger.start_run(run_id, "pb", repo / "pb.yaml", repo, vars={}, options={}, pid=0)
+            ledger.finish_run(run_id, "success", "", tokens=0, cost_usd=0.0)
+    first = stage(repo, RUN, "a", {}, keep_folder=True)
+    second = stage(repo, OTHER, "b", {}, keep_folder=True)
+    ambiguous = CliRunner().invoke(app, ["clean", "2026010", "--dir", str(repo)])
+    assert ambiguous.exit_code == 1 and "matches 2 runs" in ambiguous.output
+    unknown = CliRunner().invoke(app, ["clean", "1999", "--dir", str(repo)])
+    assert unknown.exit_code == 1 and "no run matches '1999'" in unknown.output
+    assert branches(repo) == {"main", first.branch, second.branch}  # nothing removed on an error
+    last = CliRunner().invoke(app, ["clean", "last", "--dir", str(repo)])
+    assert last.exit_code == 0, last.output
+    assert branches(repo) == {"main", first.branch}  # `last` is OTHER, the latest started
+    prefix = CliRunner().invoke(app, ["clean", RUN[:10], "--dir", str(repo)])
+    assert prefix.exit_code == 0, prefix.output
+    assert branches(repo) == {"main"} and not first.path.exists()

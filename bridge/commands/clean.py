@@ -1,4 +1,6 @@
-"""`bridge clean [--dry-run] [RUN]`: remove what finished runs left in git, keep unmerged work."""
+"""`bridge clean [--dry-run] [RUN]`: remove what finished runs left in git, keep unmerged work.
+
+RUN is an id, a unique prefix of one, or `last`, as `bridge show` takes it."""
 
 from __future__ import annotations
 
@@ -49,10 +51,29 @@ def finished_runs(root: Path) -> set[str]:
     return ids - live
 
 
+def resolve_run(root: Path, ref: str) -> str:
+    """RUN as `bridge show` takes it (an id, a unique prefix, `last`) through the ledger; an exact id
+    the ledger does not know (its database deleted) still names what git holds of that run."""
+    if not (root / ".bridge" / "ledger.db").exists():
+        return ref
+    from bridge.errors import RunError
+    from bridge.ledger import Ledger
+
+    with Ledger(root) as ledger:
+        try:
+            return ledger.find_run(ref).id
+        except RunError:
+            if ref in _run_ids(root):
+                return ref
+            raise
+
+
 def run(run_id: str | None = None, dry_run: bool = False, directory: Path | None = None) -> int:
     from bridge.ui import print_clean_report
 
     root = Path(open_repo(directory or Path.cwd()).working_tree_dir or ".").resolve()
+    if run_id is not None:
+        run_id = resolve_run(root, run_id)
     report = clean(root, run_id=run_id, dry_run=dry_run, finished_runs=finished_runs(root))
     print_clean_report(report)
     return 0
