@@ -406,13 +406,28 @@ def resume_run(project: Path, ref: str, emit: Emit) -> RunResult:
             layout.create()
             prior = _prior_sessions(ledger, row.id)
             notes = _edited(spec.playbook_path, opts.get("playbook_sha256"), playbook, prior)
-            ledger.reopen_run(row.id, os.getpid())
             selected = _selected(playbook, spec.only, spec.from_stage)
+            _check_resume_clis(playbook, selected, prior, project, row.id)  # before the run is touched
+            ledger.reopen_run(row.id, os.getpid())
             from bridge.mergeback import base_from_json, take_base
 
             return Session(playbook, spec, layout, ledger, emit, prior, selected, resumed=True,
                            base=base_from_json(opts.get("base")) or take_base(project, playbook),
                            notes=notes).drive()
+
+
+def _check_resume_clis(playbook: Playbook, selected: frozenset[str] | None, prior: dict[str, Prior],
+                       project: Path, run_id: str) -> None:
+    """The pre-flight of `start_run`, for the stages a resume still runs: one error lists every missing CLI."""
+    from bridge.errors import AgentNotFound
+    from bridge.preflight import check_clis, still_to_run
+
+    succeeded = {key for key, p in prior.items() if p.status == "success"}
+    try:
+        check_clis(playbook, still_to_run(playbook, selected, succeeded), project)
+    except AgentNotFound as exc:
+        raise AgentNotFound(f"{exc} The run is unchanged: `bridge resume {run_id}` continues it once "
+                            "the CLI is found.") from None
 
 
 def _digest(path: Path) -> str | None:

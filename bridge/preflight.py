@@ -38,6 +38,24 @@ def needed_binaries(playbook: Playbook, selected: frozenset[str] | None,
     return needed
 
 
+def still_to_run(playbook: Playbook, selected: frozenset[str] | None, succeeded: set[str]) -> frozenset[str]:
+    """The stage ids a resume may still run: every selected one except a stage scheduled once per run
+    (not in a loop, not a conflict resolver) whose every unit already succeeded (`succeeded`: unit keys)."""
+    from bridge import dag
+    from bridge.playbook import matrix_items
+    from bridge.views import unit_key
+
+    places, resolvers = dag.places(playbook), dag.resolvers(playbook)
+    out = set()
+    for sid, stage in [*iter_stages(playbook.stages), *iter_stages(playbook.finally_)]:
+        if selected is not None and sid not in selected:
+            continue
+        once = stage.loop is None and not places[sid].loop and sid not in resolvers
+        if not (once and all(unit_key(sid, item, None) in succeeded for item in matrix_items(stage.matrix))):
+            out.add(sid)
+    return frozenset(out)
+
+
 def check_clis(playbook: Playbook, selected: frozenset[str] | None, project: Path) -> None:
     """AgentNotFound naming every missing CLI and the stages that need it; nothing has started yet."""
     from bridge.process import which

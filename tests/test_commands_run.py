@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,53 @@ def test_logs_follow(project: Path, tmp_path: Path) -> None:
     assert follow.returncode == 0
     assert "step-one" in follow.stdout and "finished" in follow.stdout
     proc.communicate(timeout=30)
+
+
+def test_resume_checks_the_clis_of_the_stages_left_to_run(project: Path, tmp_path: Path) -> None:
+    """A CLI removed between run and resume: one error naming it (and not the CLI of a stage that
+    already succeeded), exit 1, nothing touched; once it is back, the resume runs."""
+    import shutil
+
+    bins = tmp_path / "bins"
+    bins.mkdir()
+    echo = tmp_path / "echo-agent"
+    echo.write_text('#!/bin/sh\necho "$1"\n')
+    echo.chmod(0o755)
+    for name in ("agent-done", "agent-left"):
+        shutil.copy2(echo, bins / name)
+    pb = project / "pb.yaml"
+    pb.write_text(textwrap.dedent(f"""\
+        version: 1
+        name: pb
+        agents:
+          f: {{cli: claude}}
+          d: {{cli: command, command: [{bins / 'agent-done'}, "{{{{ prompt }}}}"]}}
+          l: {{cli: command, command: [{bins / 'agent-left'}, "{{{{ prompt }}}}"]}}
+        stages:
+          a: {{agent: d, prompt: "a done"}}
+          b: {{agent: f, needs: a, prompt: "FAKE: count={tmp_path}/b.count; fail_first=1"}}
+          c: {{agent: l, needs: b, prompt: "c done"}}
+    """))
+    first = bridge(project, "run", str(pb))
+    assert first.returncode == 1, first.stdout + first.stderr
+    with Ledger(project) as ledger:
+        run = ledger.find_run("last")
+        assert run.status == "failure"
+        attempts = len(ledger.attempts(run.id))
+    (bins / "agent-done").unlink()  # its stage succeeded: a resume does not need it
+    (bins / "agent-left").unlink()
+    refused = bridge(project, "resume", run.id)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert refused.stderr.count("agent-left") == 1 and "stage c" in refused.stderr, refused.stderr
+    assert "agent-done" not in refused.stderr and f"bridge resume {run.id}" in refused.stderr
+    with Ledger(project) as ledger:
+        assert ledger.run(run.id).status == "failure"  # type: ignore[union-attr]
+        assert len(ledger.attempts(run.id)) == attempts  # nothing ran
+    assert len(lines(tmp_path / "b.count")) == 1
+    shutil.copy2(echo, bins / "agent-left")
+    done = bridge(project, "resume", run.id)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with Ledger(project) as ledger:
+        assert ledger.run(run.id).status == "success"  # type: ignore[union-attr]
+        assert ledger.unit(run.id, "c").final_message == "c done"  # type: ignore[union-attr]
+        assert [a.status for a in ledger.attempts(run.id, "b")][-1] == "success"
