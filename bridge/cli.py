@@ -149,14 +149,23 @@ def show(
     _call("show", run_id=run_id, stage=stage, directory=directory)
 
 
-@app.command()
+LOGS_HELP = (
+    "Print a stage's agent output (redacted).\n\n"
+    "STAGE is a unit key (audit, review-security, verify@2) or a stage id; a matrix or loop stage's id "
+    "names all its items. With --follow, each line of such a stage is prefixed with its item's key "
+    "(\\[review-security]), and following ends when every item has ended (a loop stage's: when the run ends)."
+)
+
+
+@app.command(help=LOGS_HELP)
 def logs(
     run_id: str = typer.Argument(..., metavar="RUN"),
     stage: str = typer.Argument(...),
-    follow: bool = typer.Option(False, "--follow", "-f"),
+    follow: bool = typer.Option(False, "--follow", "-f",
+                                help="Keep printing until the stage ends; wait for it to start while the run is live."),
     directory: Optional[Path] = DirOpt,
 ) -> None:
-    """Print a stage's agent output (redacted)."""
+    """Print a stage's agent output (redacted)."""  # the full help: LOGS_HELP
     _call("logs", run_id=run_id, stage=stage, follow=follow, directory=directory)
 
 

@@ -294,3 +294,38 @@ def test_resume_checks_the_clis_of_the_stages_left_to_run(project: Path, tmp_pat
         assert ledger.run(run.id).status == "success"  # type: ignore[union-attr]
         assert ledger.unit(run.id, "c").final_message == "c done"  # type: ignore[union-attr]
         assert [a.status for a in ledger.attempts(run.id, "b")][-1] == "success"
+
+
+def test_logs_follow_waits_for_the_stage_and_follows_every_matrix_item(project: Path, tmp_path: Path) -> None:
+    pb = write_playbook(project, f"""
+        stages:
+          a: {{agent: f, prompt: "FAKE: pidfile={tmp_path}/a.pid; sleep=1.5; message=a"}}
+          m:
+            agent: f
+            needs: a
+            matrix: {{x: [one, two]}}
+            prompt: "FAKE: tool=Bash:item-{{{{ matrix.x }}}}; sleep=0.3; message=m {{{{ matrix.x }}}} finished"
+          z: {{agent: f, needs: m, prompt: "FAKE: sleep=2; message=z"}}
+    """)
+    proc = popen(project, "run", str(pb))
+    try:
+        wait_for(lambda: (tmp_path / "a.pid").exists(), what="stage a's agent to start")
+        typo = bridge(project, "logs", "last", "nope", "--follow", timeout=10)
+        assert typo.returncode == 1 and "no stage 'nope'" in typo.stderr  # said at once, not waited for
+        with Ledger(project) as ledger:
+            run_id = ledger.find_run("last").id
+            assert ledger.unit(run_id, "m-one") is None  # m has not started: follow waits for it
+        follow = bridge(project, "logs", run_id, "m", "--follow", timeout=30)
+        assert follow.returncode == 0, follow.stderr
+        with Ledger(project) as ledger:
+            assert ledger.run(run_id).status == "running"  # type: ignore[union-attr]  # ended with m, before z
+        out = follow.stdout.splitlines()
+        for key in ("m-one", "m-two"):
+            assert f"==> {key} attempt 1 <==" in out
+            mine = [line for line in out if line.startswith(f"[{key}] ")]
+            assert any(f"item-{key[2:]}" in line for line in mine), out
+            assert any(f"m {key[2:]} finished" in line for line in mine), out
+        assert all(line.startswith(("[m-one] ", "[m-two] ", "==> ")) for line in out), out
+    finally:
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
