@@ -33,7 +33,7 @@ from typing import Any
 import jinja2
 
 from bridge import dag
-from bridge.playbook import Playbook, matrix_items
+from bridge.playbook import Playbook, Stage, matrix_items
 from bridge.templates import Lookup, TemplateError, render, suggest
 
 

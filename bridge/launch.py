@@ -1,6 +1,6 @@
-"""Starting and resuming runs: the run folder, lock, ledger, signals and rehearsal server around a Runner.
+"""Starting runs: the run folder, lock, ledger, signals and rehearsal server around a Runner.
 
-`start_run` and `resume_run` are what `bridge run` and `bridge resume` call. They never print; they
+`start_run` is what `bridge run` calls; `bridge.resume.resume_run` continues a run with the same Session. They never print; they
 emit events (bridge.events) to the callback they are given and return the RunResult.
 """
 
@@ -23,7 +23,6 @@ from bridge.errors import RunError
 from bridge.events import (Emit, GitNote, RunFinished, RunStarted, Status, TasksUpdated, UnitFinished, UnitRetrying,
                            UnitWaiting, to_dict)
 from bridge.ledger import Ledger
-from bridge.ledger_schema import RunRow
 from bridge.outputs import ends_early
 from bridge.playbook import Playbook, iter_stages, matrix_items, uses_worktrees
 from bridge.runner import Runner, RunnerOptions
@@ -110,7 +109,7 @@ def stop_leftovers(ledger: Ledger, run_id: str) -> int:
     return stopped
 
 
-def _selected(playbook: Playbook, only: tuple[str, ...], from_stage: str | None) -> frozenset[str] | None:
+def selected_stages(playbook: Playbook, only: tuple[str, ...], from_stage: str | None) -> frozenset[str] | None:
     if not only and from_stage is None:
         return None
     known = {sid for sid, _ in iter_stages(playbook.stages)}
@@ -323,7 +322,7 @@ class Session:
         return path
 
 
-def _load(path: Path, vars: dict[str, str], project: Path) -> Playbook:
+def load(path: Path, vars: dict[str, str], project: Path) -> Playbook:
     from bridge.loader import load_playbook
 
     return load_playbook(path, vars, project=project)
@@ -335,8 +334,8 @@ def start_run(spec: RunSpec, emit: Emit) -> RunResult:
     spec = RunSpec(**{**spec.__dict__, "project": project, "playbook_path": spec.playbook_path.resolve()})
     if spec.run_id is not None:
         _check_new_id(project, check_run_id(spec.run_id))
-    playbook = _load(spec.playbook_path, spec.vars, project)
-    selected = _selected(playbook, spec.only, spec.from_stage)
+    playbook = load(spec.playbook_path, spec.vars, project)
+    selected = selected_stages(playbook, spec.only, spec.from_stage)
     if spec.rehearse:
         rehearsal_script(spec.playbook_path, spec.script)  # fail before anything is created
     from bridge.preflight import check_clis
@@ -355,7 +354,7 @@ def start_run(spec: RunSpec, emit: Emit) -> RunResult:
     with Ledger(project) as ledger, run_lock(layout):
         options = {"only": list(spec.only), "from_stage": spec.from_stage, "max_parallel": spec.max_parallel,
                    "rehearse": spec.rehearse, "script": str(spec.script) if spec.script else None,
-                   "base": base_json, "playbook_sha256": _digest(spec.playbook_path)}
+                   "base": base_json, "playbook_sha256": playbook_digest(spec.playbook_path)}
         ledger.start_run(layout.run_id, playbook.name, spec.playbook_path, project, vars=spec.vars,
                          options=options, pid=os.getpid(), trigger=str(spec.trigger) if spec.trigger else None)
         prior = _earlier(ledger, playbook, layout, selected) if selected is not None else {}
@@ -373,78 +372,11 @@ def _check_new_id(project: Path, run_id: str) -> None:
                        f"or continue that run with `bridge resume {run_id}`")
 
 
-def _prior_sessions(ledger: Ledger, run_id: str) -> dict[str, Prior]:
-    """What the earlier sessions of a run left per unit. An unfinished unit's attempts, tokens and
-    cost come from its attempt rows: a killed bridge never wrote them into the unit's row."""
-    totals = ledger.attempt_totals(run_id)
-    prior = {}
-    for u in ledger.units(run_id):
-        attempts, tok, cost = totals.get(u.key, (0, 0, 0.0))
-        if u.status == "success":  # possibly reused from an earlier run (--from): no attempts here
-            attempts, tok, cost = u.attempts, u.tokens, u.cost_usd
-        prior[u.key] = Prior(u.status, attempts, u.final_message, u.summary, u.session_id, tok, cost,
-                             stage_id=u.stage_id)
-    return prior
-
-
-def resume_run(project: Path, ref: str, emit: Emit) -> RunResult:
-    """Continue an interrupted (or failed) run: succeeded units are reused, the rest run again."""
-    project = project.resolve()
-    with Ledger(project) as ledger:
-        row: RunRow = ledger.find_run(ref)
-        layout = RunLayout(project, row.id)
-        if row.status == "success":
-            raise RunError(f"run {row.id} already succeeded; there is nothing to resume")
-        with run_lock(layout):
-            stop_leftovers(ledger, row.id)
-            opts = row.options
-            spec = RunSpec(Path(row.playbook_path), project, row.vars, tuple(opts.get("only") or ()),
-                           opts.get("from_stage"), opts.get("max_parallel"), bool(opts.get("rehearse")),
-                           Path(opts["script"]) if opts.get("script") else None,
-                           Path(row.trigger) if row.trigger else None)
-            playbook = _load(spec.playbook_path, spec.vars, project)
-            layout.create()
-            prior = _prior_sessions(ledger, row.id)
-            notes = _edited(spec.playbook_path, opts.get("playbook_sha256"), playbook, prior)
-            selected = _selected(playbook, spec.only, spec.from_stage)
-            _check_resume_clis(playbook, selected, prior, project, row.id)  # before the run is touched
-            ledger.reopen_run(row.id, os.getpid())
-            from bridge.mergeback import base_from_json, take_base
-
-            return Session(playbook, spec, layout, ledger, emit, prior, selected, resumed=True,
-                           base=base_from_json(opts.get("base")) or take_base(project, playbook),
-                           notes=notes).drive()
-
-
-def _check_resume_clis(playbook: Playbook, selected: frozenset[str] | None, prior: dict[str, Prior],
-                       project: Path, run_id: str) -> None:
-    """The pre-flight of `start_run`, for the stages a resume still runs: one error lists every missing CLI."""
-    from bridge.errors import AgentNotFound
-    from bridge.preflight import check_clis, still_to_run
-
-    succeeded = {key for key, p in prior.items() if p.status == "success"}
-    try:
-        check_clis(playbook, still_to_run(playbook, selected, succeeded), project)
-    except AgentNotFound as exc:
-        raise AgentNotFound(f"{exc} The run is unchanged: `bridge resume {run_id}` continues it once "
-                            "the CLI is found.") from None
-
-
-def _digest(path: Path) -> str | None:
+def playbook_digest(path: Path) -> str | None:
+    """The sha256 of the playbook file as a run starts (a resume says when it changed)."""
     import hashlib
 
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         return None
-
-
-def _edited(path: Path, recorded: str | None, playbook: Playbook, prior: dict[str, Prior]) -> tuple[str, ...]:
-    """A resume runs the playbook as it is now; say so when it changed since the run started."""
-    if recorded is None or _digest(path) == recorded:
-        return ()
-    known = {sid for sid, _ in [*iter_stages(playbook.stages), *iter_stages(playbook.finally_)]}
-    gone = sorted({p.stage_id for p in prior.values() if p.stage_id and p.stage_id not in known})
-    tail = f"; stages of the run no longer in it: {', '.join(gone)}" if gone else ""
-    return (f"{path} changed since this run started: the resume runs it as it is now (succeeded units "
-            f"are kept){tail}",)

@@ -243,7 +243,7 @@ def test_resolver_shape_rules(project: Path) -> None:
 
 
 def test_resume_after_a_resolution_keeps_it(project: Path, tmp_path: Path) -> None:
-    from bridge.launch import resume_run
+    from bridge.resume import resume_run
 
     calls = tmp_path / "calls.txt"
     pb = conflicting(project, "write=app.txt=merged", extra=f"""

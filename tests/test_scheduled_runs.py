@@ -16,7 +16,7 @@ import pytest
 from bridge.demo import build_sample
 from bridge.ledger import Ledger
 from bridge.proctable import run_processes
-from bridge.scheduler import Scheduler, SchedulerEvent
+from bridge.scheduler import Scheduler
 from bridge.workspace import RunLayout
 
 PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"

@@ -347,7 +347,7 @@ def test_overlap_cancel_stops_early_if_run_exits_on_sigint(project: Path) -> Non
 
 def test_broken_playbook_reported_once_and_others_keep_firing(project: Path) -> None:
     write(project, "good.yaml", playbook_yaml("good", "{cron: '* * * * *'}"))
-    bad = write(project, "bad.yaml", "version: 1\nname: bad\nstages: [\n")
+    write(project, "bad.yaml", "version: 1\nname: bad\nstages: [\n")
     write(project, "badcron.yaml", playbook_yaml("badcron", "{cron: '99 * * * *'}"))
     events: list[SchedulerEvent] = []
     clock, starter = FakeClock(ts(2024, 5, 1, 10, 0, 30)), Starter()

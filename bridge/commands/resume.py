@@ -8,7 +8,7 @@ from bridge.commands.run import EXIT_CODES
 
 
 def run(run_id: str, json_out: bool, directory: Path | None) -> int:
-    from bridge.launch import resume_run
+    from bridge.resume import resume_run
     from bridge.ui import progress
 
     with progress(json_out) as emit:
