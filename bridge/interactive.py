@@ -23,9 +23,14 @@ from bridge.redact import Redactor, secret_values
 
 POLL = 0.1
 ENTER_PAUSE = 0.2  # between typed text and its Enter (see _type)
-ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]|\r")
+EXIT_RETRY = 1.0  # how often an exit command not yet obeyed is submitted again (see _leave)
+# CSI, OSC, charset designations (ESC ( B), two-byte escapes (ESC 7 / 8 / M ...), other controls
+ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()*+][0-~]"
+                  r"|\x1b[0-?@-Z\\^-~]|[\x00-\x08\x0b-\x1a\x1c-\x1f\x7f]")
 # TUIs (Claude Code's Ink) move the cursor instead of printing spaces: on screen, a space
 CURSOR_RIGHT = re.compile(r"\x1b\[\d*[CG]")
+# ... and go to the next line by a carriage return and a cursor move down ("\r\x1b[2B"): a new line
+CURSOR_DOWN = re.compile(r"\x1b\[\d*[BE]")
 BLANKS = re.compile(r"[ \t\xa0]+")
 
 
@@ -38,8 +43,9 @@ class Rule:
 
 def screen_text(raw: str) -> str:
     """Terminal output as the text a person reads: escape sequences gone, cursor moves to the
-    right as one space, runs of blanks as one space (so a rule says "Yes, I trust this folder")."""
-    return BLANKS.sub(" ", ANSI.sub("", CURSOR_RIGHT.sub(" ", raw)))
+    right as one space, a move down as a new line, runs of blanks as one space (so a rule says
+    "Yes, I trust this folder")."""
+    return BLANKS.sub(" ", ANSI.sub("", CURSOR_DOWN.sub("\n", CURSOR_RIGHT.sub(" ", raw))))
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,7 @@ class SessionSpec:
 @dataclass(frozen=True)
 class SessionResult:
     process: ProcessResult
-    transcript: str  # the terminal output, escape sequences removed
+    transcript: str  # the terminal output as screen_text: what a person read
     done: bool  # the done pattern matched or the caller's should_stop fired
     answered: tuple[str, ...] = ()  # the rules that fired, by pattern
     session_id: str | None = None
@@ -76,6 +82,17 @@ def rules_from(cli: dict[str, Any]) -> tuple[tuple[Rule, ...], str | None, str |
     return rules, conf.get("done"), conf.get("exit")
 
 
+def last_message(transcript: str, pattern: str | None) -> str:
+    """The agent's last message in a session's screen text: group 1 of the last match of the CLI's
+    `message` pattern (Claude Code marks a message with "●", Gemini CLI with "✦"); without a
+    pattern or a match, the whole transcript."""
+    found = re.findall(pattern, transcript) if pattern else []
+    if not found:
+        return transcript.strip()
+    last = found[-1] if isinstance(found[-1], str) else found[-1][0]
+    return "\n".join(line.strip() for line in last.strip().splitlines())
+
+
 class _Log:
     """pexpect's logfile_read: keeps the transcript, marks activity, writes redacted text."""
 
@@ -85,19 +102,20 @@ class _Log:
         self.keep = max((len(v) for v in redact.secrets), default=1) - 1
         self.secret = re.compile("|".join(map(re.escape, redact.secrets))) if redact.secrets else None
         self.unwritten = ""
-        self.parts: list[str] = []
         self.screen = ""  # screen_text of everything read so far
         self.pending = ""  # an escape sequence cut in two by a read
         self.last = time.monotonic()
 
     def write(self, text: str) -> None:
         self.last = time.monotonic()
-        self.parts.append(text)
         data, self.pending = self.pending + text, ""
         esc = data.rfind("\x1b")
         if esc != -1 and len(data) - esc < 256 and _unfinished(data[esc:]):
             data, self.pending = data[:esc], data[esc:]
-        self.screen += screen_text(data)
+        text_now = screen_text(data)
+        if self.screen.endswith(" ") and text_now.startswith(" "):  # one run of blanks across reads
+            text_now = text_now.lstrip(" ")
+        self.screen += text_now
         self._to_file(text)
         if self.on_text is not None:
             self.on_text(text)
@@ -198,7 +216,7 @@ def run_session(spec: SessionSpec, on_text: Callable[[str], None] | None = None,
     proc = ProcessResult(pid=child.pid, exit_code=status, signal=sig, duration=time.monotonic() - start,
                          ended_by=ended_by, stop_reason=reason)
     found = re.findall(spec.session, log.screen) if spec.session else []
-    return SessionResult(proc, ANSI.sub("", "".join(log.parts)), done, tuple(answered),
+    return SessionResult(proc, log.screen, done, tuple(answered),
                          found[-1] if found else None)
 
 
@@ -227,10 +245,19 @@ def _leave(child: pexpect.spawn, spec: SessionSpec, polite: bool) -> None:
     if not child.isalive():
         return
     if polite and spec.exit_text:
+        deadline = time.monotonic() + max(spec.exit_wait, spec.grace)
         try:
             _type(child, spec.exit_text)
-            child.expect(pexpect.EOF, timeout=max(spec.exit_wait, spec.grace))
-        except (pexpect.TIMEOUT, OSError):
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    child.expect(pexpect.EOF, timeout=min(EXIT_RETRY, left))
+                    break
+                except pexpect.TIMEOUT:
+                    # a CLI still finishing its turn may refuse the command and keep it in its input
+                    # (Gemini CLI: "Slash commands cannot be queued"): Enter submits it again
+                    if spec.exit_text.endswith("\r"):
+                        child.send("\r")
+        except OSError:
             pass
     if child.isalive():
         kill_group(child.pid, spec.run_id, spec.stage, grace=spec.grace)
@@ -300,7 +327,8 @@ async def run_interactive_attempt(profile: Any, cmd: Command, inv: Invocation, *
             on_event(AgentEvent(EventKind.MESSAGE, ANSI.sub("", text)))
 
     result = await run_interactive(spec, on_text, should_stop=should_stop, cancel=cancel, on_spawn=on_spawn)
-    proc, text = result.process, result.transcript.strip()
+    proc = result.process
+    text = last_message(result.transcript, (cli.get("interactive") or {}).get("message"))
     kinds = {"timeout": ErrorKind.TIMEOUT, "idle_timeout": ErrorKind.IDLE_TIMEOUT,
              "cancelled": ErrorKind.CANCELLED}
     sid = result.session_id

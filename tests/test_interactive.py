@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from bridge.interactive import Rule, SessionSpec, _Log, run_interactive, run_session, screen_text
+from bridge.config import cli_definition
+from bridge.interactive import (Rule, SessionSpec, _Log, last_message, run_interactive, run_session,
+                                screen_text)
 from bridge.proctable import group_members, run_processes
 from bridge.redact import Redactor
 from bridge.trust import seed_rehearsal_home
@@ -37,8 +39,15 @@ def test_trust_dialog_answered_done_pattern_then_clean_exit(tmp_path):
     assert result.done and result.answered == (TRUST.expect,)
     assert (tmp_path / "out.txt").read_text() == "done by fake-cli\n"
     assert result.process.exit_code == 0  # it left through /exit, not a signal
-    assert "bye" in result.transcript or result.process.exit_code == 0
+    assert "bye" in result.transcript
     assert "Do you trust" in (tmp_path / "session.log").read_text()
+    assert_clean(result.process.pid)
+
+
+def test_an_exit_refused_by_a_busy_cli_is_submitted_again(tmp_path):
+    result = run_session(spec(tmp_path, "--busy", done="TASK COMPLETE", exit_text="/exit\r", timeout=20))
+    assert "Slash commands cannot be queued" in result.transcript and "bye" in result.transcript
+    assert result.process.exit_code == 0 and result.process.signal is None  # left politely, not killed
     assert_clean(result.process.pid)
 
 
@@ -83,6 +92,26 @@ def test_screen_text_reads_a_tui_like_a_person():
     assert screen_text(raw) == " Yes, I trust this folder\nok"
 
 
+def test_the_last_message_is_read_off_the_screen_as_a_person_reads_it(tmp_path):
+    """Ink places words by column and moves down a line with "\r\x1b[2B" (seen in CI:
+    "Wrotethereport." once the moves were dropped, and the next line glued on)."""
+    result = run_session(spec(tmp_path, done="TASK COMPLETE", exit_text="/exit\r", timeout=20))
+    assert "● Wrote the report." in result.transcript and "\x1b" not in result.transcript
+    assert "\x0f" not in result.transcript and "\r" not in result.transcript
+    claude = cli_definition("claude")["interactive"]["message"]
+    assert last_message(result.transcript, claude) == "Wrote the report."
+    assert last_message(result.transcript, None) == result.transcript.strip()
+
+
+def test_message_patterns_of_the_shipped_tuis():
+    claude = cli_definition("claude")["interactive"]["message"]
+    gemini = cli_definition("gemini")["interactive"]["message"]
+    screen = "● Write(/tmp/r.md)\n●\n ⎿ Wrote 1 lines\n● First line\n second line\n✻ Brewed for 1s\n❯ \n"
+    assert last_message(screen, claude) == "First line\nsecond line"  # a tool call is not a message
+    screen = "✦ Old answer\n > next\n✦ Wrote the report.\n\n⚠ Warning: 256-color\n"
+    assert last_message(screen, gemini) == "Wrote the report."
+
+
 def test_log_holds_back_a_cut_escape_sequence_and_a_cut_secret(tmp_path):
     secret = "sk-test-0123456789abcdef"
     path = tmp_path / "t.log"
@@ -92,6 +121,14 @@ def test_log_holds_back_a_cut_escape_sequence_and_a_cut_secret(tmp_path):
     log.close()
     assert log.screen == "Yes, I trust; key=sk-test-0123456789abcdef done"
     assert path.read_text() == "Yes,\x1b[12GI trust; key=*** done"
+
+
+def test_a_run_of_blanks_cut_by_a_read_is_still_one_space():
+    """Seen under load: "gemini " then "\x1b[1C--resume ID" broke the session pattern."""
+    log = _Log(None, Redactor([]), None)
+    for chunk in ("To resume: gemini ", "\x1b[1C--resume 1234", "\xa0 ok"):
+        log.write(chunk)
+    assert log.screen == "To resume: gemini --resume 1234 ok"
 
 
 def test_a_rule_answers_once_unless_repeat(tmp_path):
