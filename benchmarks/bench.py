@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# bridge as installed: pip compiles its bytecode at install time; a shell that forbids writing it
+# (PYTHONDONTWRITEBYTECODE, set on some CI images) would time Python's compiler instead of bridge
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 FAKE = REPO / "tests" / "fakes" / "fake_agent.sh"  # --python-fake: the full Python fake instead
 
 

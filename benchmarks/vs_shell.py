@@ -21,6 +21,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# bridge as installed: pip compiles its bytecode at install time; a shell that forbids writing it
+# (PYTHONDONTWRITEBYTECODE, set on some CI images) would time Python's compiler instead of bridge
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 CLIS = REPO / "tests" / "e2e" / "node_modules" / ".bin"
 SCRIPT = "replies:\n  - match: 'Step (\\d)'\n    steps: ['Step $1 done.']\ndefault: ok\n"
 PLAYBOOK = """version: 1
@@ -63,6 +66,8 @@ def main() -> None:
     from bridge.rehearsal import ModelServer, parse_script, wiring
 
     env_path = f"{CLIS}{os.pathsep}{os.environ.get('PATH', '')}"
+    for command in ("validate", "run"):  # warm: the first start after an edit writes the bytecode
+        subprocess.run([sys.executable, "-m", "bridge", command, "--help"], stdout=subprocess.DEVNULL, check=True)
     shell_times, bridge_times, direct_times = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
