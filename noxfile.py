@@ -23,6 +23,13 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def lint(session: nox.Session) -> None:
+    """ruff on the code and the tests (rules in pyproject.toml)."""
+    session.install("ruff")
+    session.run("ruff", "check", "bridge", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Print the benchmark table (not a test: timings belong here, not in CI)."""
     session.install("-e", ".")

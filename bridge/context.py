@@ -98,7 +98,8 @@ class OutputValue(dict):  # type: ignore[type-arg]
 
     `str()` is the absolute path; `.rel` the path relative to the shared folder; `.text` the content;
     `.parsed` the parsed JSON whatever its type (None if not JSON). A JSON key that clashes with these
-    attributes is still reachable as `value['text']`. A stub (validation) answers any key with a permissive placeholder, since the JSON is unknown.
+    attributes is still reachable as `value['text']`. A stub (validation) answers any key with a
+    permissive placeholder, since the JSON is unknown.
     """
 
     def __init__(self, path: Path, rel: str, text: str = "", data: Any = None, stub: bool = False) -> None:

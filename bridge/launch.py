@@ -1,7 +1,8 @@
 """Starting runs: the run folder, lock, ledger, signals and rehearsal server around a Runner.
 
-`start_run` is what `bridge run` calls; `bridge.resume.resume_run` continues a run with the same Session. They never print; they
-emit events (bridge.events) to the callback they are given and return the RunResult.
+`start_run` is what `bridge run` calls; `bridge.resume.resume_run` continues a run with the same
+Session. They never print; they emit events (bridge.events) to the callback they are given and
+return the RunResult.
 """
 
 from __future__ import annotations

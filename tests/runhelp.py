@@ -22,6 +22,19 @@ def make_project(root: Path) -> Path:
     return project
 
 
+def make_git_project(root: Path) -> Path:
+    """make_project, as a git repository on `main` with app.txt and notes.txt committed."""
+    proj = make_project(root)
+    git(proj, "init", "-q", "-b", "main")
+    git(proj, "config", "user.name", "Tester")
+    git(proj, "config", "user.email", "t@example.com")
+    (proj / "app.txt").write_text("line 1\nline 2\n")
+    (proj / "notes.txt").write_text("notes\n")
+    git(proj, "add", "app.txt", "notes.txt")
+    git(proj, "commit", "-q", "-m", "start")
+    return proj
+
+
 def write_playbook(project: Path, body: str, name: str = "pb") -> Path:
     head = f"version: 1\nname: {name}\nagents:\n  f: {{cli: claude}}\n"
     path = project / f"{name}.yaml"

@@ -11,8 +11,13 @@ from bridge.errors import PlaybookError
 from bridge.events import Status
 from bridge.ledger import Ledger
 from bridge.loader import load_playbook
-from tests.runhelp import bridge, run_inproc, write_playbook
-from tests.test_mergeback import git, notes, project  # noqa: F401  (the fixture)
+from tests.runhelp import bridge, git, make_git_project, run_inproc, write_playbook
+from tests.test_mergeback import notes
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_git_project(tmp_path)
 
 RESOLVER = """
   resolve:

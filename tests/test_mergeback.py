@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from bridge.events import GitNote, Status
 from bridge.ledger import Ledger
-from tests.runhelp import bridge, make_project, run_inproc, shared_dir, write_playbook
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+from tests.runhelp import bridge, git, make_git_project, make_project, run_inproc, shared_dir, write_playbook
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    proj = make_project(tmp_path)
-    git(proj, "init", "-q", "-b", "main")
-    git(proj, "config", "user.name", "Tester")
-    git(proj, "config", "user.email", "t@example.com")
-    (proj / "app.txt").write_text("line 1\nline 2\n")
-    (proj / "notes.txt").write_text("notes\n")
-    git(proj, "add", "app.txt", "notes.txt")
-    git(proj, "commit", "-q", "-m", "start")
-    return proj
+    return make_git_project(tmp_path)
 
 
 def notes(events: list, kind: str | None = None) -> list[GitNote]:

@@ -75,7 +75,8 @@ class ClaudeParser(StreamParser):
                 return [AgentEvent(EventKind.SESSION, self.session_id or "", obj)]
             if obj.get("subtype") == "api_retry":
                 self.retries.append(obj)
-                return [AgentEvent(EventKind.ERROR, f"API retry: {obj.get('error') or obj.get('error_status') or ''}", obj)]
+                why = obj.get("error") or obj.get("error_status") or ""
+                return [AgentEvent(EventKind.ERROR, f"API retry: {why}", obj)]
             return []
         if kind == "assistant":
             return self._assistant(obj.get("message") or {})

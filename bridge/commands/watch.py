@@ -51,7 +51,8 @@ class WatchLoop:
 
     def __init__(self, folder: Path, pattern: str, triggers: TriggerQueue,
                  argv_for: Callable[[Path, str], list[str]], *, cwd: Path | None = None,
-                 out: Callable[[str], None] | None = None, grace: tuple[float, float] = (GRACE_INT, GRACE_TERM)) -> None:
+                 out: Callable[[str], None] | None = None,
+                 grace: tuple[float, float] = (GRACE_INT, GRACE_TERM)) -> None:
         self.folder = folder
         self.pattern = pattern
         self._glob = glob_regex(pattern)
