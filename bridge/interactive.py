@@ -24,6 +24,7 @@ from bridge.redact import Redactor, secret_values
 POLL = 0.1
 ENTER_PAUSE = 0.2  # between typed text and its Enter (see _type)
 EXIT_RETRY = 1.0  # how often an exit command not yet obeyed is submitted again (see _leave)
+TITLE_SETTLE = 0.5  # how long a "ready" window title must stay to mean the turn ended
 # CSI, OSC, charset designations (ESC ( B), two-byte escapes (ESC 7 / 8 / M ...), other controls
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()*+][0-~]"
                   r"|\x1b[0-?@-Z\\^-~]|[\x00-\x08\x0b-\x1a\x1c-\x1f\x7f]")
@@ -32,6 +33,7 @@ CURSOR_RIGHT = re.compile(r"\x1b\[\d*[CG]")
 # ... and go to the next line by a carriage return and a cursor move down ("\r\x1b[2B"): a new line
 CURSOR_DOWN = re.compile(r"\x1b\[\d*[BE]")
 BLANKS = re.compile(r"[ \t\xa0]+")
+TITLE = re.compile(r"\x1b\][02];([^\x07\x1b]*)(?:\x07|\x1b\\)")  # OSC 0 / 2: set the window title
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ class SessionSpec:
     env: dict[str, str] = field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
     done: str | None = None  # a pattern that means the work is finished
+    # a window-title pattern the CLI shows while it waits for input: the turn ended when the title
+    # comes back to it after another one (e.g. Gemini CLI: "◇ Ready", "✦ Working…", "◇ Ready")
+    done_title: str | None = None
     exit_text: str | None = None  # what to type to leave the CLI (e.g. "/exit\r")
     session: str | None = None  # a pattern whose group 1 is the session id (e.g. printed on exit)
     log: Path | None = None
@@ -105,6 +110,8 @@ class _Log:
         self.screen = ""  # screen_text of everything read so far
         self.pending = ""  # an escape sequence cut in two by a read
         self.last = time.monotonic()
+        self.titles: list[str] = []  # the window titles set so far, repeats dropped
+        self.title_at = self.last  # when the latest title was set
 
     def write(self, text: str) -> None:
         self.last = time.monotonic()
@@ -112,6 +119,11 @@ class _Log:
         esc = data.rfind("\x1b")
         if esc != -1 and len(data) - esc < 256 and _unfinished(data[esc:]):
             data, self.pending = data[:esc], data[esc:]
+        for m in TITLE.finditer(data):
+            title = m.group(1).strip()
+            if not self.titles or self.titles[-1] != title:
+                self.titles.append(title)
+                self.title_at = self.last
         text_now = screen_text(data)
         if self.screen.endswith(" ") and text_now.startswith(" "):  # one run of blanks across reads
             text_now = text_now.lstrip(" ")
@@ -131,6 +143,12 @@ class _Log:
         self.fh.write(self.redact(buf[:cut]))
         self.fh.flush()
         self.unwritten = buf[cut:]
+
+    def back_to(self, title: re.Pattern[str], settle: float) -> bool:
+        """The title came back to `title` after another one and has stayed `settle` seconds."""
+        return (len(self.titles) > 1 and title.search(self.titles[-1]) is not None
+                and any(title.search(t) is None for t in self.titles[:-1])
+                and time.monotonic() - self.title_at >= settle)
 
     def flush(self) -> None:
         pass
@@ -171,6 +189,7 @@ def run_session(spec: SessionSpec, on_text: Callable[[str], None] | None = None,
         on_spawn(child.pid, child.pid)  # pexpect makes the child a session leader
     rules = [(rule, re.compile(rule.expect)) for rule in spec.rules]
     done_re = re.compile(spec.done) if spec.done else None
+    title_re = re.compile(spec.done_title) if spec.done_title else None
     ended_by, reason, done, answered = "exit", "", False, []
     seen = 0  # the screen text before this offset has been matched already
     try:
@@ -191,6 +210,9 @@ def run_session(spec: SessionSpec, on_text: Callable[[str], None] | None = None,
             if done_re is not None and (m := done_re.search(log.screen, seen)):
                 seen = m.end()
                 done, ended_by, reason = True, "stopped", "done pattern seen"
+                break
+            if title_re is not None and log.back_to(title_re, TITLE_SETTLE):
+                done, ended_by, reason = True, "stopped", f"ready again (window title: {log.titles[-1]})"
                 break
             now = time.monotonic()
             if cancel is not None and cancel.is_set():
@@ -317,8 +339,9 @@ async def run_interactive_attempt(profile: Any, cmd: Command, inv: Invocation, *
         seed_rehearsal_home(kind, [cwd, inv.shared_dir, *inv.extra_dirs], env)
     else:  # a fresh worktree is a folder the CLI never saw: answer its trust dialog in advance
         trust_worktree(kind, cwd, env)
+    conf = cli.get("interactive") or {}
     spec = SessionSpec(argv=cmd.argv, cwd=cwd, env=cmd.env, rules=rules, done=done, exit_text=exit_text,
-                       session=(cli.get("interactive") or {}).get("session"), log=out_path, timeout=timeout,
+                       done_title=conf.get("done_title"), session=conf.get("session"), log=out_path, timeout=timeout,
                        idle_timeout=idle_timeout, grace=grace, run_id=run_id, stage=stage_key)
     err_path.touch()
 
@@ -328,16 +351,16 @@ async def run_interactive_attempt(profile: Any, cmd: Command, inv: Invocation, *
 
     result = await run_interactive(spec, on_text, should_stop=should_stop, cancel=cancel, on_spawn=on_spawn)
     proc = result.process
-    text = last_message(result.transcript, (cli.get("interactive") or {}).get("message"))
+    text = last_message(result.transcript, conf.get("message"))
     kinds = {"timeout": ErrorKind.TIMEOUT, "idle_timeout": ErrorKind.IDLE_TIMEOUT,
              "cancelled": ErrorKind.CANCELLED}
     sid = result.session_id
     if proc.ended_by in kinds:
         outcome = Outcome(False, kinds[proc.ended_by], proc.stop_reason, session_id=sid, final_message=text)
-    elif result.done or (done is None and proc.exit_code == 0):
+    elif result.done or (done is None and spec.done_title is None and proc.exit_code == 0):
         outcome = Outcome(True, reason=proc.stop_reason, session_id=sid, final_message=text)
     elif proc.exit_code == 0:
-        outcome = Outcome(False, ErrorKind.INCOMPLETE, "the session ended before its done pattern",
+        outcome = Outcome(False, ErrorKind.INCOMPLETE, "the session ended before the end of its turn was seen",
                           session_id=sid, final_message=text)
     else:
         outcome = Outcome(False, ErrorKind.CRASHED, f"exited {proc.exit_code}", session_id=sid,

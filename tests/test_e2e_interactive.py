@@ -126,6 +126,18 @@ def test_gemini_tui_outputs_complete_then_quit(world):
     assert "WriteFile" in log and KEY not in log
 
 
+def test_gemini_tui_turn_end_by_window_title(world):
+    """No outputs watched: the turn's end is read off the window title ("◇  Ready" again)."""
+    result, _ = attempt("gemini", world, watch=False)
+    assert result.outcome.success, result.outcome.reason
+    assert result.stop is not None and result.stop.kind is StopKind.AFTER_RESULT
+    assert result.process.stop_reason.startswith("ready again (window title: ◇"), result.process.stop_reason
+    assert (world / "run" / "shared" / "report.md").read_text() == "# Report\n"
+    assert result.process.exit_code == 0 and result.process.signal is None  # left through /quit
+    assert result.outcome.session_id and len(result.outcome.session_id) == 36
+    assert result.outcome.final_message == "Wrote the report.", repr(result.outcome.final_message)
+
+
 def test_gemini_rule_answers_the_added_folders_dialog(world):
     """Not pre-seeded: the rule answers 'Do you trust the following folders being added to this
     workspace?' for the shared folder (--include-directories) of Gemini CLI 0.61.0."""

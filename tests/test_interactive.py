@@ -51,6 +51,18 @@ def test_an_exit_refused_by_a_busy_cli_is_submitted_again(tmp_path):
     assert_clean(result.process.pid)
 
 
+def test_the_end_of_a_turn_by_the_window_title(tmp_path):
+    """Gemini CLI's case: nothing on screen, but the title goes Ready, Working, Ready."""
+    s = spec(tmp_path, "--titles", "--no-done", done_title=r"^◇\s+Ready", exit_text="/exit\r", timeout=20)
+    result = run_session(s)
+    assert result.done and result.process.ended_by == "stopped"
+    assert result.process.stop_reason == "ready again (window title: ◇  Ready (fake))"
+    # neither the Ready of the start nor the short blink between two steps ended it
+    assert (tmp_path / "out.txt").read_text() == "done by fake-cli\n"
+    assert result.process.exit_code == 0 and "bye" in result.transcript  # then /exit
+    assert_clean(result.process.pid)
+
+
 def test_refused_without_rule(tmp_path):
     s = spec(tmp_path, rules=(Rule(r"\(y/n\)", "n\r"),), timeout=20)
     result = run_session(s)
