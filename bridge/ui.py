@@ -370,13 +370,20 @@ def print_run_table(title: str, columns: list[str], rows: list[list[str]]) -> No
     """The tables of `bridge runs` / `bridge show`: compact, no borders (easy to grep and copy)."""
     from rich.table import Table
 
+    out = console()
+    if not out.is_terminal:  # a pipe or a file: one row per line, for grep and scripts
+        out.width = max(out.width, 240)
     table = Table(title=title, title_justify="left", box=None, pad_edge=False, show_edge=False)
     for i, column in enumerate(columns):  # the first column (run id, stage key) is copied: never folded
         table.add_column(column, overflow="fold", no_wrap=i == 0)
     for row in rows:
         table.add_row(*row)
-    console().print(table, markup=False)
-
+    if out.is_terminal:
+        out.print(table, markup=False)
+        return
+    with out.capture() as captured:
+        out.print(table, markup=False)
+    out.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
 
 
 def print_check_table(title: str, columns: list[str], rows: list[list[str]], ok: list[bool]) -> None:

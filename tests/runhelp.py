@@ -67,8 +67,8 @@ def bridge_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "bridge", *args]
 
 
-def bridge(project: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+def bridge(project: Path, *args: str, timeout: float = 60, columns: int = 200) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": str(columns)}
     return subprocess.run(bridge_argv(*args, "--dir", str(project)), cwd=project, capture_output=True,
                           text=True, timeout=timeout, env=env)
 

@@ -218,8 +218,12 @@ def test_runs_show_logs(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
           a: {agent: f, prompt: "FAKE: message=the key is supersecret-123456; cost=0.5; write={{ shared }}/r.md=report", outputs: [r.md]}
     """)
     assert bridge(project, "run", str(pb)).returncode == 0
-    runs = bridge(project, "runs")
+    runs = bridge(project, "runs", columns=40)
     assert runs.returncode == 0 and "success" in runs.stdout and "$0.50" in runs.stdout
+    # piped: one line per run even on a narrow terminal's width, nothing folded, no trailing blanks
+    row = [line for line in runs.stdout.splitlines() if "success" in line]
+    assert len(row) == 1 and "$0.50" in row[0] and " pb " in row[0]
+    assert all(line == line.rstrip() for line in runs.stdout.splitlines())
     with Ledger(project) as ledger:
         run_id = ledger.find_run("last").id
     shown = bridge(project, "show", run_id[:10])
