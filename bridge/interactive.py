@@ -12,28 +12,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pexpect
 
 from bridge.agents.base import AgentEvent, Command, ErrorKind, EventKind, Invocation, Outcome
+from bridge.errors import BridgeError
 from bridge.process import ProcessResult, ProcessSpec, child_env
 from bridge.proctable import kill_group
 from bridge.redact import Redactor, secret_values
+from bridge.screen import ANSI, ScreenLog, last_message
 
 POLL = 0.1
 ENTER_PAUSE = 0.2  # between typed text and its Enter (see _type)
 EXIT_RETRY = 1.0  # how often an exit command not yet obeyed is submitted again (see _leave)
 TITLE_SETTLE = 0.5  # how long a "ready" window title must stay to mean the turn ended
-# CSI, OSC, charset designations (ESC ( B), two-byte escapes (ESC 7 / 8 / M ...), other controls
-ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()*+][0-~]"
-                  r"|\x1b[0-?@-Z\\^-~]|[\x00-\x08\x0b-\x1a\x1c-\x1f\x7f]")
-# TUIs (Claude Code's Ink) move the cursor instead of printing spaces: on screen, a space
-CURSOR_RIGHT = re.compile(r"\x1b\[\d*[CG]")
-# ... and go to the next line by a carriage return and a cursor move down ("\r\x1b[2B"): a new line
-CURSOR_DOWN = re.compile(r"\x1b\[\d*[BE]")
-BLANKS = re.compile(r"[ \t\xa0]+")
-TITLE = re.compile(r"\x1b\][02];([^\x07\x1b]*)(?:\x07|\x1b\\)")  # OSC 0 / 2: set the window title
 
 
 @dataclass(frozen=True)
@@ -43,11 +36,11 @@ class Rule:
     repeat: bool = False  # False: answered once per session (a repainted dialog is not answered twice)
 
 
-def screen_text(raw: str) -> str:
-    """Terminal output as the text a person reads: escape sequences gone, cursor moves to the
-    right as one space, a move down as a new line, runs of blanks as one space (so a rule says
-    "Yes, I trust this folder")."""
-    return BLANKS.sub(" ", ANSI.sub("", CURSOR_DOWN.sub("\n", CURSOR_RIGHT.sub(" ", raw))))
+@dataclass(frozen=True)
+class ScreenError:
+    expect: str  # a regular expression over the screen text: the session cannot go on
+    message: str  # the failure's reason: what happened and what to do
+    kind: str = "crashed"  # an ErrorKind value ("config": retrying will not help)
 
 
 @dataclass(frozen=True)
@@ -56,6 +49,7 @@ class SessionSpec:
     cwd: Path
     env: dict[str, str] = field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
+    errors: tuple[ScreenError, ...] = ()  # ends the session at once, whether the CLI exits or not
     done: str | None = None  # a pattern that means the work is finished
     # a window-title pattern the CLI shows while it waits for input: the turn ended when the title
     # comes back to it after another one (e.g. Gemini CLI: "◇ Ready", "✦ Working…", "◇ Ready")
@@ -78,6 +72,7 @@ class SessionResult:
     done: bool  # the done pattern matched or the caller's should_stop fired
     answered: tuple[str, ...] = ()  # the rules that fired, by pattern
     session_id: str | None = None
+    error: ScreenError | None = None  # the error the screen showed (process.ended_by == "error")
 
 
 def rules_from(cli: dict[str, Any]) -> tuple[tuple[Rule, ...], str | None, str | None]:
@@ -87,83 +82,15 @@ def rules_from(cli: dict[str, Any]) -> tuple[tuple[Rule, ...], str | None, str |
     return rules, conf.get("done"), conf.get("exit")
 
 
-def last_message(transcript: str, pattern: str | None) -> str:
-    """The agent's last message in a session's screen text: group 1 of the last match of the CLI's
-    `message` pattern (Claude Code marks a message with "●", Gemini CLI with "✦"); without a
-    pattern or a match, the whole transcript."""
-    found = re.findall(pattern, transcript) if pattern else []
-    if not found:
-        return transcript.strip()
-    last = found[-1] if isinstance(found[-1], str) else found[-1][0]
-    return "\n".join(line.strip() for line in last.strip().splitlines())
-
-
-class _Log:
-    """pexpect's logfile_read: keeps the transcript, marks activity, writes redacted text."""
-
-    def __init__(self, fh: IO[str] | None, redact: Redactor, on_text: Callable[[str], None] | None) -> None:
-        self.fh, self.redact, self.on_text = fh, redact, on_text
-        # a secret cut in two by a read must not reach the file: hold back a secret's length
-        self.keep = max((len(v) for v in redact.secrets), default=1) - 1
-        self.secret = re.compile("|".join(map(re.escape, redact.secrets))) if redact.secrets else None
-        self.unwritten = ""
-        self.screen = ""  # screen_text of everything read so far
-        self.pending = ""  # an escape sequence cut in two by a read
-        self.last = time.monotonic()
-        self.titles: list[str] = []  # the window titles set so far, repeats dropped
-        self.title_at = self.last  # when the latest title was set
-
-    def write(self, text: str) -> None:
-        self.last = time.monotonic()
-        data, self.pending = self.pending + text, ""
-        esc = data.rfind("\x1b")
-        if esc != -1 and len(data) - esc < 256 and _unfinished(data[esc:]):
-            data, self.pending = data[:esc], data[esc:]
-        for m in TITLE.finditer(data):
-            title = m.group(1).strip()
-            if not self.titles or self.titles[-1] != title:
-                self.titles.append(title)
-                self.title_at = self.last
-        text_now = screen_text(data)
-        if self.screen.endswith(" ") and text_now.startswith(" "):  # one run of blanks across reads
-            text_now = text_now.lstrip(" ")
-        self.screen += text_now
-        self._to_file(text)
-        if self.on_text is not None:
-            self.on_text(text)
-
-    def _to_file(self, text: str, final: bool = False) -> None:
-        if self.fh is None:
-            return
-        buf = self.unwritten + text
-        cut = len(buf) if final or self.secret is None else max(0, len(buf) - self.keep)
-        for m in self.secret.finditer(buf) if self.secret is not None else ():
-            if m.start() < cut < m.end():
-                cut = m.start()
-        self.fh.write(self.redact(buf[:cut]))
-        self.fh.flush()
-        self.unwritten = buf[cut:]
-
-    def back_to(self, title: re.Pattern[str], settle: float) -> bool:
-        """The title came back to `title` after another one and has stayed `settle` seconds."""
-        return (len(self.titles) > 1 and title.search(self.titles[-1]) is not None
-                and any(title.search(t) is None for t in self.titles[:-1])
-                and time.monotonic() - self.title_at >= settle)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self._to_file("", final=True)
-        if self.fh is not None:
-            self.fh.close()
-
-
-def _unfinished(tail: str) -> bool:
-    """Whether `tail` (from an ESC to the end of what was read) is an incomplete escape sequence."""
-    if tail.startswith("\x1b]"):
-        return "\x07" not in tail and "\x1b\\" not in tail
-    return ANSI.match(tail) is None
+def errors_from(cli: dict[str, Any]) -> tuple[ScreenError, ...]:
+    found = tuple(ScreenError(str(e["expect"]), str(e["message"]), str(e.get("kind", "crashed")))
+                  for e in (cli.get("interactive") or {}).get("errors") or [])
+    kinds = {k.value for k in ErrorKind}
+    for e in found:
+        if e.kind not in kinds:
+            raise BridgeError(f"interactive error {e.expect!r}: kind {e.kind!r} is none of {', '.join(sorted(kinds))}; "
+                              "fix it in the CLI's clis.yaml")
+    return found
 
 
 def run_session(spec: SessionSpec, on_text: Callable[[str], None] | None = None, *,
@@ -180,7 +107,7 @@ def run_session(spec: SessionSpec, on_text: Callable[[str], None] | None = None,
     if spec.log is not None:
         spec.log.parent.mkdir(parents=True, exist_ok=True)
         fh = open(spec.log, "a", encoding="utf-8")  # noqa: SIM115 - closed below
-    log = _Log(fh, redact, on_text)
+    log = ScreenLog(fh, redact, on_text)
     start = time.monotonic()
     child = pexpect.spawn(spec.argv[0], list(spec.argv[1:]), cwd=str(spec.cwd), env=env,
                           encoding="utf-8", codec_errors="replace", dimensions=(50, 200), echo=False)
@@ -190,7 +117,9 @@ def run_session(spec: SessionSpec, on_text: Callable[[str], None] | None = None,
     rules = [(rule, re.compile(rule.expect)) for rule in spec.rules]
     done_re = re.compile(spec.done) if spec.done else None
     title_re = re.compile(spec.done_title) if spec.done_title else None
-    ended_by, reason, done, answered = "exit", "", False, []
+    errors = [(e, re.compile(e.expect)) for e in spec.errors]
+    checked = 0  # the screen text before this offset has no error in it
+    ended_by, reason, done, answered, error = "exit", "", False, [], None
     seen = 0  # the screen text before this offset has been matched already
     try:
         while True:
@@ -200,6 +129,9 @@ def run_session(spec: SessionSpec, on_text: Callable[[str], None] | None = None,
                 pass
             except pexpect.EOF:  # the CLI exited by itself
                 break
+            if error := _shown(log.screen, errors, checked):
+                break
+            checked = max(0, len(log.screen) - 512)  # an error message cut by a read still matches
             hit = _first_match(log.screen, seen, [(r, p) for r, p in rules
                                                   if r.repeat or r.expect not in answered])
             if hit is not None:
@@ -227,6 +159,10 @@ def run_session(spec: SessionSpec, on_text: Callable[[str], None] | None = None,
                 continue
             break
         _leave(child, spec, polite=done)
+        if error is None and ended_by == "exit":  # what it showed before it exited
+            error = _shown(log.screen, errors, 0)
+        if error is not None:
+            ended_by, reason = "error", error.message
     finally:
         if child.isalive():
             child.kill(signal.SIGKILL)
@@ -238,8 +174,11 @@ def run_session(spec: SessionSpec, on_text: Callable[[str], None] | None = None,
     proc = ProcessResult(pid=child.pid, exit_code=status, signal=sig, duration=time.monotonic() - start,
                          ended_by=ended_by, stop_reason=reason)
     found = re.findall(spec.session, log.screen) if spec.session else []
-    return SessionResult(proc, log.screen, done, tuple(answered),
-                         found[-1] if found else None)
+    return SessionResult(proc, log.screen, done, tuple(answered), found[-1] if found else None, error)
+
+
+def _shown(screen: str, errors: list[tuple[ScreenError, re.Pattern[str]]], start: int) -> ScreenError | None:
+    return next((e for e, pattern in errors if pattern.search(screen, start)), None)
 
 
 def _first_match(screen: str, start: int, rules: list[tuple[Rule, re.Pattern[str]]]) -> tuple[Rule, int] | None:
@@ -340,7 +279,8 @@ async def run_interactive_attempt(profile: Any, cmd: Command, inv: Invocation, *
     else:  # a fresh worktree is a folder the CLI never saw: answer its trust dialog in advance
         trust_worktree(kind, cwd, env)
     conf = cli.get("interactive") or {}
-    spec = SessionSpec(argv=cmd.argv, cwd=cwd, env=cmd.env, rules=rules, done=done, exit_text=exit_text,
+    spec = SessionSpec(argv=cmd.argv, cwd=cwd, env=cmd.env, rules=rules, errors=errors_from(cli), done=done,
+                       exit_text=exit_text,
                        done_title=conf.get("done_title"), session=conf.get("session"), log=out_path, timeout=timeout,
                        idle_timeout=idle_timeout, grace=grace, run_id=run_id, stage=stage_key)
     err_path.touch()
@@ -355,7 +295,10 @@ async def run_interactive_attempt(profile: Any, cmd: Command, inv: Invocation, *
     kinds = {"timeout": ErrorKind.TIMEOUT, "idle_timeout": ErrorKind.IDLE_TIMEOUT,
              "cancelled": ErrorKind.CANCELLED}
     sid = result.session_id
-    if proc.ended_by in kinds:
+    if result.error is not None:
+        outcome = Outcome(False, ErrorKind(result.error.kind), result.error.message, session_id=sid,
+                          final_message=text)
+    elif proc.ended_by in kinds:
         outcome = Outcome(False, kinds[proc.ended_by], proc.stop_reason, session_id=sid, final_message=text)
     elif result.done or (done is None and spec.done_title is None and proc.exit_code == 0):
         outcome = Outcome(True, reason=proc.stop_reason, session_id=sid, final_message=text)

@@ -243,3 +243,22 @@ trusty:
     assert result.outcome.success, result.outcome
     assert (inv.shared_dir / "out.txt").exists()
     assert "TASK COMPLETE" in result.outcome.final_message and events
+
+
+def test_an_interactive_error_screen_fails_the_attempt_with_its_kind_and_message(tmp_path):
+    (tmp_path / ".bridge").mkdir()
+    (tmp_path / ".bridge" / "clis.yaml").write_text(f"""
+stuck:
+  adapter: command
+  binary: {FAKES / 'fake_interactive'}
+  command: [{FAKES / 'fake_interactive'}, "{{{{ shared }}}}/out.txt", "--stuck"]
+  interactive:
+    errors: [{{expect: 'Unable to connect', kind: config, message: "cannot connect: run it once by hand"}}]
+    done: TASK COMPLETE
+""")
+    inv = invocation(tmp_path)
+    inv.shared_dir.mkdir()
+    result, _ = attempt(AgentProfile(cli="stuck", interactive=True), inv, project=tmp_path)
+    assert not result.outcome.success
+    assert result.outcome.error is ErrorKind.CONFIG  # not retried: a retry would show the same screen
+    assert result.outcome.reason == "cannot connect: run it once by hand"

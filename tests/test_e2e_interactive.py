@@ -15,7 +15,8 @@ import pytest
 from bridge.agents.base import Invocation
 from bridge.attempt import StopKind, run_attempt
 from bridge.config import cli_definition
-from bridge.interactive import SessionSpec, rules_from, run_session, screen_text
+from bridge.interactive import SessionSpec, errors_from, rules_from, run_session
+from bridge.screen import screen_text
 from bridge.playbook import AgentProfile
 from bridge.proctable import group_members, run_processes
 from bridge.rehearsal import ModelServer, parse_script, wiring
@@ -111,6 +112,22 @@ def test_claude_rules_answer_trust_and_api_key_dialogs(world):
     # Claude Code checks the folder and its parents; it records the answer on a parent (seen: /tmp)
     trusted = [p for p, v in config["projects"].items() if v.get("hasTrustDialogAccepted")]
     assert any((world / "repo").resolve().is_relative_to(p) for p in trusted), config["projects"]
+
+
+def test_claude_without_its_first_run_fails_with_what_to_do(world):
+    """A config that never finished Claude Code's onboarding: it checks api.anthropic.com, cannot
+    reach it here, shows "Unable to connect to Anthropic services" and exits 1; the configured
+    error names the cause and the fix instead of a bare "exited 1"."""
+    cli = cli_definition("claude")
+    with ModelServer(parse_script(WRITE)) as server:
+        wire = wiring("claude", server.url, world / "home")  # files not written: no onboarding seeded
+        spec = SessionSpec(argv=("claude", "say hi", "--model", wire.model), cwd=world / "repo", env=wire.env,
+                           errors=errors_from(cli), timeout=40, grace=2.0, run_id=RUN_I, stage="o")
+        result = run_session(spec)
+        assert [r for r in server.requests if r.method == "POST"] == []  # no model call (a HEAD probe only)
+    assert_clean(result.process.pid)
+    assert result.error is not None and result.error.kind == "config", result.transcript[-2000:]
+    assert result.process.ended_by == "error" and "run `claude` once by hand" in result.process.stop_reason
 
 
 def test_gemini_tui_outputs_complete_then_quit(world):

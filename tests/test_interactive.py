@@ -10,9 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from bridge.config import cli_definition
-from bridge.interactive import (Rule, SessionSpec, _Log, last_message, run_interactive, run_session,
-                                screen_text)
+from bridge.errors import BridgeError
+from bridge.interactive import Rule, ScreenError, SessionSpec, errors_from, run_interactive, run_session
+from bridge.screen import ScreenLog, last_message, screen_text
 from bridge.proctable import group_members, run_processes
 from bridge.redact import Redactor
 from bridge.trust import seed_rehearsal_home
@@ -61,6 +64,24 @@ def test_the_end_of_a_turn_by_the_window_title(tmp_path):
     assert (tmp_path / "out.txt").read_text() == "done by fake-cli\n"
     assert result.process.exit_code == 0 and "bye" in result.transcript  # then /exit
     assert_clean(result.process.pid)
+
+
+def test_an_error_screen_ends_the_session_at_once_with_its_message(tmp_path):
+    stuck = ScreenError(r"Unable to connect", "cannot reach the service: run it once by hand", "config")
+    t0 = time.monotonic()
+    result = run_session(spec(tmp_path, "--stuck", errors=(stuck,), done="TASK COMPLETE", timeout=30))
+    assert time.monotonic() - t0 < 10  # not its timeout: at once, then SIGTERM ignored, SIGKILL
+    assert result.error == stuck and not result.done
+    assert result.process.ended_by == "error" and result.process.stop_reason == stuck.message
+    assert result.process.signal is not None
+    assert_clean(result.process.pid)
+
+
+def test_error_kinds_in_the_config_are_checked():
+    cli = {"interactive": {"errors": [{"expect": "x", "message": "m", "kind": "oops"}]}}
+    with pytest.raises(BridgeError, match="kind 'oops' is none of"):
+        errors_from(cli)
+    assert errors_from(cli_definition("claude"))[0].kind == "config"
 
 
 def test_refused_without_rule(tmp_path):
@@ -127,7 +148,7 @@ def test_message_patterns_of_the_shipped_tuis():
 def test_log_holds_back_a_cut_escape_sequence_and_a_cut_secret(tmp_path):
     secret = "sk-test-0123456789abcdef"
     path = tmp_path / "t.log"
-    log = _Log(open(path, "w", encoding="utf-8"), Redactor([secret]), None)
+    log = ScreenLog(open(path, "w", encoding="utf-8"), Redactor([secret]), None)
     for chunk in ("Yes,\x1b[1", "2GI trust; key=sk-test-0123", "456789abcdef done"):
         log.write(chunk)
     log.close()
@@ -137,7 +158,7 @@ def test_log_holds_back_a_cut_escape_sequence_and_a_cut_secret(tmp_path):
 
 def test_a_run_of_blanks_cut_by_a_read_is_still_one_space():
     """Seen under load: "gemini " then "\x1b[1C--resume ID" broke the session pattern."""
-    log = _Log(None, Redactor([]), None)
+    log = ScreenLog(None, Redactor([]), None)
     for chunk in ("To resume: gemini ", "\x1b[1C--resume 1234", "\xa0 ok"):
         log.write(chunk)
     assert log.screen == "To resume: gemini --resume 1234 ok"
