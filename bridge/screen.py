@@ -16,27 +16,32 @@ ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x
 # TUIs (Claude Code's Ink) move the cursor instead of printing spaces: on screen, a space
 CURSOR_RIGHT = re.compile(r"\x1b\[\d*[CG]")
 # ... and go to the next line by a carriage return and a cursor move down ("\r\x1b[2B"): a new line
-CURSOR_DOWN = re.compile(r"\x1b\[\d*[BE]")
+CURSOR_DOWN = re.compile(r"\x1b\[(\d*)[BE]")  # n lines down: n new lines (a blank line between)
+# a move right then down ("\x1b[2C\x1b[1B- item"): the text lands indented on the next line
+RIGHT_THEN_DOWN = re.compile(r"((?:\x1b\[\d*C)+)(\x1b\[\d*B)")
 BLANKS = re.compile(r"[ \t\xa0]+")
 TITLE = re.compile(r"\x1b\][02];([^\x07\x1b]*)(?:\x07|\x1b\\)")  # OSC 0 / 2: set the window title
 
 
 def screen_text(raw: str) -> str:
     """Terminal output as the text a person reads: escape sequences gone, cursor moves to the
-    right as one space, a move down as a new line, runs of blanks as one space (so a rule says
+    right as one space, n lines down as n new lines, runs of blanks as one space (so a rule says
     "Yes, I trust this folder")."""
-    return BLANKS.sub(" ", ANSI.sub("", CURSOR_DOWN.sub("\n", CURSOR_RIGHT.sub(" ", raw))))
+    raw = RIGHT_THEN_DOWN.sub(r"\2\1", raw)
+    raw = CURSOR_DOWN.sub(lambda m: "\n" * min(int(m.group(1) or 1), 50), CURSOR_RIGHT.sub(" ", raw))
+    return BLANKS.sub(" ", ANSI.sub("", raw))
 
 
 def last_message(transcript: str, pattern: str | None) -> str:
     """The agent's last message in a session's screen text: group 1 of the last match of the CLI's
-    `message` pattern (Claude Code marks a message with "●", Gemini CLI with "✦"); without a
-    pattern or a match, the whole transcript."""
+    `message` pattern (Claude Code marks a message with "●", Gemini CLI with "✦"), its lines
+    stripped and runs of blank lines made one; without a pattern or a match, the whole transcript."""
     found = re.findall(pattern, transcript) if pattern else []
     if not found:
         return transcript.strip()
     last = found[-1] if isinstance(found[-1], str) else found[-1][0]
-    return "\n".join(line.strip() for line in last.strip().splitlines())
+    lines = [line.strip() for line in last.strip().splitlines()]
+    return "\n".join(line for i, line in enumerate(lines) if line or (i and lines[i - 1]))
 
 
 class ScreenLog:

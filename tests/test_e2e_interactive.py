@@ -31,6 +31,8 @@ replies:
       - write_file: {path: '$1/$2', content: "# Report\\n"}
       - text: 'Wrote the report.'
 """
+ANSWER = "First paragraph of the answer.\n\nSecond paragraph:\n\n- item one\n- item two"
+PARAGRAPHS = WRITE.replace("'Wrote the report.'", json.dumps(ANSWER))
 
 
 def assert_clean(pid: int) -> None:
@@ -38,7 +40,7 @@ def assert_clean(pid: int) -> None:
     assert run_processes(RUN_I) == [], "a process carrying this run's marker is still running"
 
 
-def attempt(cli: str, world: Path, *, watch: bool):
+def attempt(cli: str, world: Path, *, watch: bool, script: str = WRITE):
     """One interactive attempt through run_attempt; `watch`: completion by the shared file."""
     shared = world / "run" / "shared"
     inv = Invocation(prompt=f"Write the audit into {shared} as report.md", cwd=world / "repo",
@@ -47,7 +49,7 @@ def attempt(cli: str, world: Path, *, watch: bool):
     report = shared / "report.md"
 
     async def main():
-        with ModelServer(parse_script(WRITE)) as server:
+        with ModelServer(parse_script(script)) as server:
             wire = wiring(cli, server.url, world / "home")
             return await run_attempt(profile, inv, timeout=40, idle_timeout=None, wiring=wire,
                                      outputs_complete=(lambda: report.exists()) if watch else None,
@@ -83,6 +85,14 @@ def test_claude_tui_done_pattern_and_session_id(world):
     assert result.process.exit_code == 0
     assert result.outcome.session_id and len(result.outcome.session_id) == 36  # "claude --resume ID"
     assert result.outcome.final_message == "Wrote the report.", repr(result.outcome.final_message)
+
+
+@pytest.mark.parametrize("cli", ["claude", "gemini"])
+def test_tui_final_message_keeps_paragraphs_and_lists(world, cli):
+    """The whole last message off the screen: its paragraphs, its list, no TUI chrome."""
+    result, _ = attempt(cli, world, watch=False, script=PARAGRAPHS)
+    assert result.outcome.success, result.outcome.reason
+    assert result.outcome.final_message == ANSWER, repr(result.outcome.final_message)
 
 
 def test_claude_rules_answer_trust_and_api_key_dialogs(world):
