@@ -215,7 +215,7 @@ def test_runs_show_logs(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MY_API_KEY", "supersecret-123456")
     pb = write_playbook(project, """
         stages:
-          a: {agent: f, prompt: "FAKE: message=the key is supersecret-123456; cost=0.5; write={{ shared }}/r.md=report", outputs: [r.md]}
+          a: {agent: f, prompt: "FAKE: respond_first=1; message=the key is supersecret-123456; cost=0.5; write={{ shared }}/r.md=report", outputs: [r.md]}
     """)
     assert bridge(project, "run", str(pb)).returncode == 0
     runs = bridge(project, "runs", columns=40)

@@ -25,22 +25,24 @@ from tests.runhelp import bridge, bridge_argv, make_project, pid_alive, wait_for
 
 # plan -> fan (3 items) -> merge -> work (loop: impl -> check, until the counter says 2) -> report;
 # lint fails (continue_on_error); flaky fails once, then succeeds on its retry; wrap is `finally`.
+# Agents with outputs report their result first (respond_first): not stopped early by their complete
+# outputs, so every agent's cost is known and the end state is the same whenever bridge is killed.
 PLAYBOOK = """
     stages:
       plan:
         agent: f
-        prompt: "FAKE: count={calls}; pidfile={tmp}/plan.pid; tool=Bash:planning; pre_sleep=0.6; write={{{{ shared }}}}/plan.md=the plan; tokens=100,10; cost=0.01"
+        prompt: "FAKE: count={calls}; respond_first=1; pidfile={tmp}/plan.pid; tool=Bash:planning; pre_sleep=0.6; write={{{{ shared }}}}/plan.md=the plan; tokens=100,10; cost=0.01"
         outputs: [plan.md]
       fan:
         agent: f
         needs: plan
         matrix: {{part: [a, b, c]}}
-        prompt: "FAKE: count={calls}; pre_sleep=0.3; write={{{{ shared }}}}/fan-{{{{ matrix.part }}}}.txt={{{{ matrix.part }}}} of {{{{ stages.plan.outputs['plan.md'].text }}}}; tokens=50,5; cost=0.02"
+        prompt: "FAKE: count={calls}; respond_first=1; pre_sleep=0.3; write={{{{ shared }}}}/fan-{{{{ matrix.part }}}}.txt={{{{ matrix.part }}}} of {{{{ stages.plan.outputs['plan.md'].text }}}}; tokens=50,5; cost=0.02"
         outputs: ["fan-{{{{ matrix.part }}}}.txt"]
       merge:
         agent: f
         needs: fan
-        prompt: "FAKE: count={calls}; pre_sleep=0.1; write={{{{ shared }}}}/merged.txt={{{{ stages.fan.outputs['fan-a.txt'].text }}}}+{{{{ stages.fan.outputs['fan-b.txt'].text }}}}+{{{{ stages.fan.outputs['fan-c.txt'].text }}}}; cost=0.03"
+        prompt: "FAKE: count={calls}; respond_first=1; pre_sleep=0.1; write={{{{ shared }}}}/merged.txt={{{{ stages.fan.outputs['fan-a.txt'].text }}}}+{{{{ stages.fan.outputs['fan-b.txt'].text }}}}+{{{{ stages.fan.outputs['fan-c.txt'].text }}}}; cost=0.03"
         outputs: [merged.txt]
       lint:
         agent: f
@@ -60,22 +62,22 @@ PLAYBOOK = """
           stages:
             impl:
               agent: f
-              prompt: "FAKE: count={calls}; pre_sleep=0.2; write={{{{ shared }}}}/counter.txt={{{{ loop.iteration }}}}; message=impl {{{{ loop.iteration }}}}; cost=0.01"
+              prompt: "FAKE: count={calls}; respond_first=1; pre_sleep=0.2; write={{{{ shared }}}}/counter.txt={{{{ loop.iteration }}}}; message=impl {{{{ loop.iteration }}}}; cost=0.01"
               outputs: [counter.txt]
             check:
               agent: f
               needs: impl
-              prompt: "FAKE: count={calls}; pre_sleep=0.2; read={{{{ shared }}}}/counter.txt={{{{ shared }}}}/seen.txt; message=checked {{{{ loop.iteration }}}}; cost=0.01"
+              prompt: "FAKE: count={calls}; respond_first=1; pre_sleep=0.2; read={{{{ shared }}}}/counter.txt={{{{ shared }}}}/seen.txt; message=checked {{{{ loop.iteration }}}}; cost=0.01"
               outputs: [seen.txt]
       report:
         agent: f
         needs: [merge, lint, flaky, work]
-        prompt: "FAKE: count={calls}; write={{{{ shared }}}}/report.md=lint {{{{ stages.lint.status }}}}, {{{{ stages.flaky.final_message }}}}, loop at {{{{ stages.check.outputs['seen.txt'].text }}}}, {{{{ stages.impl.final_message }}}}; cost=0.01"
+        prompt: "FAKE: count={calls}; respond_first=1; write={{{{ shared }}}}/report.md=lint {{{{ stages.lint.status }}}}, {{{{ stages.flaky.final_message }}}}, loop at {{{{ stages.check.outputs['seen.txt'].text }}}}, {{{{ stages.impl.final_message }}}}; cost=0.01"
         outputs: [report.md]
     finally:
       wrap:
         agent: f
-        prompt: "FAKE: count={calls}; pre_sleep=0.3; write={{{{ shared }}}}/wrap.md=report {{{{ stages.report.status }}}}, lint {{{{ stages.lint.status }}}}; cost=0.01"
+        prompt: "FAKE: count={calls}; respond_first=1; pre_sleep=0.3; write={{{{ shared }}}}/wrap.md=report {{{{ stages.report.status }}}}, lint {{{{ stages.lint.status }}}}; cost=0.01"
         outputs: [wrap.md]
 """
 

@@ -22,7 +22,7 @@ def test_outputs_handoff_and_ledger(project: Path) -> None:
         stages:
           a:
             agent: f
-            prompt: "FAKE: write={{ shared }}/a.txt=hello; message=from a; tokens=100,20; cost=0.25; tool=Bash:ls -la"
+            prompt: "FAKE: respond_first=1; write={{ shared }}/a.txt=hello; message=from a; tokens=100,20; cost=0.25; tool=Bash:ls -la"
             outputs: [a.txt]
           b:
             agent: f
@@ -202,7 +202,7 @@ def test_loop_until_sees_previous_iteration(project: Path) -> None:
                 verify:
                   agent: f
                   needs: impl
-                  prompt: "FAKE: write={{ shared }}/verdict.json={\\"ok\\": {{ 'true' if loop.iteration == 2 else 'false' }}}; message=verdict {{ loop.iteration }}"
+                  prompt: "FAKE: respond_first=1; write={{ shared }}/verdict.json={\\"ok\\": {{ 'true' if loop.iteration == 2 else 'false' }}}; message=verdict {{ loop.iteration }}"
                   outputs: [verdict.json]
           after: {agent: f, needs: fix, prompt: "FAKE: message={{ stages.verify.final_message }}"}
     """)

@@ -62,7 +62,7 @@ def test_handoff_counts_quoted_upstream_bytes_not_the_prompt(project: Path) -> N
         stages:
           a:
             agent: f
-            prompt: "FAKE: write={{ shared }}/a.txt=hello-output; message=the-final-message-of-a"
+            prompt: "FAKE: respond_first=1; write={{ shared }}/a.txt=hello-output; message=the-final-message-of-a"
             outputs: [a.txt]
           b:
             agent: f

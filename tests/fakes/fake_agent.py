@@ -10,6 +10,9 @@ and write, anywhere in a stage's prompt, lines such as
 Keys (`;`-separated, repeatable where it makes sense):
   count=FILE             append "<BRIDGE_STAGE> <pid>" to FILE (how many times it ran, and where)
   write=PATH=TEXT        write TEXT to PATH (atomically) before sleeping; repeatable
+  respond_first=1        print the final message and the result before the writes (else after): a
+                         test whose subject is not an early stop by complete outputs uses it, so
+                         bridge never races the result and stops the agent before its cost is known
   append=PATH=TEXT       append TEXT and a newline to PATH (relative paths: the cwd); repeatable
   read=PATH=DEST         copy PATH's text (or "<missing>") to DEST, after the writes; repeatable
   sleep=SECONDS          sleep before the result (after the writes)
@@ -104,6 +107,22 @@ def main(argv: list[str]) -> int:
         emit({"type": "assistant", "session_id": session, "message": {"content": [
             {"type": "tool_use", "name": name, "input": {"command": arg}}]}})
     time.sleep(float(one("pre_sleep", "0")))
+    if one("respond_first", "0") == "1":
+        code = respond(d, session, runs)
+        sys.stdout.flush()
+        do_files(d)
+        return code
+    do_files(d)
+    time.sleep(float(one("sleep", "0")))
+    if "sleep_first" in d:
+        n, _, secs = one("sleep_first").partition(":")
+        if runs and runs <= int(n):
+            time.sleep(float(secs))
+    return respond(d, session, runs)
+
+
+def do_files(d: dict[str, list[str]]) -> None:
+    """The write=, append= and read= directives, in that order."""
     for item in d.get("write", []):
         path, _, content = item.partition("=")
         write_atomic(path, content or "ok\n")
@@ -119,11 +138,14 @@ def main(argv: list[str]) -> int:
         except OSError:
             text = "<missing>"
         write_atomic(dest, text)
-    time.sleep(float(one("sleep", "0")))
-    if "sleep_first" in d:
-        n, _, secs = one("sleep_first").partition(":")
-        if runs and runs <= int(n):
-            time.sleep(float(secs))
+
+
+def respond(d: dict[str, list[str]], session: str, runs: int) -> int:
+    """The terminal event (and the final message before it); returns the exit code."""
+
+    def one(key: str, default: str = "") -> str:
+        return d.get(key, [default])[-1]
+
     tin, _, tout = one("tokens", "10,5").partition(",")
     usage = {"input_tokens": int(tin or 0), "output_tokens": int(tout or 0)}
     cost = float(one("cost", "0"))
