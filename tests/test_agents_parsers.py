@@ -79,6 +79,31 @@ def test_claude_cost_and_usage():
     assert outcome.num_turns == 4  # three tool steps and the answer
 
 
+def test_claude_usage_runs_with_the_stream_and_the_result_settles_it():
+    """Each model call's assistant events carry its usage: a session stopped before its result
+    (outputs complete, a budget) still has its calls counted; the result gives the final figures."""
+    lines = (STREAMS / "claude" / "multi_step.jsonl").read_text().splitlines()
+    parser = ADAPTERS["claude"].new_parser({})
+    running = []
+    for line in lines:
+        if '"type":"result"' in line.replace(" ", ""):
+            break
+        running += [e.data["usage"] for e in parser.feed(line) if e.kind is EventKind.USAGE]
+    assert [u.input_tokens for u in running] == [28, 56, 84, 112]  # one assistant event per call here
+    assert running[-1].input_tokens == 112 and running[-1].output_tokens == 4  # 4 calls, outputs as started
+    stopped = parser.finish(None)  # stopped here: no result
+    assert stopped.usage.input_tokens == 112 and stopped.cost_usd is None
+    outcome, events = replay("claude", "multi_step")
+    assert (outcome.usage.input_tokens, outcome.usage.output_tokens) == (112, 63)  # the result's figures
+    last = [e for e in events if e.kind is EventKind.USAGE][-1]
+    assert last.data["usage"] == outcome.usage and last.data["total_cost_usd"] == pytest.approx(0.001281)
+    # a message with a text and a tool block comes as two assistant events with one id: counted once
+    block = '{"type":"assistant","message":{"id":"m1","usage":{"input_tokens":7,"output_tokens":2},"content":[%s]}}'
+    twice = feed_all("claude", [block % '{"type":"text","text":"hi"}',
+                                block % '{"type":"tool_use","name":"Bash","input":{"command":"ls"}}'], exit_code=None)
+    assert (twice.usage.input_tokens, twice.usage.output_tokens) == (7, 2)
+
+
 def test_claude_permission_denial_is_a_failure():
     outcome, _ = replay("claude", "permission_denied")
     assert outcome.success is False and outcome.error is ErrorKind.PERMISSION_DENIED

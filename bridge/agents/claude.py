@@ -65,6 +65,7 @@ class ClaudeParser(StreamParser):
     def __init__(self) -> None:
         super().__init__()
         self.retries: list[dict[str, Any]] = []
+        self.messages: dict[str, Usage] = {}  # message id -> its usage, as its assistant events say
 
     def handle(self, obj: dict[str, Any]) -> list[AgentEvent]:
         kind = obj.get("type", "")
@@ -85,7 +86,7 @@ class ClaudeParser(StreamParser):
         return []
 
     def _assistant(self, message: dict[str, Any]) -> list[AgentEvent]:
-        events = []
+        events = self._running_usage(message)
         for block in message.get("content") or []:
             t = block.get("type")
             if t == "text" and block.get("text"):
@@ -100,12 +101,24 @@ class ClaudeParser(StreamParser):
                     events.append(AgentEvent(EventKind.TOOL, name, block))
         return events
 
+    def _running_usage(self, message: dict[str, Any]) -> list[AgentEvent]:
+        """Each model call's usage as its assistant events carry it: the input exactly, the output as
+        counted when the message started (the result has the final figures). So a session stopped
+        before its result (its outputs complete, a budget) still counts its calls, and a budget sees
+        a long session grow."""
+        u, mid = message.get("usage"), message.get("id")
+        if not isinstance(u, dict) or not mid:
+            return []
+        self.messages[str(mid)] = _usage(u)
+        self.usage = Usage(sum(m.input_tokens for m in self.messages.values()),
+                           sum(m.output_tokens for m in self.messages.values()),
+                           sum(m.cached_tokens for m in self.messages.values()))
+        return [AgentEvent(EventKind.USAGE, "", {"usage": self.usage})]
+
     def _result(self, obj: dict[str, Any]) -> list[AgentEvent]:
         self.final_message = str(obj.get("result") or "")
         u = obj.get("usage") or {}
-        cached = as_int(u.get("cache_read_input_tokens"))
-        self.usage = Usage(as_int(u.get("input_tokens")) + as_int(u.get("cache_creation_input_tokens")) + cached,
-                           as_int(u.get("output_tokens")), cached)
+        self.usage = _usage(u)
         self.cost_usd = obj.get("total_cost_usd")
         self.num_turns = obj.get("num_turns")
         self.structured_output = obj.get("structured_output")
@@ -122,7 +135,15 @@ class ClaudeParser(StreamParser):
             self.fail(ErrorKind.PERMISSION_DENIED, "permission denied: " + ", ".join(self.permission_denials))
         else:
             self.success = True
-        return [AgentEvent(EventKind.USAGE, "", u), AgentEvent(EventKind.RESULT, self.final_message, obj)]
+        return [AgentEvent(EventKind.USAGE, "", {"usage": self.usage, "total_cost_usd": self.cost_usd}),
+                AgentEvent(EventKind.RESULT, self.final_message, obj)]
+
+
+def _usage(u: dict[str, Any]) -> Usage:
+    """Claude's usage: input_tokens excludes the cache reads and writes, which also count as input."""
+    cached = as_int(u.get("cache_read_input_tokens"))
+    return Usage(as_int(u.get("input_tokens")) + as_int(u.get("cache_creation_input_tokens")) + cached,
+                 as_int(u.get("output_tokens")), cached)
 
 
 def _denial(d: Any) -> str:
