@@ -30,11 +30,13 @@ stages:
   long:
     agent: worker
     max_tokens: 100
-    timeout: 60s
+    timeout: 90s
     prompt: "Count slowly to eight."
 """
+# each call answers after 0.5 s, as a real model takes its time: bridge sees the usage grow and
+# stops the session between two calls (instant answers raced the whole script past the budget)
 SCRIPT = "replies:\n  - match: Count slowly\n    steps:\n" + "".join(
-    f"      - shell: 'echo {n}'\n" for n in range(1, STEPS + 1)) + "      - text: Counted.\n"
+    f"      - {{shell: 'echo {n}', delay: 0.5s}}\n" for n in range(1, STEPS + 1)) + "      - text: Counted.\n"
 
 
 def test_a_token_budget_stops_a_claude_session_mid_way(tmp_path: Path, real_clis: Path) -> None:
