@@ -21,7 +21,7 @@ from bridge.errors import BridgeError
 from bridge.process import ProcessResult, ProcessSpec, child_env
 from bridge.proctable import kill_group
 from bridge.redact import Redactor, secret_values
-from bridge.screen import ANSI, ScreenLog, last_message
+from bridge.screen import COLS, ROWS, ScreenLog, last_message
 
 POLL = 0.1
 ENTER_PAUSE = 0.2  # between typed text and its Enter (see _type)
@@ -68,11 +68,12 @@ class SessionSpec:
 @dataclass(frozen=True)
 class SessionResult:
     process: ProcessResult
-    transcript: str  # the terminal output as screen_text: what a person read
+    transcript: str  # every row the terminal showed, each time it showed new text (ScreenLog.screen)
     done: bool  # the done pattern matched or the caller's should_stop fired
     answered: tuple[str, ...] = ()  # the rules that fired, by pattern
     session_id: str | None = None
     error: ScreenError | None = None  # the error the screen showed (process.ended_by == "error")
+    screen: str = ""  # what the terminal showed when the turn ended (scrolled-off rows first)
 
 
 def rules_from(cli: dict[str, Any]) -> tuple[tuple[Rule, ...], str | None, str | None]:
@@ -110,7 +111,7 @@ def run_session(spec: SessionSpec, on_text: Callable[[str], None] | None = None,
     log = ScreenLog(fh, redact, on_text)
     start = time.monotonic()
     child = pexpect.spawn(spec.argv[0], list(spec.argv[1:]), cwd=str(spec.cwd), env=env,
-                          encoding="utf-8", codec_errors="replace", dimensions=(50, 200), echo=False)
+                          encoding="utf-8", codec_errors="replace", dimensions=(ROWS, COLS), echo=False)
     child.logfile_read = log
     if on_spawn is not None:
         on_spawn(child.pid, child.pid)  # pexpect makes the child a session leader
@@ -158,6 +159,7 @@ def run_session(spec: SessionSpec, on_text: Callable[[str], None] | None = None,
             else:
                 continue
             break
+        at_end = log.term.text()  # before the exit command redraws it
         _leave(child, spec, polite=done)
         if error is None and ended_by == "exit":  # what it showed before it exited
             error = _shown(log.screen, errors, 0)
@@ -174,7 +176,8 @@ def run_session(spec: SessionSpec, on_text: Callable[[str], None] | None = None,
     proc = ProcessResult(pid=child.pid, exit_code=status, signal=sig, duration=time.monotonic() - start,
                          ended_by=ended_by, stop_reason=reason)
     found = re.findall(spec.session, log.screen) if spec.session else []
-    return SessionResult(proc, log.screen, done, tuple(answered), found[-1] if found else None, error)
+    return SessionResult(proc, log.screen, done, tuple(answered), found[-1] if found else None, error,
+                         at_end)
 
 
 def _shown(screen: str, errors: list[tuple[ScreenError, re.Pattern[str]]], start: int) -> ScreenError | None:
@@ -287,11 +290,11 @@ async def run_interactive_attempt(profile: Any, cmd: Command, inv: Invocation, *
 
     def on_text(text: str) -> None:
         if on_event is not None:
-            on_event(AgentEvent(EventKind.MESSAGE, ANSI.sub("", text)))
+            on_event(AgentEvent(EventKind.MESSAGE, text))
 
     result = await run_interactive(spec, on_text, should_stop=should_stop, cancel=cancel, on_spawn=on_spawn)
     proc = result.process
-    text = last_message(result.transcript, conf.get("message"))
+    text = last_message(result.screen, conf.get("message"))
     kinds = {"timeout": ErrorKind.TIMEOUT, "idle_timeout": ErrorKind.IDLE_TIMEOUT,
              "cancelled": ErrorKind.CANCELLED}
     sid = result.session_id

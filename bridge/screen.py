@@ -1,35 +1,126 @@
-"""What a terminal shows: the screen text a person reads out of a TUI's output, its window
-titles, the agent's last message, and ScreenLog, which keeps all of it as pexpect reads."""
+"""What a terminal shows: a TUI's output played on a terminal emulator (pyte), read as a person
+reads it — the rows it drew, its window titles, the agent's last message — and ScreenLog, which
+keeps all of it as pexpect reads.
+
+A TUI does not print its text in order: Claude Code's renderer moves the cursor to absolute
+columns and leaves alone every cell that already shows the right character, so only an emulator
+knows that "the a\\x1b[27Gwer" on top of an earlier "…tokens" reads "the answer"."""
 
 from __future__ import annotations
 
+import inspect
 import re
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import IO
 
+import pyte
+
 from bridge.redact import Redactor
 
-# CSI, OSC, charset designations (ESC ( B), two-byte escapes (ESC 7 / 8 / M ...), other controls
-ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()*+][0-~]"
-                  r"|\x1b[0-?@-Z\\^-~]|[\x00-\x08\x0b-\x1a\x1c-\x1f\x7f]")
-# TUIs (Claude Code's Ink) move the cursor instead of printing spaces: on screen, a space
-CURSOR_RIGHT = re.compile(r"\x1b\[\d*[CG]")
-# ... and go to the next line by a carriage return and a cursor move down ("\r\x1b[2B"): a new line
-CURSOR_DOWN = re.compile(r"\x1b\[(\d*)[BE]")  # n lines down: n new lines (a blank line between)
-# a move right then down ("\x1b[2C\x1b[1B- item"): the text lands indented on the next line
-RIGHT_THEN_DOWN = re.compile(r"((?:\x1b\[\d*C)+)(\x1b\[\d*B)")
+ROWS, COLS = 50, 200  # the size of the pseudo-terminal bridge gives a TUI
+SCROLLBACK = 20_000  # rows kept after they scroll off the top
 BLANKS = re.compile(r"[ \t\xa0]+")
-TITLE = re.compile(r"\x1b\][02];([^\x07\x1b]*)(?:\x07|\x1b\\)")  # OSC 0 / 2: set the window title
+# CSI sequences whose parameters pyte cannot parse (it takes "<", "=" or ":" for the final byte and
+# prints the rest): kitty keyboard protocol ("\x1b[<u"), colon colours ("\x1b[38:5:1m"). None moves
+# the cursor or shows text, so they go before pyte sees them.
+UNPARSED = re.compile(r"\x1b\[[0-?]*[<=:][0-?]*[ -/]*[@-~]")
+CUT = re.compile(r"\x1b(?:\[[0-?]*[ -/]*)?$")  # a CSI sequence cut by the end of a read
 
 
-def screen_text(raw: str) -> str:
-    """Terminal output as the text a person reads: escape sequences gone, cursor moves to the
-    right as one space, n lines down as n new lines, runs of blanks as one space (so a rule says
-    "Yes, I trust this folder")."""
-    raw = RIGHT_THEN_DOWN.sub(r"\2\1", raw)
-    raw = CURSOR_DOWN.sub(lambda m: "\n" * min(int(m.group(1) or 1), 50), CURSOR_RIGHT.sub(" ", raw))
-    return BLANKS.sub(" ", ANSI.sub("", raw))
+def _row(line: dict, columns: int) -> str:
+    """One row as text: a wide character's second cell is "", runs of blanks are one space."""
+    return BLANKS.sub(" ", "".join(line[x].data for x in range(columns))).rstrip()
+
+
+def _tolerant(name: str, takes_private: bool) -> Callable[..., None]:
+    """A CSI handler of pyte that ignores what it cannot take instead of raising: the private form
+    of a sequence it only knows in public ("\x1b[>4;0m" is xterm's modifyOtherKeys, not a colour),
+    more parameters than it expects ("\x1b[;;;;;H")."""
+    base = getattr(pyte.Screen, name)
+
+    def handler(self: pyte.Screen, *params: int, private: bool = False) -> None:
+        if private and not takes_private:
+            return
+        try:
+            base(self, *params, **({"private": True} if private else {}))
+        except (TypeError, ValueError):
+            pass
+    return handler
+
+
+class _Screen(pyte.Screen):
+    """pyte's screen, keeping the rows that scroll off the top and every window title set."""
+
+    def __init__(self, columns: int, lines: int, on_title: Callable[[str], None] | None = None) -> None:
+        super().__init__(columns, lines)
+        self.scrolled: deque[str] = deque(maxlen=SCROLLBACK)
+        self.scrolls = 0  # rows scrolled off so far: row y now is row y + scrolls of the whole output
+        self.on_title = on_title
+        self.set_mode(pyte.modes.LNM)  # a bare "\n" (a log read back as text) starts a new line too
+
+    def index(self) -> None:
+        top, bottom = self.margins or pyte.screens.Margins(0, self.lines - 1)
+        if self.cursor.y == bottom and top == 0:
+            self.scrolled.append(_row(self.buffer[top], self.columns))
+            self.scrolls += 1
+        super().index()
+
+    def set_title(self, param: str) -> None:
+        super().set_title(param)
+        if self.on_title is not None:
+            self.on_title(param)
+
+
+for _name in set(pyte.Stream.csi.values()):
+    setattr(_Screen, _name, _tolerant(_name, "private" in inspect.signature(getattr(pyte.Screen, _name)).parameters))
+
+
+class Terminal:
+    """A terminal emulator fed a TUI's output: `text()` is what a person reads on it now (the rows
+    scrolled off, then the screen), `changed()` the rows redrawn since the last call."""
+
+    def __init__(self, rows: int = ROWS, cols: int = COLS, on_title: Callable[[str], None] | None = None) -> None:
+        self.screen = _Screen(cols, rows, on_title)
+        self.stream = pyte.Stream(self.screen)
+        self.shown: dict[int, str] = {}  # row of the whole output -> its text when changed() last ran
+        self.pending = ""  # the start of a CSI sequence the last read cut
+
+    def feed(self, data: str) -> None:
+        data, self.pending = self.pending + data, ""
+        if cut := CUT.search(data):
+            data, self.pending = data[:cut.start()], data[cut.start():]
+        try:
+            self.stream.feed(UNPARSED.sub("", data))
+        except Exception:  # noqa: BLE001 - garbage must not stop the session: read on, parser anew
+            self.stream = pyte.Stream(self.screen)
+
+    def rows(self) -> list[str]:
+        return [_row(self.screen.buffer[y], self.screen.columns) for y in range(self.screen.lines)]
+
+    def text(self) -> str:
+        return "\n".join([*self.screen.scrolled, *self.rows()]).strip("\n")
+
+    def changed(self) -> str:
+        """The rows redrawn with new text since the last call, top to bottom, each ending in "\\n"."""
+        out, first = [], self.screen.scrolls
+        for y in sorted(self.screen.dirty):
+            row = _row(self.screen.buffer[y], self.screen.columns)
+            if row and self.shown.get(first + y) != row:  # a row that only scrolled up is not new
+                out.append(row + "\n")
+            self.shown[first + y] = row
+        self.screen.dirty.clear()
+        for gone in [k for k in self.shown if k < first]:
+            del self.shown[gone]
+        return "".join(out)
+
+
+def screen_text(raw: str, rows: int = ROWS, cols: int = COLS) -> str:
+    """Terminal output as the text a person reads once it has all been shown."""
+    term = Terminal(rows, cols)
+    term.feed(raw)
+    return term.text()
 
 
 def last_message(transcript: str, pattern: str | None) -> str:
@@ -45,38 +136,36 @@ def last_message(transcript: str, pattern: str | None) -> str:
 
 
 class ScreenLog:
-    """pexpect's logfile_read: keeps the transcript, marks activity, writes redacted text."""
+    """pexpect's logfile_read: plays the output on a Terminal, keeps `screen` (every row as it was
+    drawn, in order: what patterns are searched in), marks activity, writes the raw output redacted."""
 
-    def __init__(self, fh: IO[str] | None, redact: Redactor, on_text: Callable[[str], None] | None) -> None:
+    def __init__(self, fh: IO[str] | None, redact: Redactor, on_text: Callable[[str], None] | None,
+                 rows: int = ROWS, cols: int = COLS) -> None:
         self.fh, self.redact, self.on_text = fh, redact, on_text
         # a secret cut in two by a read must not reach the file: hold back a secret's length
         self.keep = max((len(v) for v in redact.secrets), default=1) - 1
         self.secret = re.compile("|".join(map(re.escape, redact.secrets))) if redact.secrets else None
         self.unwritten = ""
-        self.screen = ""  # screen_text of everything read so far
-        self.pending = ""  # an escape sequence cut in two by a read
+        self.term = Terminal(rows, cols, self._titled)
+        self.screen = ""  # the rows drawn so far, each time one showed new text
         self.last = time.monotonic()
         self.titles: list[str] = []  # the window titles set so far, repeats dropped
         self.title_at = self.last  # when the latest title was set
 
+    def _titled(self, title: str) -> None:
+        title = title.strip()
+        if not self.titles or self.titles[-1] != title:
+            self.titles.append(title)
+            self.title_at = time.monotonic()
+
     def write(self, text: str) -> None:
         self.last = time.monotonic()
-        data, self.pending = self.pending + text, ""
-        esc = data.rfind("\x1b")
-        if esc != -1 and len(data) - esc < 256 and _unfinished(data[esc:]):
-            data, self.pending = data[:esc], data[esc:]
-        for m in TITLE.finditer(data):
-            title = m.group(1).strip()
-            if not self.titles or self.titles[-1] != title:
-                self.titles.append(title)
-                self.title_at = self.last
-        text_now = screen_text(data)
-        if self.screen.endswith(" ") and text_now.startswith(" "):  # one run of blanks across reads
-            text_now = text_now.lstrip(" ")
-        self.screen += text_now
+        self.term.feed(text)
+        rows = self.term.changed()
+        self.screen += rows
         self._to_file(text)
-        if self.on_text is not None:
-            self.on_text(text)
+        if self.on_text is not None and rows:
+            self.on_text(rows)
 
     def _to_file(self, text: str, final: bool = False) -> None:
         if self.fh is None:
@@ -103,10 +192,3 @@ class ScreenLog:
         self._to_file("", final=True)
         if self.fh is not None:
             self.fh.close()
-
-
-def _unfinished(tail: str) -> bool:
-    """Whether `tail` (from an ESC to the end of what was read) is an incomplete escape sequence."""
-    if tail.startswith("\x1b]"):
-        return "\x07" not in tail and "\x1b\\" not in tail
-    return ANSI.match(tail) is None
