@@ -16,17 +16,19 @@ from typing import Any
 
 import pexpect
 
-from bridge.agents.base import AgentEvent, Command, ErrorKind, EventKind, Invocation, Outcome
+from bridge.agents.base import AgentEvent, Command, ErrorKind, EventKind, Invocation, Outcome, Usage
 from bridge.errors import BridgeError
 from bridge.process import ProcessResult, ProcessSpec, child_env
 from bridge.proctable import kill_group
 from bridge.redact import Redactor, secret_values
 from bridge.screen import COLS, ROWS, ScreenLog, last_message
+from bridge.session_record import SessionRecord, record_dir
 
 POLL = 0.1
 ENTER_PAUSE = 0.2  # between typed text and its Enter (see _type)
 EXIT_RETRY = 1.0  # how often an exit command not yet obeyed is submitted again (see _leave)
 TITLE_SETTLE = 0.5  # how long a "ready" window title must stay to mean the turn ended
+RECORD_POLL = 0.25  # how often the CLI's own session record is read (see bridge.session_record)
 
 
 @dataclass(frozen=True)
@@ -287,28 +289,61 @@ async def run_interactive_attempt(profile: Any, cmd: Command, inv: Invocation, *
                        done_title=conf.get("done_title"), session=conf.get("session"), log=out_path, timeout=timeout,
                        idle_timeout=idle_timeout, grace=grace, run_id=run_id, stage=stage_key)
     err_path.touch()
+    record = _record(conf.get("record"), cmd, inv, env, profile, project)
 
-    def on_text(text: str) -> None:
-        if on_event is not None:
+    def on_text(text: str) -> None:  # the screen's new rows, when the CLI keeps no record to read
+        if on_event is not None and record is None:
             on_event(AgentEvent(EventKind.MESSAGE, text))
 
-    result = await run_interactive(spec, on_text, should_stop=should_stop, cancel=cancel, on_spawn=on_spawn)
+    def read_record() -> None:
+        for event in record.poll() if record is not None else ():
+            if on_event is not None:
+                on_event(event)
+
+    async def follow_record() -> None:
+        while True:
+            await asyncio.sleep(RECORD_POLL)
+            read_record()
+
+    follower = asyncio.ensure_future(follow_record())
+    try:
+        result = await run_interactive(spec, on_text, should_stop=should_stop, cancel=cancel, on_spawn=on_spawn)
+    finally:
+        follower.cancel()
+    read_record()  # what the CLI wrote last, before it exited
     proc = result.process
-    text = last_message(result.screen, conf.get("message"))
+    text = (record and record.last_text) or last_message(result.screen, conf.get("message"))
+    usage = record.parser.usage if record is not None else Usage()
     kinds = {"timeout": ErrorKind.TIMEOUT, "idle_timeout": ErrorKind.IDLE_TIMEOUT,
              "cancelled": ErrorKind.CANCELLED}
-    sid = result.session_id
+    sid = result.session_id or (record.session if record is not None else None)
+    ok, error, reason = False, None, proc.stop_reason
     if result.error is not None:
-        outcome = Outcome(False, ErrorKind(result.error.kind), result.error.message, session_id=sid,
-                          final_message=text)
+        error, reason = ErrorKind(result.error.kind), result.error.message
     elif proc.ended_by in kinds:
-        outcome = Outcome(False, kinds[proc.ended_by], proc.stop_reason, session_id=sid, final_message=text)
+        error = kinds[proc.ended_by]
     elif result.done or (done is None and spec.done_title is None and proc.exit_code == 0):
-        outcome = Outcome(True, reason=proc.stop_reason, session_id=sid, final_message=text)
+        ok = True
     elif proc.exit_code == 0:
-        outcome = Outcome(False, ErrorKind.INCOMPLETE, "the session ended before the end of its turn was seen",
-                          session_id=sid, final_message=text)
+        error, reason = ErrorKind.INCOMPLETE, "the session ended before the end of its turn was seen"
     else:
-        outcome = Outcome(False, ErrorKind.CRASHED, f"exited {proc.exit_code}", session_id=sid,
-                          final_message=text)
+        error, reason = ErrorKind.CRASHED, f"exited {proc.exit_code}"
+    outcome = Outcome(ok, error, reason, session_id=sid, final_message=text, usage=usage)
     return AttemptResult(outcome, proc, cmd.argv, out_path, err_path)
+
+
+def _record(record: dict[str, Any] | None, cmd: Command, inv: Invocation, env: dict[str, str], profile: Any,
+            project: Path | None) -> SessionRecord | None:
+    """The CLI's own record of this session (configs/clis.yaml `interactive.record`), when it keeps
+    one: the session id is the one bridge gave it (`flag`) or the one it resumes."""
+    from bridge.agents import new_parser
+
+    if not record:
+        return None
+    argv = list(cmd.argv)
+    flag = record.get("flag")
+    sid = argv[argv.index(flag) + 1] if flag in argv[:-1] else inv.resume_session
+    if not sid:
+        return None
+    folder = record_dir(record, env)
+    return SessionRecord(folder, str(record["glob"]).format(session=sid), new_parser(profile, project), sid)

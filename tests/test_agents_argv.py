@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -243,6 +245,11 @@ def test_claude_interactive_is_the_tui_with_the_prompt_first(inv):
     assert cmd.interactive and cmd.argv[:2] == ("claude", "Audit the code.")
     assert "-p" not in cmd.argv and "--output-format" not in cmd.argv and "--json-schema" not in cmd.argv
     assert contains(cmd.argv, ["--permission-mode", "acceptEdits"]) and cmd.stdin is None
+    # a session id of bridge's choosing, so it can read the session's record (session_record.py)
+    sid, again = (c.argv[c.argv.index("--session-id") + 1] for c in (cmd, build_command(profile, inv)))
+    assert str(uuid.UUID(sid)) == sid and again != sid  # one per attempt
+    resumed = build_command(profile, dataclasses.replace(inv, resume_session="abc"))
+    assert contains(resumed.argv, ["--resume", "abc"]) and "--session-id" not in resumed.argv
     with pytest.raises(BridgeError, match="too long for an interactive"):
         build_command(profile, Invocation(prompt="x" * (MAX_ARG + 1), cwd=inv.cwd, shared_dir=inv.shared_dir,
                                           stage_dir=inv.stage_dir))

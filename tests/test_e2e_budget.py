@@ -1,8 +1,10 @@
-"""A token budget stops a long Claude Code session while it runs (the REAL `claude`, rehearsed).
+"""A token budget stops a long Claude Code session while it runs (the REAL `claude`, rehearsed),
+headless and in its terminal UI.
 
 Claude Code reports its cost only in its result; its assistant events carry each model call's
 usage, so bridge counts a session's tokens as they grow and stops it mid-way at `max_tokens`,
-not after it spent everything."""
+not after it spent everything. The TUI prints no usage: bridge reads the same assistant lines
+from the session's own record (bridge/session_record.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ PLAYBOOK = """\
 version: 1
 name: budget-e2e
 agents:
-  worker: {cli: claude, sandbox: workspace-write, allowed_tools: [Bash]}
+  worker: {cli: claude, sandbox: workspace-write, allowed_tools: [Bash], interactive: INTERACTIVE}
 stages:
   long:
     agent: worker
@@ -39,8 +41,15 @@ SCRIPT = "replies:\n  - match: Count slowly\n    steps:\n" + "".join(
     f"      - {{shell: 'echo {n}', delay: 0.5s}}\n" for n in range(1, STEPS + 1)) + "      - text: Counted.\n"
 
 
-def test_a_token_budget_stops_a_claude_session_mid_way(tmp_path: Path, real_clis: Path) -> None:
-    (tmp_path / "budget.yaml").write_text(PLAYBOOK)
+def assistant_calls(lines: list[str]) -> set[str]:
+    """The model calls (message ids) in stream-json or record lines."""
+    objs = [json.loads(line) for line in lines if line.startswith("{")]
+    return {o["message"]["id"] for o in objs if o.get("type") == "assistant"}
+
+
+@pytest.mark.parametrize("interactive", [False, True], ids=["headless", "tui"])
+def test_a_token_budget_stops_a_claude_session_mid_way(tmp_path: Path, real_clis: Path, interactive: bool) -> None:
+    (tmp_path / "budget.yaml").write_text(PLAYBOOK.replace("INTERACTIVE", str(interactive).lower()))
     (tmp_path / "budget.script.yaml").write_text(SCRIPT)
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     done = subprocess.run(bridge_argv("run", str(tmp_path / "budget.yaml"), "--rehearse", "--script",
@@ -58,8 +67,13 @@ def test_a_token_budget_stops_a_claude_session_mid_way(tmp_path: Path, real_clis
     assert unit.status == "failure" and "max_tokens 100" in unit.reason, unit.reason
     # stopped while running: fewer model calls than the script's steps, its tokens counted
     log = Path(attempt.stdout_path).read_text()
-    calls = {json.loads(line)["message"]["id"] for line in log.splitlines()
-             if line.startswith("{") and json.loads(line).get("type") == "assistant"}
+    if interactive:  # the terminal shows no JSON: the calls are in Claude Code's record of the session
+        (record,) = (tmp_path / ".bridge").rglob(f"projects/*/{attempt.session_id}.jsonl")
+        calls = assistant_calls(record.read_text().splitlines())
+        assert "--session-id" in json.loads(attempt.argv_json)
+    else:
+        calls = assistant_calls(log.splitlines())
+        assert '"type":"result"' not in log.replace(" ", "")
     assert 2 <= len(calls) < STEPS, len(calls)
-    assert attempt.input_tokens > 100 and '"type":"result"' not in log.replace(" ", "")
+    assert attempt.input_tokens + attempt.output_tokens > 100  # what the budget counted, recorded
     assert run_processes(run.id) == []

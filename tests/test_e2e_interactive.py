@@ -84,6 +84,9 @@ def test_claude_tui_done_pattern_and_session_id(world):
     assert (world / "run" / "shared" / "report.md").read_text() == "# Report\n"
     assert result.process.exit_code == 0
     assert result.outcome.session_id and len(result.outcome.session_id) == 36  # "claude --resume ID"
+    # the id bridge gave the session, whose record it read: the usage the TUI never shows
+    assert result.argv[result.argv.index("--session-id") + 1] == result.outcome.session_id
+    assert result.outcome.usage.input_tokens > 0 and result.outcome.usage.output_tokens > 0
     assert result.outcome.final_message == "Wrote the report.", repr(result.outcome.final_message)
 
 
