@@ -121,7 +121,7 @@ def run_session(spec: SessionSpec, on_text: Callable[[str], None] | None = None,
     done_re = re.compile(spec.done) if spec.done else None
     title_re = re.compile(spec.done_title) if spec.done_title else None
     errors = [(e, re.compile(e.expect)) for e in spec.errors]
-    checked = 0  # the screen text before this offset has no error in it
+    checked = 0  # the screen text before this offset has no error, rule or done pattern in it
     ended_by, reason, done, answered, error = "exit", "", False, [], None
     seen = 0  # the screen text before this offset has been matched already
     try:
@@ -134,11 +134,15 @@ def run_session(spec: SessionSpec, on_text: Callable[[str], None] | None = None,
                 break
             if error := _shown(log.screen, errors, checked):
                 break
-            checked = max(0, len(log.screen) - 512)  # an error message cut by a read still matches
+            # only what the last read added is searched (a long session's screen text grows for
+            # hours), from a little before it: a row the read cut is drawn again whole, but a
+            # pattern may span two rows
+            seen, checked = max(seen, checked), max(0, len(log.screen) - 512)
             hit = _first_match(log.screen, seen, [(r, p) for r, p in rules
                                                   if r.repeat or r.expect not in answered])
             if hit is not None:
                 rule, seen = hit
+                checked = min(checked, seen)  # the rest of this read is still to be searched
                 _type(child, rule.respond)
                 answered.append(rule.expect)
                 continue
