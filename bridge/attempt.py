@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from bridge import agents
-from bridge.agents.base import AgentEvent, Command, ErrorKind, Invocation, Outcome
+from bridge.agents.base import AgentEvent, Command, ErrorKind, EventKind, Invocation, Outcome
 from bridge.agents.codex import LAST_MESSAGE
 from bridge.errors import AgentNotFound, BridgeError
 from bridge.process import ProcessResult, ProcessSpec, supervise, which
 from bridge.redact import Redactor
+from bridge.session_record import following, open_record
 
 EXIT_GRACE = 3.0  # CLIs have been seen to hang after their result event: stop them after this
 STDOUT, STDERR, PROMPT, ARGV = "stdout.jsonl", "stderr.log", "prompt.md", "argv.json"
@@ -168,7 +169,7 @@ async def run_attempt(
             profile, cmd, inv, timeout=timeout, idle_timeout=idle_timeout, on_event=on_event,
             should_stop=stop, cancel=cancel, run_id=run_id, stage_key=stage_key, grace=grace,
             project=project, out_path=out_path, err_path=err_path, on_spawn=on_spawn,
-            rehearsal=wiring is not None)
+            rehearsal=wiring is not None, work_done=lambda: bool(asked) and asked[-1].kind is not StopKind.REQUESTED)
         halt = stop_of(res.process, asked[-1] if asked else None)
         if halt is not None and halt.kind is StopKind.REQUESTED:  # a session counts any stop as done
             return replace(res, outcome=replace(res.outcome, success=False, error=ErrorKind.CANCELLED,
@@ -176,24 +177,34 @@ async def run_attempt(
         return replace(res, stop=halt)
 
     parser = agents.new_parser(profile, project)
+    session_file = open_record(profile, cmd, inv, project)  # running usage the stream reports only at the end
 
     def on_line(line: str) -> None:
         events = parser.feed(line)
         if parser.terminal and not terminal_at:
             terminal_at.append(time.monotonic())
-        if on_event is not None:
-            for event in events:
+        for event in events:
+            if event.kind is EventKind.SESSION and event.text and session_file is not None:
+                session_file.start(event.text)  # Codex: the record is named by the thread id
+            if on_event is not None:
                 on_event(event)
+
+    def on_record(event: AgentEvent) -> None:
+        if event.kind is EventKind.USAGE and on_event is not None and not parser.terminal:
+            on_event(event)
 
     spec = ProcessSpec(argv=cmd.argv, cwd=cmd.cwd or inv.cwd, env=cmd.env, stdout_log=out_path,
                        stderr_log=err_path, timeout=timeout, idle_timeout=idle_timeout, grace=grace,
                        run_id=run_id, stage=stage_key, stdin_file=cmd.stdin)
     try:
-        proc = await supervise(spec, on_line, should_stop=stop, cancel=cancel, on_spawn=on_spawn)
+        async with following(session_file, on_record):
+            proc = await supervise(spec, on_line, should_stop=stop, cancel=cancel, on_spawn=on_spawn)
     except (FileNotFoundError, PermissionError) as exc:  # vanished or not executable after `which`
         return AttemptResult(Outcome(False, ErrorKind.NOT_FOUND, f"cannot start {cmd.argv[0]}: {exc}"),
                              None, cmd.argv, out_path, err_path)
     outcome = parser.finish(proc.exit_code, proc.stderr_tail)
+    if session_file is not None and not outcome.usage.total:  # stopped before its result: its usage so far
+        outcome = replace(outcome, usage=session_file.parser.usage)
     if not outcome.final_message and (stage_dir / LAST_MESSAGE).is_file():
         outcome = replace(outcome, final_message=(stage_dir / LAST_MESSAGE).read_text().strip())
     halt = stop_of(proc, asked[-1] if asked else None)

@@ -22,13 +22,12 @@ from bridge.process import ProcessResult, ProcessSpec, child_env
 from bridge.proctable import kill_group
 from bridge.redact import Redactor, secret_values
 from bridge.screen import COLS, ROWS, ScreenLog, last_message
-from bridge.session_record import SessionRecord, record_dir
+from bridge.session_record import following, open_record
 
 POLL = 0.1
 ENTER_PAUSE = 0.2  # between typed text and its Enter (see _type)
 EXIT_RETRY = 1.0  # how often an exit command not yet obeyed is submitted again (see _leave)
 TITLE_SETTLE = 0.5  # how long a "ready" window title must stay to mean the turn ended
-RECORD_POLL = 0.25  # how often the CLI's own session record is read (see bridge.session_record)
 
 
 @dataclass(frozen=True)
@@ -99,8 +98,14 @@ def errors_from(cli: dict[str, Any]) -> tuple[ScreenError, ...]:
 def run_session(spec: SessionSpec, on_text: Callable[[str], None] | None = None, *,
                 should_stop: Callable[[], str | None] | None = None,
                 cancel: threading.Event | None = None,
-                on_spawn: Callable[[int, int], None] | None = None) -> SessionResult:
-    """Drive one terminal session to its end (blocking: call it in a thread from async code)."""
+                on_spawn: Callable[[int, int], None] | None = None,
+                work_done: Callable[[], bool] | None = None) -> SessionResult:
+    """Drive one terminal session to its end (blocking: call it in a thread from async code).
+
+    When `should_stop` gives a reason, `work_done` says whether the work is done (the session is
+    left through the CLI's exit command) or not — a budget, a cancelled run: the CLI is stopped at
+    once, since one in the middle of its turn may refuse the exit command and work on (Gemini CLI:
+    "Slash commands cannot be queued")."""
     env = child_env(ProcessSpec(argv=spec.argv, cwd=spec.cwd, env=spec.env, run_id=spec.run_id,
                                 stage=spec.stage))
     env.setdefault("TERM", "xterm-256color")
@@ -124,6 +129,7 @@ def run_session(spec: SessionSpec, on_text: Callable[[str], None] | None = None,
     checked = 0  # the screen text before this offset has no error, rule or done pattern in it
     ended_by, reason, done, answered, error = "exit", "", False, [], None
     seen = 0  # the screen text before this offset has been matched already
+    polite = True  # leave through the exit command when done
     try:
         while True:
             try:
@@ -162,11 +168,12 @@ def run_session(spec: SessionSpec, on_text: Callable[[str], None] | None = None,
                 ended_by, reason = "idle_timeout", f"no output for {spec.idle_timeout:g}s (idle timeout)"
             elif should_stop is not None and (why := should_stop()):
                 done, ended_by, reason = True, "stopped", why
+                polite = work_done is None or work_done()
             else:
                 continue
             break
         at_end = log.term.text()  # before the exit command redraws it
-        _leave(child, spec, polite=done)
+        _leave(child, spec, polite=done and polite)
         if error is None and ended_by == "exit":  # what it showed before it exited
             error = _shown(log.screen, errors, 0)
         if error is not None:
@@ -236,7 +243,8 @@ def _leave(child: pexpect.spawn, spec: SessionSpec, polite: bool) -> None:
 async def run_interactive(spec: SessionSpec, on_text: Callable[[str], None] | None = None, *,
                           should_stop: Callable[[], str | None] | None = None,
                           cancel: asyncio.Event | None = None,
-                          on_spawn: Callable[[int, int], None] | None = None) -> SessionResult:
+                          on_spawn: Callable[[int, int], None] | None = None,
+                          work_done: Callable[[], bool] | None = None) -> SessionResult:
     """run_session in a thread; the asyncio cancel event or task cancellation stop the session."""
     stop = threading.Event()
     loop = asyncio.get_running_loop()
@@ -256,7 +264,7 @@ async def run_interactive(spec: SessionSpec, on_text: Callable[[str], None] | No
 
     relay_task = asyncio.ensure_future(relay())
     work = asyncio.ensure_future(asyncio.to_thread(run_session, spec, text_cb, should_stop=should_stop,
-                                                   cancel=stop, on_spawn=spawned))
+                                                   cancel=stop, on_spawn=spawned, work_done=work_done))
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
@@ -273,7 +281,7 @@ async def run_interactive_attempt(profile: Any, cmd: Command, inv: Invocation, *
                                   run_id: str, stage_key: str, grace: float, project: Path | None,
                                   out_path: Path, err_path: Path,
                                   on_spawn: Callable[[int, int], None] | None = None,
-                                  rehearsal: bool = False) -> Any:
+                                  rehearsal: bool = False, work_done: Callable[[], bool] | None = None) -> Any:
     """The interactive half of bridge.attempt.run_attempt (same result type). `rehearsal`: the
     CLI's HOME is a rehearsal's isolated one, which bridge may pre-seed freely."""
     from bridge.agents import resolve
@@ -293,28 +301,15 @@ async def run_interactive_attempt(profile: Any, cmd: Command, inv: Invocation, *
                        done_title=conf.get("done_title"), session=conf.get("session"), log=out_path, timeout=timeout,
                        idle_timeout=idle_timeout, grace=grace, run_id=run_id, stage=stage_key)
     err_path.touch()
-    record = _record(conf.get("record"), cmd, inv, env, profile, project)
+    record = open_record(profile, cmd, inv, project)
 
     def on_text(text: str) -> None:  # the screen's new rows, when the CLI keeps no record to read
         if on_event is not None and record is None:
             on_event(AgentEvent(EventKind.MESSAGE, text))
 
-    def read_record() -> None:
-        for event in record.poll() if record is not None else ():
-            if on_event is not None:
-                on_event(event)
-
-    async def follow_record() -> None:
-        while True:
-            await asyncio.sleep(RECORD_POLL)
-            read_record()
-
-    follower = asyncio.ensure_future(follow_record())
-    try:
-        result = await run_interactive(spec, on_text, should_stop=should_stop, cancel=cancel, on_spawn=on_spawn)
-    finally:
-        follower.cancel()
-    read_record()  # what the CLI wrote last, before it exited
+    async with following(record, on_event or (lambda event: None)):
+        result = await run_interactive(spec, on_text, should_stop=should_stop, cancel=cancel, on_spawn=on_spawn,
+                                       work_done=work_done)
     proc = result.process
     text = (record and record.last_text) or last_message(result.screen, conf.get("message"))
     usage = record.parser.usage if record is not None else Usage()
@@ -335,19 +330,3 @@ async def run_interactive_attempt(profile: Any, cmd: Command, inv: Invocation, *
     outcome = Outcome(ok, error, reason, session_id=sid, final_message=text, usage=usage)
     return AttemptResult(outcome, proc, cmd.argv, out_path, err_path)
 
-
-def _record(record: dict[str, Any] | None, cmd: Command, inv: Invocation, env: dict[str, str], profile: Any,
-            project: Path | None) -> SessionRecord | None:
-    """The CLI's own record of this session (configs/clis.yaml `interactive.record`), when it keeps
-    one: the session id is the one bridge gave it (`flag`) or the one it resumes."""
-    from bridge.agents import new_parser
-
-    if not record:
-        return None
-    argv = list(cmd.argv)
-    flag = record.get("flag")
-    sid = argv[argv.index(flag) + 1] if flag in argv[:-1] else inv.resume_session
-    if not sid:
-        return None
-    folder = record_dir(record, env)
-    return SessionRecord(folder, str(record["glob"]).format(session=sid), new_parser(profile, project), sid)

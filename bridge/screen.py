@@ -58,7 +58,7 @@ class _Screen(pyte.Screen):
         self.scrolled: deque[str] = deque(maxlen=SCROLLBACK)
         self.scrolls = 0  # rows scrolled off so far: row y now is row y + scrolls of the whole output
         self.on_title = on_title
-        self.set_mode(pyte.modes.LNM)  # a bare "\n" (a log read back as text) starts a new line too
+        self.set_mode(pyte.modes.LNM)  # "\n" starts a new line, as a pty (onlcr) makes it "\r\n"
 
     def index(self) -> None:
         top, bottom = self.margins or pyte.screens.Margins(0, self.lines - 1)
@@ -117,7 +117,8 @@ class Terminal:
 
 
 def screen_text(raw: str, rows: int = ROWS, cols: int = COLS) -> str:
-    """Terminal output as the text a person reads once it has all been shown."""
+    """Terminal output as the text a person reads once it has all been shown. Read a log of it
+    with newline="": text mode makes every lone "\r" (a TUI's return to the line's start) a new line."""
     term = Terminal(rows, cols)
     term.feed(raw)
     return term.text()

@@ -1,30 +1,45 @@
-"""A CLI's own record of an interactive session, read as it grows.
+"""A CLI's own record of a session, read as it grows.
 
-Claude Code's terminal UI shows no token counts a program can trust, but it appends every message
-of a session, usage included, to `<config dir>/projects/<folder>/<session id>.jsonl` — the same
-assistant lines `claude -p --output-format stream-json` prints. bridge picks the session id
-(`--session-id`), finds that file, and feeds each new line to the CLI's own parser: the session's
-usage counts for budgets as it runs, its tool calls show in the live view, and its last message is
-the text the model wrote, not one read off the screen. What a CLI keeps where is data: the
-`interactive.record` entry of configs/clis.yaml."""
+Each vendor CLI appends a session to a JSONL file of its own as it goes, usage included: Claude
+Code to `<config dir>/projects/<folder>/<id>.jsonl` (the assistant lines of its stream-json),
+Gemini CLI to `~/.gemini/tmp/<project>/chats/session-…-<id>.jsonl`, Codex to its rollout file
+`~/.codex/sessions/…/rollout-…-<thread id>.jsonl`. Their live streams say less: Gemini's and
+Codex's report usage only when the turn ends, a terminal UI none at all. So bridge finds the
+record (by the id it gave the session with the CLI's `flag`, the id it resumes, or the id the
+stream announces) and feeds each new line to the adapter's record parser: budgets see a session's
+tokens grow, a session stopped early keeps them, and an interactive session has its activity and
+the exact last message. Where each CLI keeps what is data: `record:` in configs/clis.yaml."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from bridge.agents.base import AgentEvent, EventKind, Parser
 
+POLL = 0.25  # seconds between two reads of a followed record
 
-def record_dir(record: dict[str, Any], env: dict[str, str]) -> Path:
+
+def record_dir(conf: dict[str, Any], env: dict[str, str]) -> Path:
     """The folder the record lives under, as the CLI finds it: `dir_env` when set, else `dir`
     with "~" as the CLI's own HOME (a rehearsal's isolated one)."""
-    if record.get("dir_env") and env.get(record["dir_env"]):
-        return Path(env[record["dir_env"]])
+    if conf.get("dir_env") and env.get(conf["dir_env"]):
+        return Path(env[conf["dir_env"]])
     home = env.get("HOME") or os.path.expanduser("~")
-    text = str(record.get("dir", "~"))
+    text = str(conf.get("dir", "~"))
     return Path(home + text[1:]) if text.startswith("~") else Path(text)
+
+
+def given_session(conf: dict[str, Any], argv: tuple[str, ...], resume: str | None) -> str | None:
+    """The session id known before the CLI starts: the one bridge gave it, or the one it resumes."""
+    flag = conf.get("flag")
+    if flag and flag in argv[:-1]:
+        return argv[argv.index(flag) + 1]
+    return resume
 
 
 class SessionRecord:
@@ -32,20 +47,32 @@ class SessionRecord:
     `poll()` is cheap and safe to call often: a file not there yet, or a line still being
     written, is simply read later."""
 
-    def __init__(self, folder: Path, pattern: str, parser: Parser, session: str) -> None:
-        self.folder, self.pattern, self.parser, self.session = folder, pattern, parser, session
+    def __init__(self, conf: dict[str, Any], env: dict[str, str], parser: Parser, session: str | None = None) -> None:
+        self.folder, self.glob, self.parser = record_dir(conf, env), str(conf["glob"]), parser
+        self.session: str | None = None
         self.path: Path | None = None
         self.offset = 0
         self.last_text = ""  # the text of the newest assistant message
-        self._find(at_end=True)  # a resumed session's file: only what this attempt adds counts
+        if session:
+            self.start(session)
+
+    def start(self, session: str) -> None:
+        """Follow the record of `session`; one that already exists (a resumed session) is read
+        from its end: only what this attempt adds counts."""
+        if self.session is None:
+            self.session = session
+            self._find(at_end=True)
 
     def _find(self, at_end: bool = False) -> None:
-        found = sorted(self.folder.glob(self.pattern)) if self.folder.is_dir() else []
+        pattern = self.glob.format(session=self.session)
+        found = sorted(self.folder.glob(pattern)) if self.folder.is_dir() else []
         if found:
             self.path = found[0]
             self.offset = self.path.stat().st_size if at_end else 0
 
     def poll(self) -> list[AgentEvent]:
+        if self.session is None:
+            return []
         if self.path is None:
             self._find()
             if self.path is None:
@@ -67,3 +94,41 @@ class SessionRecord:
                     self.last_text = event.text
                 events.append(event)
         return events
+
+
+def open_record(profile: Any, cmd: Any, inv: Any, project: Path | None) -> SessionRecord | None:
+    """The record an attempt follows (`cmd`: its bridge.agents.base.Command), if its CLI keeps one
+    worth reading in this mode; its session may be known only later (SessionRecord.start)."""
+    from bridge import agents
+
+    module, cli = agents.resolve(profile, project)
+    conf = cli.get("record")
+    if not conf or not (cmd.interactive or conf.get("headless")) or not hasattr(module, "new_record_parser"):
+        return None
+    env = {**os.environ, **cmd.env}
+    return SessionRecord(conf, env, module.new_record_parser(cli), given_session(conf, cmd.argv, inv.resume_session))
+
+
+@asynccontextmanager
+async def following(record: SessionRecord | None, emit: Callable[[AgentEvent], None]) -> AsyncIterator[None]:
+    """Read `record` every POLL seconds while the body runs, and once more at its end (what the
+    CLI wrote last, before it exited); each event goes to `emit`."""
+    if record is None:
+        yield
+        return
+
+    def read() -> None:
+        for event in record.poll():
+            emit(event)
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(POLL)
+            read()
+
+    task = asyncio.ensure_future(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        read()

@@ -16,7 +16,7 @@ from bridge.agents.base import Invocation
 from bridge.attempt import StopKind, run_attempt
 from bridge.config import cli_definition
 from bridge.interactive import SessionSpec, errors_from, rules_from, run_session
-from bridge.screen import screen_text
+from bridge.screen import last_message, screen_text
 from bridge.playbook import AgentProfile
 from bridge.proctable import group_members, run_processes
 from bridge.rehearsal import ModelServer, parse_script, wiring
@@ -33,6 +33,12 @@ replies:
 """
 ANSWER = "First paragraph of the answer.\n\nSecond paragraph:\n\n- item one\n- item two"
 PARAGRAPHS = WRITE.replace("'Wrote the report.'", json.dumps(ANSWER))
+
+
+def raw(log: Path) -> str:
+    """A terminal log as written: read_text() would make each lone "\r" a new line."""
+    with log.open(encoding="utf-8", newline="") as fh:
+        return fh.read()
 
 
 def assert_clean(pid: int) -> None:
@@ -69,7 +75,7 @@ def test_claude_tui_outputs_complete_then_exit(world):
     assert "-p" not in result.argv and "--output-format" not in result.argv
     assert result.process.exit_code == 0 and result.process.signal is None  # left through /exit
     assert any(r.method == "POST" and r.path.startswith("/v1/messages") for r in requests)
-    log = screen_text(result.stdout_path.read_text())
+    log = screen_text(raw(result.stdout_path))
     # the transcript, masked (the model's closing text may come after the file ended the stage)
     assert "Write the audit into" in log and KEY not in log
     config = json.loads((world / "home" / ".claude" / ".claude.json").read_text())
@@ -96,6 +102,11 @@ def test_tui_final_message_keeps_paragraphs_and_lists(world, cli):
     result, _ = attempt(cli, world, watch=False, script=PARAGRAPHS)
     assert result.outcome.success, result.outcome.reason
     assert result.outcome.final_message == ANSWER, repr(result.outcome.final_message)
+    # from the CLI's own record of the session: the screen shows no token counts
+    assert result.outcome.usage.input_tokens > 0 and result.outcome.usage.output_tokens > 0
+    # the screen, where the record is not to be had, says the same (played on the emulator)
+    message = cli_definition(cli)["interactive"]["message"]
+    assert last_message(screen_text(raw(result.stdout_path)), message) == ANSWER
 
 
 def test_claude_rules_answer_trust_and_api_key_dialogs(world):
@@ -151,7 +162,7 @@ def test_gemini_tui_outputs_complete_then_quit(world):
     assert "-i" in result.argv and "-p" not in result.argv and "--output-format" not in result.argv
     assert result.process.exit_code == 0 and result.process.signal is None  # left through /quit
     assert result.outcome.session_id and len(result.outcome.session_id) == 36  # "gemini --resume ID"
-    log = screen_text(result.stdout_path.read_text())
+    log = screen_text(raw(result.stdout_path))
     assert "Do you trust the following folders" not in log  # pre-trusted in the rehearsal HOME
     assert "WriteFile" in log and KEY not in log
 

@@ -6,6 +6,8 @@ where `cli` is the CLI's definition from configs/clis.yaml; its `adapter:` key p
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -41,12 +43,21 @@ def build_command(profile: Any, inv: Invocation, wiring: Any = None, project: Pa
         elif model:  # the rehearsal model accepts only the name its wiring gives (Codex: its catalog)
             profile = profile.model_copy(update={"model": model})
     cmd = module.build_command(profile, inv, cli)
+    cmd = _with_session_id(cmd, cli.get("record") or {}, inv)
     if wiring is None and not inv.env:
         return cmd
     env = {**cmd.env, **inv.env, **env}
     files = home_setting(cli, "max_turns_setting", profile.max_turns, env, {**cmd.files, **files})
     return Command(argv=cmd.argv, env=env, files=files, interactive=cmd.interactive, stdin=cmd.stdin,
                    cwd=cmd.cwd)
+
+
+def _with_session_id(cmd: Command, record: dict[str, Any], inv: Invocation) -> Command:
+    """A new session gets an id of bridge's choosing when the CLI takes one (`record.flag`), so
+    bridge knows which record of the CLI's to read (bridge.session_record)."""
+    if not record.get("flag") or inv.resume_session or not (cmd.interactive or record.get("headless")):
+        return cmd
+    return replace(cmd, argv=(*cmd.argv, record["flag"], str(uuid.uuid4())))
 
 
 def new_parser(profile: Any, project: Path | None = None) -> Parser:

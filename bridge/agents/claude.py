@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 from bridge.agents.base import (AgentEvent, Command, ErrorKind, EventKind, Invocation, StreamParser,
@@ -55,8 +54,6 @@ def build_command(profile: Any, inv: Invocation, cli: dict[str, Any]) -> Command
         argv += ["--json-schema", json.dumps(inv.output_schema)]
     if inv.resume_session:
         argv += ["--resume", inv.resume_session]
-    elif interactive and (flag := (cli.get("interactive") or {}).get("record", {}).get("flag")):
-        argv += [flag, str(uuid.uuid4())]  # so bridge knows which record to read (session_record)
     argv += list(profile.args)
     return Command(argv=tuple(argv), env={**env, **profile.env}, files=files, interactive=interactive,
                    stdin=stdin, cwd=inv.cwd)
@@ -159,3 +156,9 @@ def _denial(d: Any) -> str:
 
 def new_parser(cli: dict[str, Any]) -> ClaudeParser:
     return ClaudeParser()
+
+
+def new_record_parser(cli: dict[str, Any]) -> ClaudeParser:
+    """Claude Code's record of a session holds the assistant lines of its stream-json."""
+    return ClaudeParser()
+

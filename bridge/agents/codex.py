@@ -136,3 +136,30 @@ def _kind(message: str) -> ErrorKind:
 
 def new_parser(cli: dict[str, Any]) -> CodexParser:
     return CodexParser()
+
+
+class CodexRecordParser(StreamParser):
+    """Codex's rollout file: an event_msg token_count after each model call, whose
+    total_token_usage is the thread's running total (never sum them), and the agent's messages."""
+
+    def handle(self, obj: dict[str, Any]) -> list[AgentEvent]:
+        payload = obj.get("payload") or {}
+        if obj.get("type") != "event_msg" or not isinstance(payload, dict):
+            return []
+        if payload.get("type") == "token_count":
+            u = (payload.get("info") or {}).get("total_token_usage") or {}
+            if not u:
+                return []
+            self.usage = Usage(as_int(u.get("input_tokens")), as_int(u.get("output_tokens")),
+                               as_int(u.get("cached_input_tokens")))
+            return [AgentEvent(EventKind.USAGE, "", {"usage": self.usage})]
+        item = payload.get("item") or {}
+        if payload.get("type") == "item_completed" and item.get("type") == "AgentMessage":
+            text = "".join(str(c.get("text") or "") for c in item.get("content") or [] if isinstance(c, dict))
+            return [AgentEvent(EventKind.MESSAGE, text, item)] if text else []
+        return []
+
+
+def new_record_parser(cli: dict[str, Any]) -> CodexRecordParser:
+    return CodexRecordParser()
+

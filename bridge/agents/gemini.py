@@ -83,12 +83,7 @@ class GeminiParser(StreamParser):
             return [AgentEvent(EventKind.MESSAGE, content, obj)]
         if kind == "tool_use":
             self._text = []  # the final message is the text after the last tool call
-            name, params = obj.get("tool_name", ""), obj.get("parameters") or {}
-            if name in SHELL_TOOLS:
-                return [AgentEvent(EventKind.COMMAND, str(params.get("command", "")), obj)]
-            if name in FILE_TOOLS:
-                return [AgentEvent(EventKind.FILE_CHANGE, str(params.get("file_path", "")), obj)]
-            return [AgentEvent(EventKind.TOOL, name, obj)]
+            return [_tool_event(obj.get("tool_name", ""), obj.get("parameters") or {}, obj)]
         if kind == "tool_result" and (obj.get("error") or {}).get("type") == "policy_violation":
             self.denials.append(str(obj.get("tool_id") or "tool"))
             return [AgentEvent(EventKind.ERROR, "denied by policy", obj)]
@@ -115,6 +110,14 @@ class GeminiParser(StreamParser):
         return []
 
 
+def _tool_event(name: str, params: dict[str, Any], obj: dict[str, Any]) -> AgentEvent:
+    if name in SHELL_TOOLS:
+        return AgentEvent(EventKind.COMMAND, str(params.get("command", "")), obj)
+    if name in FILE_TOOLS:
+        return AgentEvent(EventKind.FILE_CHANGE, str(params.get("file_path", "")), obj)
+    return AgentEvent(EventKind.TOOL, name, obj)
+
+
 def _status(err: Any) -> int | None:
     code = err.get("code") if isinstance(err, dict) else None
     return code if isinstance(code, int) else None
@@ -122,3 +125,40 @@ def _status(err: Any) -> int | None:
 
 def new_parser(cli: dict[str, Any]) -> GeminiParser:
     return GeminiParser()
+
+
+class GeminiRecordParser(StreamParser):
+    """Gemini CLI's chat record: a "gemini" line per model call, written again as it grows (same
+    id), with its tokens, its text and its tool calls; "$set" and "user" lines say nothing here."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: dict[str, Usage] = {}  # message id -> its tokens
+        self.seen: set[str] = set()  # tool call ids and message texts already reported
+
+    def handle(self, obj: dict[str, Any]) -> list[AgentEvent]:
+        if obj.get("type") != "gemini":
+            return []
+        mid, events = str(obj.get("id") or len(self.calls)), []
+        tokens = obj.get("tokens")
+        if isinstance(tokens, dict):
+            self.calls[mid] = Usage(as_int(tokens.get("input")), as_int(tokens.get("output")),
+                                    as_int(tokens.get("cached")))
+            self.usage = Usage(*(sum(getattr(u, f) for u in self.calls.values())
+                                 for f in ("input_tokens", "output_tokens", "cached_tokens")))
+            events.append(AgentEvent(EventKind.USAGE, "", {"usage": self.usage}))
+        text = obj.get("content")
+        if isinstance(text, str) and text and f"{mid}:{text}" not in self.seen:
+            self.seen.add(f"{mid}:{text}")
+            self.final_message = text
+            events.append(AgentEvent(EventKind.MESSAGE, text, obj))
+        for call in obj.get("toolCalls") or []:
+            if isinstance(call, dict) and str(call.get("id")) not in self.seen:
+                self.seen.add(str(call.get("id")))
+                events.append(_tool_event(str(call.get("name") or ""), call.get("args") or {}, call))
+        return events
+
+
+def new_record_parser(cli: dict[str, Any]) -> GeminiRecordParser:
+    return GeminiRecordParser()
+
