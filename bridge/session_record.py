@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 from bridge.agents.base import AgentEvent, EventKind, Parser
 
 POLL = 0.25  # seconds between two reads of a followed record
+FIND_EVERY = 0.5  # seconds between two searches for a record not found yet (a glob over folders)
 
 
 def record_dir(conf: dict[str, Any], env: dict[str, str]) -> Path:
@@ -53,6 +55,7 @@ class SessionRecord:
         self.path: Path | None = None
         self.offset = 0
         self.last_text = ""  # the text of the newest assistant message
+        self.searched = 0.0  # when the record was last searched for (time.monotonic)
         if session:
             self.start(session)
 
@@ -64,6 +67,7 @@ class SessionRecord:
             self._find(at_end=True)
 
     def _find(self, at_end: bool = False) -> None:
+        self.searched = time.monotonic()
         pattern = self.glob.format(session=self.session)
         found = sorted(self.folder.glob(pattern)) if self.folder.is_dir() else []
         if found:
@@ -74,6 +78,8 @@ class SessionRecord:
         if self.session is None:
             return []
         if self.path is None:
+            if time.monotonic() - self.searched < FIND_EVERY:
+                return []
             self._find()
             if self.path is None:
                 return []

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
+import pytest
+
+from bridge import session_record
 from bridge.agents.base import EventKind
 from bridge.agents.claude import ClaudeParser
 from bridge.agents.codex import CodexRecordParser
@@ -23,6 +27,22 @@ def assistant(mid: str, text: str, inp: int, out: int) -> str:
     return json.dumps({"type": "assistant", "sessionId": SID, "message": {
         "id": mid, "role": "assistant", "content": [{"type": "text", "text": text}],
         "usage": {"input_tokens": inp, "output_tokens": out, "cache_read_input_tokens": 0}}}) + "\n"
+
+
+@pytest.fixture(autouse=True)
+def search_at_once(monkeypatch):
+    monkeypatch.setattr(session_record, "FIND_EVERY", 0.0)
+
+
+def test_a_record_not_found_yet_is_searched_for_at_most_every_half_second(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(session_record, "FIND_EVERY", 0.5)
+    record = SessionRecord(CLAUDE, {"HOME": str(tmp_path)}, ClaudeParser(), SID)
+    path = tmp_path / ".claude" / "projects" / "p" / f"{SID}.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_text(assistant("m1", "Looking.", 31, 25))
+    assert record.poll() == []  # searched a moment ago: not again yet
+    time.sleep(0.55)
+    assert [e.kind for e in record.poll()] == [EventKind.USAGE, EventKind.MESSAGE]
 
 
 def test_lines_are_read_as_they_come_and_a_line_being_written_waits(tmp_path: Path):
