@@ -140,6 +140,8 @@ async def run_attempt(
     except (BridgeError, ValueError) as exc:  # e.g. a prompt too long for a `{{ prompt }}` argv item
         write_private(stage_dir / PROMPT, Redactor.for_env(inv.env)(inv.prompt))
         return AttemptResult(Outcome(False, ErrorKind.CONFIG, str(exc)), None, (), out_path, err_path)
+    if getattr(profile, "interactive", False) and not cmd.interactive:  # a `command` CLI's TUI
+        cmd = replace(cmd, interactive=True)
     try:
         cmd = resolve_binary(cmd)
     except AgentNotFound as exc:
@@ -162,7 +164,7 @@ async def run_attempt(
             return None
         return asked[-1].reason
 
-    if cmd.interactive or getattr(profile, "interactive", False):
+    if cmd.interactive:
         from bridge.interactive import run_interactive_attempt
 
         res = await run_interactive_attempt(

@@ -109,7 +109,8 @@ def open_record(profile: Any, cmd: Any, inv: Any, project: Path | None) -> Sessi
 
     module, cli = agents.resolve(profile, project)
     conf = cli.get("record")
-    if not conf or not (cmd.interactive or conf.get("headless")) or not hasattr(module, "new_record_parser"):
+    if not isinstance(conf, dict) or not conf.get("glob") or not (cmd.interactive or conf.get("headless")) \
+            or not hasattr(module, "new_record_parser"):
         return None
     env = {**os.environ, **cmd.env}
     return SessionRecord(conf, env, module.new_record_parser(cli), given_session(conf, cmd.argv, inv.resume_session))

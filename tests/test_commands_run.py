@@ -303,7 +303,7 @@ def test_resume_checks_the_clis_of_the_stages_left_to_run(project: Path, tmp_pat
 def test_logs_follow_waits_for_the_stage_and_follows_every_matrix_item(project: Path, tmp_path: Path) -> None:
     pb = write_playbook(project, f"""
         stages:
-          a: {{agent: f, prompt: "FAKE: pidfile={tmp_path}/a.pid; sleep=1.5; message=a"}}
+          a: {{agent: f, prompt: "FAKE: pidfile={tmp_path}/a.pid; until={tmp_path}/go; message=a"}}
           m:
             agent: f
             needs: a
@@ -319,7 +319,12 @@ def test_logs_follow_waits_for_the_stage_and_follows_every_matrix_item(project: 
         with Ledger(project) as ledger:
             run_id = ledger.find_run("last").id
             assert ledger.unit(run_id, "m-one") is None  # m has not started: follow waits for it
-        follow = bridge(project, "logs", run_id, "m", "--follow", timeout=30)
+        follower = subprocess.Popen(bridge_argv("logs", run_id, "m", "--follow", "--dir", str(project)),
+                                    cwd=project, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    env={**os.environ, "NO_COLOR": "1"})
+        (tmp_path / "go").touch()  # stage a ends only now: m starts while follow waits
+        stdout, stderr = follower.communicate(timeout=30)
+        follow = subprocess.CompletedProcess(follower.args, follower.returncode, stdout, stderr)
         assert follow.returncode == 0, follow.stderr
         with Ledger(project) as ledger:
             assert ledger.run(run_id).status == "running"  # type: ignore[union-attr]  # ended with m, before z
@@ -333,3 +338,38 @@ def test_logs_follow_waits_for_the_stage_and_follows_every_matrix_item(project: 
     finally:
         proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+def test_logs_of_a_terminal_session_show_the_screen_not_escape_sequences(project: Path) -> None:
+    """An interactive attempt's stdout is a terminal's output: `bridge logs` shows what the screen
+    read ("● Wrote the report."), as it was drawn with --follow, never raw escape sequences."""
+    fake = Path(__file__).parent / "fakes" / "fake_interactive"
+    with (project / ".bridge" / "clis.yaml").open("a") as fh:
+        fh.write(textwrap.dedent(f"""
+            tui:
+              adapter: command
+              binary: {fake}
+              command: [{fake}, "{{{{ shared }}}}/out.txt"]
+              interactive:
+                rules: [{{expect: 'Do you trust this folder', respond: "y\\r"}}]
+                done: TASK COMPLETE
+                exit: "/exit\\r"
+        """))
+    pb = project / "tui.yaml"
+    pb.write_text(textwrap.dedent("""\
+        version: 1
+        name: tui
+        agents:
+          t: {cli: tui, interactive: true}
+        stages:
+          a: {agent: t, prompt: "go"}
+    """))
+    done = bridge(project, "run", str(pb))
+    assert done.returncode == 0, done.stdout + done.stderr
+    raw = next((project / ".bridge" / "runs").rglob("stdout.jsonl")).read_text()
+    assert "\x1b[" in raw  # what the fake TUI wrote: cursor moves
+    for args in ((), ("--follow",)):
+        logs = bridge(project, "logs", "last", "a", *args)
+        assert logs.returncode == 0, logs.stderr
+        assert "● Wrote the report." in logs.stdout and "TASK COMPLETE" in logs.stdout, logs.stdout
+        assert "\x1b" not in logs.stdout and "\r" not in logs.stdout

@@ -2,10 +2,13 @@
 
 With --follow, a stage that has not started yet is waited for while the run is live; a STAGE that
 names several units (a matrix or loop stage id) follows all of them, each line prefixed `[KEY] `.
+An interactive attempt's output is a terminal's: it is shown as the screen read (bridge.screen),
+with --follow each row as it is drawn anew, never as escape sequences.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -15,6 +18,7 @@ from typing import Callable, TextIO
 from bridge.errors import RunError
 from bridge.ledger import Ledger
 from bridge.ledger_schema import RunRow, UnitRow
+from bridge.screen import Terminal, screen_text
 
 POLL = 0.2
 DONE = ("success", "failure", "skipped", "cancelled")
@@ -45,13 +49,30 @@ def run(run_id: str, stage: str, follow: bool, directory: Path | None) -> int:
         for unit in units_for(ledger, run_row, stage):
             for n, stdout, stderr in _paths(ledger, run_row.id, unit.key):
                 out.write(f"==> {unit.key} attempt {n}: {stdout} <==\n")
-                if stdout.exists():
+                if stdout.exists() and _terminal(stdout):
+                    out.write(redact(screen_text(_raw(stdout))) + "\n")
+                elif stdout.exists():
                     out.write(redact(stdout.read_text(errors="replace")))
                 if stderr.exists() and stderr.stat().st_size:
                     out.write(f"==> {unit.key} attempt {n}: {stderr} <==\n")
                     out.write(redact(stderr.read_text(errors="replace")))
         out.flush()
         return 0
+
+
+def _terminal(stdout: Path) -> bool:
+    """Whether the attempt ran in a terminal (its argv.json says interactive)."""
+    try:
+        return bool(json.loads((stdout.parent / "argv.json").read_text()).get("interactive"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _raw(path: Path, start: int = 0) -> str:
+    """Terminal output as written ("\r" kept: text mode would make each one a new line)."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        fh.seek(start)
+        return fh.read()
 
 
 def _live(ledger: Ledger, run_id: str) -> bool:
@@ -99,6 +120,7 @@ def _follow(ledger: Ledger, run_row: RunRow, stage: str, out: TextIO, redact: Ca
         raise RunError(f"run {run_row.id}'s playbook has no stage {stage!r}; its stages: "
                        f"{', '.join(sorted(names))}")
     offsets: dict[Path, int] = {}
+    screens: dict[Path, Terminal] = {}  # an interactive attempt's output played on an emulator
     while True:
         live = _live(ledger, run_row.id)  # before reading: output written until the end is still read
         try:
@@ -109,7 +131,8 @@ def _follow(ledger: Ledger, run_row: RunRow, stage: str, out: TextIO, redact: Ca
             units = []  # not started yet: wait for it while the run goes on
         exact = len(units) == 1 and units[0].key == stage
         for unit in units:
-            _copy_new(ledger, run_row.id, unit.key, "" if exact else f"[{unit.key}] ", offsets, out, redact)
+            _copy_new(ledger, run_row.id, unit.key, "" if exact else f"[{unit.key}] ", offsets, out, redact,
+                      screens)
         out.flush()
         if not live:
             return 0
@@ -120,19 +143,26 @@ def _follow(ledger: Ledger, run_row: RunRow, stage: str, out: TextIO, redact: Ca
 
 
 def _copy_new(ledger: Ledger, run_id: str, key: str, prefix: str, offsets: dict[Path, int], out: TextIO,
-              redact: Callable[[str], str]) -> None:
+              redact: Callable[[str], str], screens: dict[Path, Terminal]) -> None:
     for n, stdout, _ in _paths(ledger, run_id, key):
         if stdout not in offsets:
             offsets[stdout] = 0
             out.write(f"==> {key} attempt {n} <==\n")
         if not stdout.exists():
             continue
-        with open(stdout, errors="replace") as fh:
-            fh.seek(offsets[stdout])
-            chunk = fh.read()
-        # only whole lines: a half-written line is printed when it is complete
-        cut = chunk.rfind("\n") + 1
-        if cut:
+        if stdout in screens or _terminal(stdout):  # rows as the screen draws them anew
+            term = screens.setdefault(stdout, Terminal())
+            chunk = _raw(stdout, offsets[stdout])
+            offsets[stdout] += len(chunk.encode())
+            term.feed(chunk)
+            text = redact(term.changed())
+        else:
+            with open(stdout, errors="replace") as fh:
+                fh.seek(offsets[stdout])
+                chunk = fh.read()
+            # only whole lines: a half-written line is printed when it is complete
+            cut = chunk.rfind("\n") + 1
             text = redact(chunk[:cut])
-            out.write("".join(prefix + line for line in text.splitlines(keepends=True)) if prefix else text)
             offsets[stdout] += len(chunk[:cut].encode())
+        if text:
+            out.write("".join(prefix + line for line in text.splitlines(keepends=True)) if prefix else text)

@@ -16,6 +16,7 @@ Keys (`;`-separated, repeatable where it makes sense):
   append=PATH=TEXT       append TEXT and a newline to PATH (relative paths: the cwd); repeatable
   read=PATH=DEST         copy PATH's text (or "<missing>") to DEST, after the writes; repeatable
   sleep=SECONDS          sleep before the result (after the writes)
+  until=FILE             then wait (at most 60 s) until FILE exists: a test lets the agent finish
   sleep_first=N:SECONDS  the first N runs (per count file) sleep SECONDS more
   pre_sleep=SECONDS      sleep before the writes
   message=TEXT           the final message (default "done")
@@ -114,6 +115,9 @@ def main(argv: list[str]) -> int:
         return code
     do_files(d)
     time.sleep(float(one("sleep", "0")))
+    deadline = time.monotonic() + 60
+    while "until" in d and not os.path.exists(one("until")) and time.monotonic() < deadline:
+        time.sleep(0.05)
     if "sleep_first" in d:
         n, _, secs = one("sleep_first").partition(":")
         if runs and runs <= int(n):
