@@ -20,8 +20,10 @@ import pydantic
 from bridge import context, dag, templates
 from bridge.config import known_cli_names
 from bridge.errors import BridgeError, Problem
-from bridge.playbook import OutputSpec, Playbook, Stage, cron_expression, matrix_items
+from bridge.outputs import invalid_schema
+from bridge.playbook import OutputSpec, Playbook, Stage, bad_id, cron_expression, matrix_items
 from bridge.yamlpos import Path_, Spot, format_path
+from bridge.workspace import stage_key
 
 ON_CONFLICT = ("fail", "continue")
 # What a resolution stage cannot have: it runs on demand, during another stage's merge step.
@@ -79,6 +81,8 @@ class _Refs:
         groups = list(self.groups())
         for group, gpath, stages in groups:
             for sid in stages:
+                if why := bad_id(sid):
+                    self.add(gpath + (sid,), why, key=True)
                 if sid in self.ids:
                     first = format_path(self.ids[sid][1])
                     self.add(gpath + (sid,), f"stage id {sid!r} is already used by {first}; stage ids are "
@@ -159,6 +163,8 @@ class _Refs:
             return
         names = known_cli_names(self.project)
         for name, raw in agents.items():
+            if why := bad_id(name):
+                self.add(("agents", name), why, key=True)
             cli = raw.get("cli") if isinstance(raw, dict) else None
             if isinstance(cli, str) and cli not in names:
                 self.add(("agents", name, "cli"), f"unknown cli {cli!r}{_hint(cli, names)} "
@@ -186,9 +192,23 @@ class _Refs:
                      f"on_conflict is fail, continue or the id of a stage that resolves the conflict; "
                      f"{target!r} is none of these{_hint(target, [*ON_CONFLICT, *self.ids])}")
         pf = raw.get("prompt_file")
-        if isinstance(pf, str) and pf.strip() and not (self.base / pf).is_file():
-            self.add(path + ("prompt_file",), f"prompt file {pf!r} not found (looked for "
-                                              f"{self.base / pf}; paths are relative to the playbook's folder)")
+        if isinstance(pf, str):
+            self.prompt_file_readable(path + ("prompt_file",), pf)
+
+    def prompt_file_readable(self, where: Path_, name: str) -> None:
+        file = self.base / name
+        if not name.strip():
+            self.add(where, "prompt_file is empty; give the template's path, relative to the playbook's folder")
+        elif not file.is_file():
+            self.add(where, f"prompt file {name!r} not found (looked for {file}; paths are relative to "
+                            f"the playbook's folder)")
+        else:
+            try:
+                file.read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                self.add(where, f"prompt file {name!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8")
+            except OSError as exc:
+                self.add(where, f"prompt file {name!r} cannot be read ({exc.strerror})")
 
     def needs(self, group: str, path: Path_, sid: str, raw: dict[str, Any], siblings: dict[str, Any]) -> None:
         needs = raw.get("needs")
@@ -222,10 +242,13 @@ class _Refs:
             needs = raw.get("needs") if isinstance(raw, dict) else None
             needs = [needs] if isinstance(needs, str) else needs if isinstance(needs, list) else []
             graph[sid] = [n for n in needs if isinstance(n, str) and n in stages and n != sid]
-        cycle = dag.find_cycle(graph)
-        if cycle:
+        for _ in range(len(graph)):  # every cycle, each once: one of its needs is dropped once reported
+            cycle = dag.find_cycle(graph)
+            if not cycle:
+                break
             self.add(gpath + (cycle[0], "needs"), f"stages need each other in a cycle: {' -> '.join(cycle)}; "
                                                   "remove one of these needs", key=True)
+            graph[cycle[-2]] = [n for n in graph[cycle[-2]] if n != cycle[-1]]
 
     def schedules(self) -> None:
         entries = self.data.get("schedule")
@@ -322,7 +345,21 @@ class _Templates:
             self.expression(path + ("loop", "until"), stage.loop.until, ctx)
             return
         in_loop = dag.places(self.playbook)[sid].loop is not None
-        for item in matrix_items(stage.matrix):
+        for i, spec in enumerate(stage.outputs):
+            bad = invalid_schema(spec.schema_) if spec.schema_ is not None else None
+            if bad:
+                self.add_at(path + ("outputs", i, "schema"), f"this JSON Schema is itself invalid: {bad}")
+        items = matrix_items(stage.matrix)
+        keys: dict[str, dict[str, Any]] = {}
+        for item in items:
+            twin = keys.setdefault(stage_key(sid, item), item)
+            if twin is not item:
+                self.add_at(path + ("matrix",), f"matrix items {_item(twin)} and {_item(item)} are the same "
+                                                f"item to bridge (their folders and branches would clash); "
+                                                "make the values distinct")
+                break
+        written: dict[str, dict[str, Any]] = {}
+        for item in items:
             for first_iteration in (False, True) if in_loop else (False,):
                 ctx = context.stub_context(self.playbook, sid, self.shared, matrix=item,
                                              first_iteration=first_iteration)
@@ -332,7 +369,12 @@ class _Templates:
                 elif stage.prompt_file is not None:
                     self.prompt_file(path, stage.prompt_file, ctx)
                 for i, spec in enumerate(stage.outputs):
-                    self.output(path + ("outputs", i), spec, ctx)
+                    rel = self.output(path + ("outputs", i), spec, ctx)
+                    twin = written.setdefault(rel, item) if rel is not None and not first_iteration else item
+                    if twin is not item:
+                        self.add_at(path + ("outputs", i), f"matrix items {_item(twin)} and {_item(item)} both "
+                                                           f"write {rel!r}; put a matrix value in the path, like "
+                                                           f"{{{{ matrix.{next(iter(item), 'key')} }}}}")
         self.note = ""
 
     def prompt_file(self, path: Path_, name: str, ctx: dict[str, Any]) -> None:
@@ -343,7 +385,8 @@ class _Templates:
             return  # a missing file is reported by check_references
         self.template(path + ("prompt_file",), text, ctx, file)
 
-    def output(self, path: Path_, spec: OutputSpec, ctx: dict[str, Any]) -> None:
+    def output(self, path: Path_, spec: OutputSpec, ctx: dict[str, Any]) -> str | None:
+        """Render an output's path; the path, or None if it failed."""
         where = path + ("path",) if (path + ("path",)) in self.spots else path
         rel = self.template(where, spec.path, ctx)
         if rel is not None and rel != spec.path:
@@ -352,6 +395,15 @@ class _Templates:
             except pydantic.ValidationError as exc:
                 detail = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
                 self.fail(where, templates.TemplateError(format_path(where), f"renders to {rel!r}: {detail}"))
+                return None
+        return rel
+
+    def add_at(self, path: Path_, message: str) -> None:
+        """A problem at `path` (the nearest located parent when `path` has no position of its own)."""
+        probe = path
+        while probe and probe not in self.spots:
+            probe = probe[:-1]
+        self.problems.append(problem_at(self.filename, self.spots.get(probe), path, message))
 
     def command(self, name: str, argv: list[str]) -> None:
         ctx = {"prompt": "(prompt)", "prompt_file": str(self.shared / "prompt.md"), "shared": str(self.shared),
@@ -361,6 +413,10 @@ class _Templates:
             if where not in self.spots:
                 where = ("agents", name, "command")
             self.template(where, item, ctx)
+
+
+def _item(item: dict[str, Any]) -> str:
+    return "{" + ", ".join(f"{k}: {v!r}" for k, v in item.items()) + "}"
 
 
 def check_templates(playbook: Playbook, spots: dict[Path_, Spot], filename: str, base: Path) -> list[Problem]:

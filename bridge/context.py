@@ -34,7 +34,7 @@ import jinja2
 
 from bridge import dag
 from bridge.playbook import Playbook, Stage, matrix_items
-from bridge.templates import Lookup, TemplateError, render, suggest
+from bridge.templates import Lookup, TemplateError, fail, render, suggest
 
 
 class Stages(Lookup):
@@ -93,6 +93,33 @@ STUB_CONFLICT = {"stage": "(the conflicting unit)", "strategy": "merge", "files"
                  "diff": "(the diff with conflict markers)", "how": "(how to resolve it)"}
 
 
+class StubValue(jinja2.ChainableUndefined):
+    """What a stub output answers for any JSON key at validation time: the JSON is unknown, so
+    whatever a template does with it (`.a.b`, `+ 1`, `< 3`, `|int`, `== 'pass'`) renders."""
+
+    __slots__ = ()
+
+    def _same(self, *args: Any, **kwargs: Any) -> StubValue:
+        return self
+
+    def _false(self, other: Any) -> bool:
+        return False
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __div__ = __rdiv__ = _same
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = _same
+    __pow__ = __rpow__ = __pos__ = __neg__ = __call__ = _same
+    __lt__ = __le__ = __gt__ = __ge__ = _false
+
+    def __int__(self) -> int:
+        return 0
+
+    def __float__(self) -> float:
+        return 0.0
+
+    def __complex__(self) -> complex:
+        return 0j
+
+
 class OutputValue(dict):  # type: ignore[type-arg]
     """One output file. For `.json` outputs the dict holds the parsed JSON (so `.status` works).
 
@@ -125,7 +152,7 @@ class OutputValue(dict):  # type: ignore[type-arg]
 
     def __missing__(self, key: Any) -> Any:
         if self._stub:
-            return jinja2.ChainableUndefined(name=str(key))
+            return StubValue(name=str(key))
         raise KeyError(key)
 
     def __str__(self) -> str:
@@ -186,6 +213,12 @@ class StageView:
     cost_usd: float = 0.0
     matrix: Mapping[str, Any] = field(default_factory=dict)
     items: tuple[StageView, ...] = ()  # one view per matrix item; () without a matrix
+
+    def __getattr__(self, name: str) -> Any:  # only for names a StageView lacks
+        if name.startswith("_"):
+            raise AttributeError(name)
+        fields = ("status", "outputs", "summary", "final_message", "cost_usd", "matrix", "items")
+        fail(f"stages.{self.id} has no {name!r}{suggest(name, fields)} (it has: {', '.join(fields)})")
 
 
 def build_context(

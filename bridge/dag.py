@@ -61,19 +61,18 @@ def find_cycle(needs: Needs) -> list[str] | None:
 
 
 def layers(needs: Needs) -> list[list[str]]:
-    """Stages grouped so each layer only needs earlier layers; declaration order within a layer."""
+    """Stages grouped so each layer only needs earlier layers; declaration order within a layer.
+
+    A need outside the group (a `finally` stage's on a main stage) is met before the group starts.
+    """
     cycle = find_cycle(needs)
     if cycle:
         raise CycleError(cycle)
-    for sid, deps in needs.items():
-        missing = [d for d in deps if d not in needs]
-        if missing:
-            raise BridgeError(f"stage {sid!r} needs {missing[0]!r}, which is not a stage of the same group")
     depth: dict[str, int] = {}
 
     def level(sid: str) -> int:
         if sid not in depth:
-            depth[sid] = 1 + max((level(d) for d in needs[sid]), default=-1)
+            depth[sid] = 1 + max((level(d) for d in needs[sid] if d in needs), default=-1)
         return depth[sid]
 
     out: list[list[str]] = []

@@ -8,6 +8,7 @@ template rendered once with stub values (bridge.checks.check_templates).
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 import types
@@ -73,22 +74,49 @@ def load_playbook_text(text: str, filename: str, vars: Mapping[str, str] | None 
         raise PlaybookError(problems)
     data: dict[str, Any] = parsed.data
     playbook: Playbook | None = None
+    checked: Playbook | None = None  # what the templates are checked on
     try:
-        playbook = Playbook.model_validate(data)
+        playbook = checked = Playbook.model_validate(data)
     except pydantic.ValidationError as exc:
-        problems += [_from_pydantic(err, parsed, filename) for err in exc.errors(include_url=False)]
+        errors = exc.errors(include_url=False)
+        # bad ids are reported by checks.check_references, each at its own key
+        problems += [_from_pydantic(err, parsed, filename) for err in errors if "is not a valid id" not in err["msg"]]
+        checked = _without(data, [err["loc"] for err in errors])
     base = Path(filename).parent
-    problems += checks.check_references(data, parsed.spots, filename, base, project)
+    references = checks.check_references(data, parsed.spots, filename, base, project)
     override_problems, values = _overrides(data, parsed, filename, vars or {})
-    problems += override_problems
-    if playbook is not None and values:
-        playbook = playbook.model_copy(update={"vars": {**playbook.vars, **values}})
-    if playbook is not None and not problems:
-        problems += checks.check_templates(playbook, parsed.spots, filename, base)
+    problems += references + override_problems
+    if checked is not None and values:
+        checked = checked.model_copy(update={"vars": {**checked.vars, **values}})
+    if checked is not None and not references and not override_problems:
+        # the templates too, even when a bad value elsewhere was reported: every problem at once
+        problems += checks.check_templates(checked, parsed.spots, filename, base)
+    if playbook is not None:
+        playbook = checked
     if problems:
         raise PlaybookError(sorted(problems, key=lambda p: (p.line or 0, p.column or 0)))
     assert playbook is not None
     return playbook
+
+
+def _without(data: dict[str, Any], bad: list[tuple[Any, ...]]) -> Playbook | None:
+    """The playbook without the values reported bad (so its templates can be checked too), or None."""
+    pruned = copy.deepcopy(data)
+    for loc in bad:
+        node: Any = pruned
+        last: tuple[Any, Any] | None = None  # (container, key) of the deepest value `loc` reaches
+        for part in loc:  # parts that are not keys (pydantic's union tags) are skipped
+            if isinstance(node, dict) and part in node or (
+                    isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)):
+                last, node = (node, part), node[part]
+        if last is not None and isinstance(last[0], dict):
+            last[0].pop(last[1], None)
+        elif last is None or isinstance(last[0], list):
+            return None
+    try:
+        return Playbook.model_validate(pruned)
+    except pydantic.ValidationError:
+        return None
 
 
 def _at(parsed: Parsed, filename: str, path: tuple[Any, ...], message: str, *, key: bool = False) -> Problem:

@@ -104,15 +104,27 @@ def check_output(shared: Path, spec: OutputSpec) -> OutputCheck:
     return OutputCheck(True, path, None, data, rel=rel, required=required, exists=True)
 
 
-def _schema_problem(schema: dict[str, Any], data: Any) -> str | None:
+def invalid_schema(schema: dict[str, Any]) -> str | None:
+    """What is wrong with an output's JSON Schema itself, or None."""
     import jsonschema  # ~50 ms to import: only when an output has a schema
-    from jsonschema.exceptions import best_match
 
     validator_cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
         validator_cls.check_schema(schema)
     except jsonschema.SchemaError as exc:
-        return f"cannot be checked: its schema is itself invalid ({exc.message})"
+        where = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in exc.path)
+        return f"{exc.message}" + (f" (at schema{where})" if where else "")
+    return None
+
+
+def _schema_problem(schema: dict[str, Any], data: Any) -> str | None:
+    import jsonschema
+    from jsonschema.exceptions import best_match
+
+    bad = invalid_schema(schema)
+    if bad:
+        return f"cannot be checked: its schema is itself invalid ({bad})"
+    validator_cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     error = best_match(validator_cls(schema).iter_errors(data))
     if error is None:
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from typing import Annotated, Any, Literal, Union
 
@@ -16,6 +17,12 @@ CATCH_UPS = ("none", "last", "all")
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m(?!s))?\s*"
                        r"(?:(\d+(?:\.\d+)?)\s*s)?\s*(?:(\d+)\s*ms)?\s*$")
 _ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+ID_RULE = "an id starts with a letter or '_', then letters, digits, '-' and '_'"
+
+
+def bad_id(key: Any) -> str | None:
+    """What is wrong with `key` as a stage or agent id, or None."""
+    return None if isinstance(key, str) and _ID.match(key) else f"{key!r} is not a valid id: {ID_RULE}"
 
 
 def parse_duration(value: Any) -> float:
@@ -23,6 +30,8 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration like 30s, 20m or 1h30m, got a boolean")
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"expected a duration like 30s, 20m or 1h30m, got {value}")
         if value < 0:
             raise ValueError("a duration cannot be negative")
         return float(value)
@@ -176,6 +185,10 @@ class Budget(Model):
     max_tokens: int | None = Field(None, gt=0)
 
 
+LOOP_FIELDS = {"name", "needs", "if_", "continue_on_error", "loop"}  # what a loop stage may set
+LOOP_KEYS = {"name", "needs", "if", "continue_on_error", "loop"}
+
+
 class Stage(Model):
     """One node of the DAG: an agent run, or a loop over a group of stages."""
 
@@ -190,8 +203,9 @@ class Stage(Model):
     fail_fast: bool = True
     outputs: list[Output] = Field(default_factory=list)
     summary: Summary = Field(default_factory=Summary)
-    timeout: Duration | None = None
-    idle_timeout: Duration | None = None
+    timeout: Duration | None = Field(None, gt=0, description="Wall-clock limit of one attempt (e.g. 20m).")
+    idle_timeout: Duration | None = Field(
+        None, gt=0, description="Stop an attempt that prints nothing for this long (e.g. 5m).")
     retry: Annotated[Retry, BeforeValidator(_as_retry, json_schema_input_type=Union[Retry, int])] = Field(
         default_factory=Retry)
     continue_on_error: bool = False
@@ -206,9 +220,12 @@ class Stage(Model):
     @model_validator(mode="after")
     def _shape(self) -> Stage:
         if self.loop is not None:
-            extra = [k for k in ("agent", "prompt", "prompt_file", "matrix", "worktree") if getattr(self, k)]
+            extra = [k for k in self.model_fields_set - LOOP_FIELDS
+                     if k not in ("agent", "prompt", "prompt_file", "matrix", "worktree") or getattr(self, k)]
             if extra:
-                raise ValueError(f"a loop stage groups other stages; it cannot also set {', '.join(extra)}")
+                names = ", ".join(sorted(type(self).model_fields[k].alias or k for k in extra))
+                raise ValueError(f"a loop stage groups other stages; it cannot also set {names} "
+                                 f"(set them on its member stages; a loop takes {', '.join(sorted(LOOP_KEYS))})")
             return self
         if not self.agent:
             raise ValueError("a stage needs `agent:` (or `loop:` to group stages)")
@@ -220,8 +237,20 @@ class Stage(Model):
             if not self.matrix:
                 raise ValueError("`matrix:` is empty; give at least one key with a list of values")
             for key, values in self.matrix.items():
-                if not values:
+                if key in MATRIX_EXTRAS:
+                    if not all(isinstance(v, dict) and v for v in values):
+                        raise ValueError(f"matrix.{key} is a list of mappings (key: value), like "
+                                         f"[{{area: docs, depth: quick}}]")
+                elif not values:
                     raise ValueError(f"matrix key {key!r} has no values")
+            keys = [k for k in self.matrix if k not in MATRIX_EXTRAS]
+            for rule in self.matrix.get("exclude") or []:
+                unknown = [k for k in rule if k not in keys]
+                if unknown:
+                    raise ValueError(f"matrix.exclude names {unknown[0]!r}, which is not a matrix key "
+                                     f"(keys: {', '.join(keys) or 'none'})")
+            if not matrix_items(self.matrix):
+                raise ValueError("the matrix has no items left after `exclude`")
         return self
 
 
@@ -281,9 +310,9 @@ class Playbook(Model):
     @field_validator("stages", "finally_", "agents")
     @classmethod
     def _ids(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for key in v:
-            if not _ID.match(key):
-                raise ValueError(f"{key!r} is not a valid id: use letters, digits, '-' and '_'")
+        bad = [why for key in v if (why := bad_id(key))]
+        if bad:
+            raise ValueError("; ".join(bad))
         return v
 
 
@@ -302,12 +331,37 @@ def iter_stages(stages: dict[str, Stage], prefix: str = "") -> list[tuple[str, S
     return out
 
 
+MATRIX_EXTRAS = ("include", "exclude")  # as in GitHub Actions
+
+
 def matrix_items(matrix: dict[str, list[Any]] | None) -> list[dict[str, Any]]:
-    """The matrix's items (the cartesian product, in declaration order); [{}] without a matrix."""
+    """The matrix's items, as GitHub Actions makes them; [{}] without a matrix.
+
+    The cartesian product of the keys' values (declaration order), minus each `exclude` entry's
+    matches (an entry matches an item whose values it all shares); then each `include` entry extends
+    every item it matches on the product's keys with its other keys, or is added as an item of its
+    own when it matches none.
+    """
     if not matrix:
         return [{}]
-    keys = list(matrix)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(matrix[k] for k in keys))]
+    keys = [k for k in matrix if k not in MATRIX_EXTRAS]
+    items = [dict(zip(keys, combo)) for combo in itertools.product(*(matrix[k] for k in keys))] if keys else []
+    for rule in matrix.get("exclude") or []:
+        items = [i for i in items if any(i.get(k, _NONE) != v for k, v in rule.items())]
+    originals = [dict(i) for i in items]
+    for rule in matrix.get("include") or []:
+        fixed = {k: v for k, v in rule.items() if k in keys}
+        hits = [n for n, o in enumerate(originals) if all(o.get(k) == v for k, v in fixed.items())]
+        extend = [n for n in hits if all(items[n].get(k, v) == v or k not in originals[n]
+                                          for k, v in rule.items() if k not in keys)]
+        for n in extend:
+            items[n].update({k: v for k, v in rule.items() if k not in keys})
+        if not extend:
+            items.append(dict(rule))
+    return items
+
+
+_NONE = object()
 
 
 CRON_ALIASES = {

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -21,7 +20,7 @@ from bridge import dag
 from bridge.agents.base import ErrorKind
 from bridge.budget import BudgetTracker, Spend
 from bridge.events import Emit, LoopIteration, RunCancelling, Status, UnitFinished
-from bridge.playbook import Playbook, Stage
+from bridge.playbook import Playbook, Stage, matrix_items
 from bridge.unit import Prior, Resolve, RunResult, StageResult, Unit, UnitResult
 from bridge.unit_runner import Execute, RetryOptions, UnitRunner
 from bridge.views import Contexts, evaluate, unit_key
@@ -234,10 +233,8 @@ class Runner:
     def _units(self, sid: str, stage: Stage, scope: Scope) -> list[Unit]:
         if not stage.matrix:
             return [Unit(unit_key(sid, {}, scope.iteration), sid, stage, {}, scope.iteration, scope.loop_id)]
-        keys = list(stage.matrix)
-        return [Unit(unit_key(sid, dict(zip(keys, combo)), scope.iteration), sid, stage,
-                     dict(zip(keys, combo)), scope.iteration, scope.loop_id)
-                for combo in itertools.product(*(stage.matrix[k] for k in keys))]
+        return [Unit(unit_key(sid, item, scope.iteration), sid, stage, item, scope.iteration, scope.loop_id)
+                for item in matrix_items(stage.matrix)]
 
     def _all_prior_succeeded(self, sid: str, stage: Stage, scope: Scope) -> bool:
         units = self._units(sid, stage, scope) if stage.loop is None else []

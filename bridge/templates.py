@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 import jinja2
 from jinja2 import meta, nodes
@@ -142,6 +142,11 @@ class Lookup(dict):  # type: ignore[type-arg]
 
     def __missing__(self, key: Any) -> Any:
         raise _Reference(self._message(key))
+
+
+def fail(message: str) -> NoReturn:
+    """Stop a template with `message` as the whole error (for context objects' missing attributes)."""
+    raise _Reference(message)
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:

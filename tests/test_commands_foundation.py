@@ -148,3 +148,33 @@ def test_docs_describe_every_field() -> None:
     missing = [f"{model.__name__}.{name}" for model in models for name in field_names(model)
                if f"| `{name}` |" not in doc]
     assert not missing
+
+
+def test_plan_shows_what_run_would_run(tmp_path: Path) -> None:
+    # the argv run builds: the inbox folder too, loop members' `<id>@1` folders and worktrees;
+    # a finally stage may need a main stage; a false `if` is shown
+    pb = tmp_path / "pb.yaml"
+    pb.write_text("""\
+version: 1
+name: pb
+agents: {a: {cli: codex}}
+stages:
+  s1: {agent: a, prompt: hi, idle_timeout: 90s}
+  off: {agent: a, prompt: no, if: "false"}
+  fix:
+    loop:
+      until: "true"
+      stages:
+        v: {agent: a, prompt: again, worktree: true}
+finally:
+  f1: {agent: a, needs: [s1], prompt: "{{ stages.s1.status }}"}
+""")
+    code, out = invoke("plan", str(pb), "-C", str(tmp_path))
+    assert code == 0, out
+    run = tmp_path / ".bridge" / "runs" / "RUN_ID"
+    assert f"--add-dir {run / 'shared'} --add-dir {tmp_path / '.bridge' / 'inbox'}" in out
+    assert f"-o {run / 'stages' / 'v@1' / 'attempt-1' / 'last_message.txt'}" in out
+    assert f"cwd: {tmp_path / '.bridge' / 'worktrees' / 'RUN_ID' / 'v.1'}" in out
+    assert "s1: agent a (cli codex); idle_timeout 90s" in out
+    assert "skipped: `if` is false here" in out
+    assert "f1: agent a (cli codex); needs s1" in out and "| success" in out

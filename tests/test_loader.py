@@ -30,7 +30,21 @@ EXPECTED = {
     'bad_retry': [(9, 20, 'stages.s.retry.limit', 'expected a number >= 0, got int -1')],
     'bad_retry_backoff': [(9, 32, 'stages.s.retry.backoff', "'soon' is not a duration; write it like 30s, 20m, 1h30m or 500ms")],
     'bad_sandbox': [(4, 28, 'agents.a.sandbox', "expected one of read-only, workspace-write, full-access, got the text 'read_only'; did you mean 'read-only'?")],
-    'bad_stage_id': [(5, 1, 'stages', "'bad id' is not a valid id: use letters, digits, '-' and '_'")],
+    'several_cycles_and_ids': [
+        (5, 3, 'agents.2bad', "'2bad' is not a valid id: an id starts with a letter or '_'"),
+        (7, 29, 'stages.a1.needs', 'stages need each other in a cycle: a1 -> c1 -> b1 -> a1'),
+        (10, 29, 'stages.d1.needs', 'stages need each other in a cycle: d1 -> e1 -> d1'),
+        (12, 3, 'stages.1x', "'1x' is not a valid id"),
+        (13, 3, 'stages.y.z', "'y.z' is not a valid id"),
+        (19, 9, 'stages.l.loop.stages.m m', "'m m' is not a valid id")],
+    'templates_beside_bad_values': [
+        (7, 26, 'stages.s1.prompt', "no var 'nope'"),
+        (7, 45, 'stages.s1.timout', "unknown key 'timout'; did you mean 'timeout'?"),
+        (8, 26, 'stages.s2.prompt', "there is no stage 's9'"),
+        (8, 60, 'stages.s2.retry.limit', 'expected a number >= 0')],
+    'stage_view_typo': [(7, 41, 'stages.b.prompt', "stages.audit has no 'sumary'; did you mean 'summary'?")],
+    'empty_prompt_file': [(6, 31, 'stages.s2.prompt_file', "prompt_file is empty")],
+    'bad_stage_id': [(6, 3, 'stages.bad id', "'bad id' is not a valid id: an id starts with a letter or '_', then letters, digits, '-' and '_'")],
     'bad_timezone': [(9, 15, 'schedule[0].timezone', "unknown timezone 'America/New_Yrok'; did you mean 'America/New_York'?")],
     'bad_version': [(1, 10, 'version', 'unsupported version 2; this bridge reads `version: 1`')],
     'both_prompts': [(6, 3, 'stages.s', 'give `prompt:` or `prompt_file:`, not both')],
@@ -228,3 +242,108 @@ def test_yaml_on_off_are_text_and_merge_keys_work() -> None:
                          ids=lambda p: p.name)
 def test_shipped_playbooks_validate(path: Path) -> None:
     load_playbook(path)
+
+
+def test_prompt_file_that_is_not_utf8_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "p.md").write_bytes(b"caf\xe9 {{ x }}")
+    book = tmp_path / "b.yaml"
+    book.write_text("version: 1\nname: t\nagents: {a: {cli: codex}}\nstages:\n  s: {agent: a, prompt_file: p.md}\n")
+    with pytest.raises(PlaybookError) as info:
+        load_playbook(book)
+    [p] = info.value.problems
+    assert (p.line, p.path) == (5, "stages.s.prompt_file")
+    assert "is not UTF-8 text (byte 3)" in p.message
+
+
+def test_stub_outputs_take_arithmetic_and_comparisons() -> None:
+    # the JSON of an output is unknown at validation: maths and < on its keys must validate
+    text = """version: 1
+name: t
+agents: {a: {cli: codex}}
+stages:
+  fix:
+    loop:
+      until: "stages.v.outputs['r.json'].failures < 1 and stages.v.outputs['r.json'].count + 1 > 3"
+      max_iterations: 2
+      stages:
+        v:
+          agent: a
+          prompt: "{{ (loop.previous.v.outputs['r.json'].score * 2) if loop.previous else '' }} {{ 1 + stages_n }}"
+          outputs: [r.json]
+"""
+    with pytest.raises(PlaybookError) as info:  # an undefined name is still caught beside them
+        load_playbook_text(text, "b.yaml")
+    assert [p.path for p in info.value.problems] == ["stages.fix.loop.stages.v.prompt"]
+    assert "stages_n" in info.value.problems[0].message
+    assert load_playbook_text(text.replace(" {{ 1 + stages_n }}", ""), "b.yaml").name == "t"
+
+
+def test_matrix_include_and_exclude_as_in_github_actions() -> None:
+    from bridge.playbook import matrix_items
+
+    # GitHub's documented example: include extends matching items, or adds its own
+    got = matrix_items({"fruit": ["apple", "pear"], "animal": ["cat", "dog"], "include": [
+        {"color": "green"}, {"color": "pink", "animal": "cat"}, {"fruit": "apple", "shape": "circle"},
+        {"fruit": "banana"}, {"fruit": "banana", "animal": "cat"}]})
+    assert got == [{"fruit": "apple", "animal": "cat", "color": "pink", "shape": "circle"},
+                   {"fruit": "apple", "animal": "dog", "color": "green", "shape": "circle"},
+                   {"fruit": "pear", "animal": "cat", "color": "pink"},
+                   {"fruit": "pear", "animal": "dog", "color": "green"},
+                   {"fruit": "banana"}, {"fruit": "banana", "animal": "cat"}]
+    assert matrix_items({"os": ["a", "b"], "v": [1, 2], "exclude": [{"os": "a", "v": 2}]}) == [
+        {"os": "a", "v": 1}, {"os": "b", "v": 1}, {"os": "b", "v": 2}]
+
+
+@pytest.mark.parametrize("matrix, message", [
+    ("{x: [1, '1']}", "matrix items {x: 1} and {x: '1'} are the same item to bridge"),
+    ("{x: [a, a]}", "matrix items {x: 'a'} and {x: 'a'} are the same item"),
+    ("{x: [a], exclude: [{y: 1}]}", "matrix.exclude names 'y', which is not a matrix key"),
+    ("{x: [a], exclude: [{x: a}]}", "the matrix has no items left after `exclude`"),
+    ("{x: [a], include: [b]}", "matrix.include is a list of mappings"),
+])
+def test_bad_matrix_is_reported_at_the_matrix(matrix: str, message: str) -> None:
+    text = f"version: 1\nname: t\nagents: {{a: {{cli: codex}}}}\nstages:\n  s:\n    agent: a\n    prompt: x\n" \
+           f"    matrix: {matrix}\n"
+    with pytest.raises(PlaybookError) as info:
+        load_playbook_text(text, "b.yaml")
+    [p] = info.value.problems
+    assert p.path.startswith("stages.s") and p.line in (5, 8), (p.path, p.line)
+    assert message in p.message
+
+
+def test_outputs_of_matrix_items_must_differ_and_schemas_must_be_valid() -> None:
+    text = """version: 1
+name: t
+agents: {a: {cli: codex}}
+stages:
+  s:
+    agent: a
+    prompt: x
+    matrix: {x: [a, b]}
+    outputs: [same.md, {path: "r-{{ matrix.x }}.json", schema: {type: objct}}]
+"""
+    with pytest.raises(PlaybookError) as info:
+        load_playbook_text(text, "b.yaml")
+    got = [(p.line, p.path, p.message) for p in info.value.problems]
+    assert got[0][:2] == (9, "stages.s.outputs[0]") and "both write 'same.md'" in got[0][2]
+    assert got[1][:2] == (9, "stages.s.outputs[1].schema")
+    assert "this JSON Schema is itself invalid: 'objct' is not valid" in got[1][2]
+
+
+def test_a_loop_stage_rejects_what_only_its_members_can_do() -> None:
+    text = """version: 1
+name: t
+agents: {a: {cli: codex}}
+stages:
+  fix:
+    timeout: 1s
+    retry: 5
+    loop:
+      until: "true"
+      stages:
+        v: {agent: a, prompt: x}
+"""
+    with pytest.raises(PlaybookError) as info:
+        load_playbook_text(text, "b.yaml")
+    [p] = info.value.problems
+    assert p.path == "stages.fix" and "cannot also set retry, timeout (set them on its member stages" in p.message

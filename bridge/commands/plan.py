@@ -7,10 +7,17 @@ from pathlib import Path
 from typing import Any
 
 from bridge import context, dag, templates
+from bridge.agents import build_command
+from bridge.agents.base import Invocation
 from bridge.caveats import playbook_warnings
+from bridge.errors import AgentNotFound
 from bridge.loader import load_playbook, parse_vars
 from bridge.playbook import Playbook, Stage, matrix_items
+from bridge.process import which
 from bridge.ui import print_text
+from bridge.views import unit_key
+from bridge.workspace import RunLayout
+from bridge.worktrees import worktree_path
 
 RUN_ID = "RUN_ID"
 
@@ -18,8 +25,8 @@ RUN_ID = "RUN_ID"
 class _Plan:
     def __init__(self, playbook: Playbook, file: Path, project: Path) -> None:
         self.pb, self.file, self.project = playbook, file, project
-        self.run_dir = project / ".bridge" / "runs" / RUN_ID
-        self.shared = self.run_dir / "shared"
+        self.layout = RunLayout(project, RUN_ID)
+        self.shared = self.layout.shared
 
     def show(self) -> None:
         pb = self.pb
@@ -54,8 +61,9 @@ class _Plan:
         facts = [f"needs {', '.join(stage.needs)}"] if stage.needs else []
         if stage.if_:
             facts.append(f"if {stage.if_}")
-        if stage.timeout:
-            facts.append(f"timeout {stage.timeout:g}s")
+        for name in ("timeout", "idle_timeout"):
+            if getattr(stage, name) is not None:
+                facts.append(f"{name} {getattr(stage, name):g}s")
         if stage.retry.limit:
             facts.append(f"retry {stage.retry.limit}x")
         if stage.continue_on_error:
@@ -87,6 +95,8 @@ class _Plan:
             print_text(indent[:-2] + "item " + ", ".join(f"{k}={v}" for k, v in item.items()))
         ctx = context.stub_context(self.pb, sid, self.shared, matrix=item, trigger=False,
                                      first_iteration=True)
+        if stage.if_ is not None and not templates.evaluate(stage.if_, ctx, f"{sid}.if"):
+            print_text(f"{indent}skipped: `if` is false here (upstream stages taken as succeeded)", "yellow")
         if stage.prompt is not None:
             prompt = templates.render(stage.prompt, ctx, f"{sid}.prompt")
         else:
@@ -95,25 +105,28 @@ class _Plan:
         outputs = templates.output_paths(stage, ctx, sid)
         if outputs:
             print_text(f"{indent}outputs: {', '.join(outputs)}")
-        print_text(f"{indent}argv: {self.argv(sid, stage, prompt, item)}")
+        for line in self.command(sid, stage, prompt, item):
+            print_text(f"{indent}{line}")
         print_text(f"{indent}prompt:")
         for line in prompt.rstrip("\n").splitlines() or [""]:
             print_text(f"{indent}  | {line}", "dim")
 
-    def argv(self, sid: str, stage: Stage, prompt: str, item: dict[str, Any]) -> str:
+    def command(self, sid: str, stage: Stage, prompt: str, item: dict[str, Any]) -> list[str]:
+        """argv and cwd of the unit's first attempt, built exactly as `bridge run` builds them."""
+        key = unit_key(sid, item, 1 if dag.places(self.pb)[sid].loop else None)
+        cwd = worktree_path(self.project, RUN_ID, key.replace("@", ".")) if stage.worktree else self.project
+        inv = Invocation(prompt=prompt, cwd=cwd, shared_dir=self.layout.shared, extra_dirs=(self.layout.inbox,),
+                         stage_dir=self.layout.attempt(key, 1).dir, env=dict(stage.env))
         try:
-            from bridge.agents import build_command
-            from bridge.agents.base import Invocation
-
-            from bridge.workspace import stage_key
-
-            key = stage_key(sid, item)
-            cwd = self.project / ".bridge" / "worktrees" / RUN_ID / key if stage.worktree else self.project
-            inv = Invocation(prompt=prompt, cwd=cwd, shared_dir=self.shared,
-                             stage_dir=self.run_dir / "stages" / key / "attempt-1")
-            return shlex.join(build_command(self.pb.agents[stage.agent or ""], inv, project=self.project).argv)
+            cmd = build_command(self.pb.agents[stage.agent or ""], inv, project=self.project)
         except Exception as exc:  # plan still shows everything else when an adapter cannot say
-            return f"(argv unavailable: {exc})"
+            return [f"argv unavailable: {exc}"]
+        lines = [f"argv: {shlex.join(cmd.argv)}", f"cwd: {cmd.cwd or inv.cwd}"]
+        try:
+            lines.append(f"binary: {which(cmd.argv[0], cmd.env.get('PATH'))}")
+        except AgentNotFound:
+            lines.append(f"binary: {cmd.argv[0]} is not installed (`bridge doctor` says how to install it)")
+        return lines
 
 
 def run(file: Path, var: list[str], directory: Path | None = None) -> int:
