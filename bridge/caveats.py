@@ -26,4 +26,17 @@ def playbook_warnings(playbook: Playbook, project: Path | None = None) -> list[s
             else:
                 found.append(f"agents.{name}: max_turns is not applied to {profile.cli} (it has no such option): "
                              "bound the stage with timeout or a budget instead")
+        for field, flag in IGNORED_WITHOUT_FLAG:
+            if getattr(profile, field) and not cli.get(flag):
+                found.append(f"agents.{name}: {field} is ignored: {profile.cli} has no option for it "
+                             f"(no `{flag}` in its CLI definition)")
+        if profile.command and cli.get("adapter") != "command":
+            found.append(f"agents.{name}: command is ignored: it is for `cli: command` CLIs; "
+                         f"{profile.cli} builds its own argv")
     return found
+
+
+# profile field -> the CLI definition key that carries it; a CLI without the key cannot honour it
+# (a system_prompt without a flag is put before the prompt; a model without one is {{ model }})
+IGNORED_WITHOUT_FLAG = (("permission_mode", "permission_mode_flag"), ("allowed_tools", "allowed_tools_flag"),
+                        ("disallowed_tools", "disallowed_tools_flag"))

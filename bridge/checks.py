@@ -8,6 +8,7 @@ Both return problems located with the spots from bridge.yamlpos; neither raises.
 from __future__ import annotations
 
 import difflib
+import re
 import zoneinfo
 from collections.abc import Iterator
 from datetime import datetime
@@ -18,7 +19,7 @@ import cronsim
 import pydantic
 
 from bridge import context, dag, templates
-from bridge.config import known_cli_names
+from bridge.config import cli_definition, known_cli_names
 from bridge.errors import BridgeError, Problem
 from bridge.outputs import invalid_schema
 from bridge.playbook import OutputSpec, Playbook, Stage, bad_id, cron_expression, matrix_items
@@ -169,6 +170,13 @@ class _Refs:
             if isinstance(cli, str) and cli not in names:
                 self.add(("agents", name, "cli"), f"unknown cli {cli!r}{_hint(cli, names)} "
                                                   f"(known: {', '.join(names)}; add others in .bridge/clis.yaml)")
+            elif isinstance(cli, str):
+                modes = cli_definition(cli, self.project).get("permission_modes")
+                mode = raw.get("permission_mode")
+                if modes and isinstance(mode, str) and mode not in modes:
+                    self.add(("agents", name, "permission_mode"),
+                             f"{cli} has no permission mode {mode!r}{_hint(mode, modes)} "
+                             f"(it takes: {', '.join(modes)}; or leave it out and set `sandbox:`)")
 
     def stage(self, group: str, path: Path_, sid: str, raw: dict[str, Any], siblings: dict[str, Any]) -> None:
         agents = self.data.get("agents") if isinstance(self.data.get("agents"), dict) else {}
@@ -257,7 +265,12 @@ class _Refs:
                 continue
             cron = entry.get("cron")
             if isinstance(cron, str):
+                fields = len(cron_expression(cron).split())
                 try:
+                    if cron.strip().startswith("@") and fields == 1:
+                        raise ValueError(f"no alias {cron.strip()!r}")
+                    if fields != 5:
+                        raise ValueError(f"it has {fields} field{'s' * (fields != 1)}")
                     cronsim.CronSim(cron_expression(cron), datetime(2000, 1, 1))
                 except (cronsim.CronSimError, ValueError, KeyError, IndexError) as exc:
                     self.add(("schedule", i, "cron"),
@@ -292,8 +305,10 @@ def stage_path(playbook: Playbook, sid: str) -> Path_:
 
 
 class _Templates:
-    def __init__(self, playbook: Playbook, spots: dict[Path_, Spot], filename: str, base: Path) -> None:
+    def __init__(self, playbook: Playbook, spots: dict[Path_, Spot], filename: str, base: Path,
+                 lines: list[str]) -> None:
         self.playbook, self.spots, self.filename, self.base = playbook, spots, filename, base
+        self.lines = lines  # the file's text, to place errors in folded (`>`) or flowing text
         self.shared = Path.cwd() / ".bridge" / "runs" / "RUN_ID" / "shared"
         self.problems: list[Problem] = []
         self.seen: set[tuple[Path_, str]] = set()
@@ -312,9 +327,23 @@ class _Templates:
         if spot is None or err.line is None:
             self.problems.append(problem_at(self.filename, spot, path, err.detail))
             return
-        line = spot.line + err.line - 1 + (1 if spot.block else 0)
-        column = spot.column if err.line == 1 and not spot.block else None
+        if spot.literal or (spot.end_line or spot.line) == spot.line:
+            line = spot.line + err.line - 1 + (1 if spot.block else 0)
+            column = spot.column if err.line == 1 and not spot.block else None
+        else:  # folded or flowing text: its lines are not the file's; find what the error names
+            line, column = self.find(err.detail, spot)
         self.problems.append(Problem(self.filename, line, column, where, err.detail))
+
+    def find(self, detail: str, spot: Spot) -> tuple[int, int | None]:
+        """Where in a multi-line scalar the first quoted word of `detail` is (else its start)."""
+        quoted = re.search(r"'([^']+)'", detail)
+        first = spot.line + (1 if spot.block else 0)
+        for n in range(first, (spot.end_line or spot.line) + 1):
+            text = self.lines[n - 1] if quoted and n <= len(self.lines) else ""
+            at = text.find(quoted.group(1)) if quoted else -1
+            if at >= 0:
+                return n, at + 1
+        return spot.line, spot.column
 
     def template(self, path: Path_, text: str, ctx: dict[str, Any], file: Path | None = None) -> str | None:
         """Render once with stubs, then check every name in every branch; None if it failed."""
@@ -419,9 +448,11 @@ def _item(item: dict[str, Any]) -> str:
     return "{" + ", ".join(f"{k}: {v!r}" for k, v in item.items()) + "}"
 
 
-def check_templates(playbook: Playbook, spots: dict[Path_, Spot], filename: str, base: Path) -> list[Problem]:
-    """Render every template of the playbook once with stub values; one problem per failure."""
-    checker = _Templates(playbook, spots, filename, base)
+def check_templates(playbook: Playbook, spots: dict[Path_, Spot], filename: str, base: Path,
+                    lines: list[str] | None = None) -> list[Problem]:
+    """Render every template of the playbook once with stub values; one problem per failure.
+    `lines`: the file's text (places errors inside folded or flowing multi-line text)."""
+    checker = _Templates(playbook, spots, filename, base, lines or [])
     for name, profile in playbook.agents.items():
         if profile.command:
             checker.command(name, list(profile.command))

@@ -35,13 +35,37 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+ADAPTERS = ("codex", "claude", "gemini", "command")  # the argv builders / parsers in bridge/agents/
+
+
+def _check(path: Path, data: dict[str, Any], shipped: dict[str, Any]) -> None:
+    """Each entry a mapping; a new CLI names its adapter (and a binary unless it has a command)."""
+    for name, entry in data.items():
+        if not isinstance(entry, dict):
+            raise BridgeError(f"{path}: {name}: expected a mapping of settings (adapter, binary, ...), "
+                              f"got {entry!r}. Fix the entry or remove it.")
+        adapter = entry.get("adapter", (shipped.get(name) or {}).get("adapter"))
+        if adapter not in ADAPTERS:
+            got = "none" if adapter is None else repr(adapter)
+            raise BridgeError(f"{path}: {name}: `adapter:` must be one of {', '.join(ADAPTERS)} (got {got}); "
+                              "it says how bridge builds the argv and reads the output.")
+
+
 @lru_cache(maxsize=8)
 def _load_clis(project: str) -> dict[str, dict[str, Any]]:
-    merged: dict[str, Any] = {}
-    for path in (data_dir("configs") / "clis.yaml", _user_config_dir() / "clis.yaml",
-                 Path(project) / ".bridge" / "clis.yaml"):
+    shipped_path = data_dir("configs") / "clis.yaml"
+    shipped = _read(shipped_path)
+    merged: dict[str, Any] = dict(shipped)
+    for path in (_user_config_dir() / "clis.yaml", Path(project) / ".bridge" / "clis.yaml"):
         if path.is_file():
-            merged = _merge(merged, _read(path))
+            data = _read(path)
+            _check(path, data, merged)
+            for name, entry in data.items():
+                # a new CLI on a vendor adapter (`claude-work: {adapter: claude, env: ...}`) starts
+                # from that vendor's shipped definition: its sandbox flags, parser settings, record
+                base = merged.get(name) or (shipped.get(entry["adapter"], {}) if entry.get("adapter") != "command"
+                                            else {})
+                merged[name] = _merge(base, entry)
     return merged
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
 import re
 import types
 import typing
@@ -85,12 +86,13 @@ def load_playbook_text(text: str, filename: str, vars: Mapping[str, str] | None 
     base = Path(filename).parent
     references = checks.check_references(data, parsed.spots, filename, base, project)
     override_problems, values = _overrides(data, parsed, filename, vars or {})
+    problems += _schedule_vars(data, parsed, filename)
     problems += references + override_problems
     if checked is not None and values:
         checked = checked.model_copy(update={"vars": {**checked.vars, **values}})
     if checked is not None and not references and not override_problems:
         # the templates too, even when a bad value elsewhere was reported: every problem at once
-        problems += checks.check_templates(checked, parsed.spots, filename, base)
+        problems += checks.check_templates(checked, parsed.spots, filename, base, text.splitlines())
     if playbook is not None:
         playbook = checked
     if problems:
@@ -266,6 +268,27 @@ def _overrides(data: dict[str, Any], parsed: Parsed, filename: str,
             continue
         values[name] = value
     return problems, values
+
+
+def _schedule_vars(data: dict[str, Any], parsed: Parsed, filename: str) -> list[Problem]:
+    """A schedule's `vars:` become --var values of its runs: checked as those are."""
+    declared = data.get("vars") if isinstance(data.get("vars"), dict) else {}
+    entries = data.get("schedule") if isinstance(data.get("schedule"), list) else []
+    problems = []
+    for i, entry in enumerate(entries):
+        given = entry.get("vars") if isinstance(entry, dict) else None
+        for name, value in (given.items() if isinstance(given, dict) else ()):
+            where = ("schedule", i, "vars", name)
+            if name not in declared:
+                problems.append(_at(parsed, filename, where, f"this playbook declares no var {name!r}"
+                                    f"{did_you_mean(str(name), list(declared))} (declared: "
+                                    f"{', '.join(declared) or 'none'})", key=True))
+                continue
+            raw = value if isinstance(value, str) else json.dumps(value)
+            if _coerce(raw, declared[name])[1]:
+                problems.append(_at(parsed, filename, where, f"expected {_coerce(raw, declared[name])[1]}, "
+                                                             f"like the declared default {declared[name]!r}"))
+    return problems
 
 
 def _coerce(raw: str, default: Any) -> tuple[Any, str]:

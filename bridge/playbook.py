@@ -122,13 +122,18 @@ class OutputSpec(Model):
     @field_validator("path")
     @classmethod
     def _relative(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("an output path cannot be empty")
-        if v.startswith("/") or v.startswith("~"):
-            raise ValueError(f"{v!r} is absolute; outputs are paths relative to the shared folder")
-        if ".." in re.split(r"[\\/]", v):
-            raise ValueError(f"{v!r} climbs out of the shared folder with '..'")
-        return v
+        return in_shared(v, "an output path")
+
+
+def in_shared(v: str, what: str) -> str:
+    """`v` if it is a path relative to the shared folder that stays in it; else ValueError."""
+    if not v.strip():
+        raise ValueError(f"{what} cannot be empty")
+    if v.startswith("/") or v.startswith("~"):
+        raise ValueError(f"{v!r} is absolute; {what} is relative to the shared folder")
+    if ".." in re.split(r"[\\/]", v):
+        raise ValueError(f"{v!r} climbs out of the shared folder with '..'")
+    return v
 
 
 def _as_output(value: Any) -> Any:
@@ -306,6 +311,11 @@ class Playbook(Model):
     tasks: str | None = Field(None, description="Shared task list file (Markdown checklist) in the shared folder.")
     schedule: list[Schedule] = Field(default_factory=list)
     notify: list[Notify] = Field(default_factory=list)
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks_in_shared(cls, v: str | None) -> str | None:
+        return None if v is None else in_shared(v, "the task list's path")
 
     @field_validator("stages", "finally_", "agents")
     @classmethod

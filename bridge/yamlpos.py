@@ -44,6 +44,8 @@ class Spot:
     key_column: int | None = None
     block: bool = False  # a `|` or `>` scalar: its text starts on the line after `line`
     scalar: bool = True
+    end_line: int | None = None  # the last line of a scalar spread over several
+    literal: bool = False  # a `|` scalar: line n of its text is line n of the block
 
 
 def format_path(path: Path_) -> str:
@@ -64,9 +66,10 @@ class Parsed:
 def _spot(node: yaml.Node, key: yaml.Node | None = None) -> Spot:
     m = node.start_mark
     block = isinstance(node, yaml.ScalarNode) and node.style in ("|", ">")
+    scalar = isinstance(node, yaml.ScalarNode)
     return Spot(m.line + 1, m.column + 1,
                 key.start_mark.line + 1 if key else None, key.start_mark.column + 1 if key else None,
-                block, isinstance(node, yaml.ScalarNode))
+                block, scalar, node.end_mark.line + 1 if scalar else None, scalar and node.style == "|")
 
 
 def parse(text: str, filename: str) -> Parsed:
@@ -85,18 +88,34 @@ def parse(text: str, filename: str) -> Parsed:
     except yaml.YAMLError as exc:
         loader.dispose()
         return Parsed(None, {}, [Problem(filename, None, None, "", f"invalid YAML: {exc}")])
+    except RecursionError:
+        loader.dispose()
+        return Parsed(None, {}, [Problem(filename, 1, 1, "", f"not read: {DEEP}; a playbook is far smaller")])
     out = Parsed(None, {}, [])
     if root is not None:
         out.spots[()] = _spot(root)
-        out.data = _Builder(loader, filename, out).build(root, ())
+        try:
+            out.data = _Builder(loader, filename, out).build(root, ())
+        except (_TooBig, RecursionError) as exc:
+            why = str(exc) if isinstance(exc, _TooBig) else DEEP
+            out = Parsed(None, {}, [Problem(filename, 1, 1, "", f"not read: {why}; a playbook is far smaller")])
     loader.dispose()
     return out
+
+
+DEEP = "it nests values more than a few hundred levels deep"
+MAX_VALUES = 200_000  # values in one file once aliases are expanded (a playbook has hundreds)
+
+
+class _TooBig(Exception):
+    pass
 
 
 class _Builder:
     def __init__(self, loader: _Loader, filename: str, out: Parsed) -> None:
         self.loader, self.filename, self.out = loader, filename, out
         self.active: set[int] = set()  # node ids on the current path (recursive aliases)
+        self.values = 0  # built so far: aliases expand on every use (an "alias bomb" is caught here)
 
     def problem(self, node: yaml.Node, path: Path_, message: str) -> None:
         m = node.start_mark
@@ -107,6 +126,9 @@ class _Builder:
             self.problem(node, path, "this alias refers to itself; YAML anchors cannot contain themselves")
             return None
         self.active.add(id(node))
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise _TooBig(f"it holds more than {MAX_VALUES:,} values once its aliases (*name) are expanded")
         try:
             if isinstance(node, yaml.MappingNode):
                 return self.mapping(node, path)

@@ -55,3 +55,20 @@ def write_script(project: Path) -> Path:
     path = project / "script.yaml"
     path.write_text("replies: []\n")
     return path
+
+
+def test_fields_a_cli_cannot_honour_are_warnings():
+    text = """version: 1
+name: ignored
+agents:
+  g: {cli: gemini, allowed_tools: [x]}
+  x: {cli: codex, permission_mode: plan, command: [a]}
+  k: {cli: claude, permission_mode: plan, allowed_tools: [Read]}
+stages:
+  a: {agent: k, prompt: hi}
+"""
+    assert playbook_warnings(load_playbook_text(text, "i.yaml")) == [
+        "agents.g: allowed_tools is ignored: gemini has no option for it (no `allowed_tools_flag` in its CLI definition)",
+        "agents.x: permission_mode is ignored: codex has no option for it (no `permission_mode_flag` in its CLI "
+        "definition)",
+        "agents.x: command is ignored: it is for `cli: command` CLIs; codex builds its own argv"]

@@ -20,8 +20,8 @@ PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
 
 EXPECTED = {
     'bad_bool': [(9, 24, 'stages.s.continue_on_error', "expected true or false, got the text 'maybe'")],
-    'bad_cron': [(8, 11, 'schedule[0].cron', "'0 3 * *' is not a cron expression (Wrong number of fields); write five fields (minute hour day month weekday), e.g. '0 3 * * *', or @hourly, @daily, @weekly, @monthly, @yearly")],
-    'bad_cron_alias': [(8, 11, 'schedule[0].cron', "'@fortnightly' is not a cron expression (Wrong number of fields); write five fields (minute hour day month weekday), e.g. '0 3 * * *', or @hourly, @daily, @weekly, @monthly, @yearly")],
+    'bad_cron': [(8, 11, 'schedule[0].cron', "'0 3 * *' is not a cron expression (it has 4 fields); write five fields (minute hour day month weekday), e.g. '0 3 * * *', or @hourly, @daily, @weekly, @monthly, @yearly")],
+    'bad_cron_alias': [(8, 11, 'schedule[0].cron', "'@fortnightly' is not a cron expression (no alias '@fortnightly'); write five fields (minute hour day month weekday), e.g. '0 3 * * *', or @hourly, @daily, @weekly, @monthly, @yearly")],
     'bad_duration': [(9, 14, 'stages.s.timeout', "'20 minutes' is not a duration; write it like 30s, 20m, 1h30m or 500ms")],
     'bad_if': [(10, 9, 'stages.b1.if', "template syntax error: unexpected 'end of template'")],
     'bad_matrix_not_list': [(9, 18, 'stages.s.matrix.os', "expected a list, got the text 'linux'")],
@@ -44,6 +44,19 @@ EXPECTED = {
         (8, 60, 'stages.s2.retry.limit', 'expected a number >= 0')],
     'stage_view_typo': [(7, 41, 'stages.b.prompt', "stages.audit has no 'sumary'; did you mean 'summary'?")],
     'empty_prompt_file': [(6, 31, 'stages.s2.prompt_file', "prompt_file is empty")],
+    'schedule_six_fields_and_vars': [
+        (8, 12, 'schedule[0].cron', "'* * * * * *' is not a cron expression (it has 6 fields); write five fields"),
+        (9, 12, 'schedule[1].cron', "'0 3 * * * 2030' is not a cron expression (it has 6 fields)"),
+        (10, 44, 'schedule[2].vars.n', 'expected a whole number, like the declared default 1'),
+        (10, 50, 'schedule[2].vars.nope', "this playbook declares no var 'nope' (declared: dept, n)")],
+    'tasks_outside_shared': [(3, 8, 'tasks', "'../../../etc/passwd' climbs out of the shared folder with '..'")],
+    'permission_mode_unknown': [
+        (4, 37, 'agents.c.permission_mode', "claude has no permission mode 'yolo' (it takes: default, acceptEdits"),
+        (5, 37, 'agents.g.permission_mode', "gemini has no permission mode 'auto-edit'; did you mean 'auto_edit'?")],
+    'folded_prompts': [  # `>` and quoted text fold lines: the error is placed at what it names
+        (12, 21, 'stages.s.prompt', "no var 'nope'"),
+        (16, 26, 'stages.t.prompt', "there is no stage 'zz'"),
+        (21, None, 'stages.u.prompt', "no var 'b'")],
     'bad_stage_id': [(6, 3, 'stages.bad id', "'bad id' is not a valid id: an id starts with a letter or '_', then letters, digits, '-' and '_'")],
     'bad_timezone': [(9, 15, 'schedule[0].timezone', "unknown timezone 'America/New_Yrok'; did you mean 'America/New_York'?")],
     'bad_version': [(1, 10, 'version', 'unsupported version 2; this bridge reads `version: 1`')],
@@ -84,7 +97,7 @@ EXPECTED = {
     'notify_without_target': [(8, 5, 'notify[0]', 'a notify entry needs `webhook:` or `command:`')],
     'on_conflict': [(10, 44, 'stages.s.worktree.on_conflict', "on_conflict is fail, continue or the id of a stage that resolves the conflict; 'fixr' is none of these; did you mean 'fixer'?")],
     'on_is_not_bool': [(8, 9, 'notify[0].on[0]', "expected one of success, failure, got the text 'yes'")],
-    'output_absolute': [(9, 15, 'stages.s.outputs[0].path', "'/etc/passwd' is absolute; outputs are paths relative to the shared folder")],
+    'output_absolute': [(9, 15, 'stages.s.outputs[0].path', "'/etc/passwd' is absolute; an output path is relative to the shared folder")],
     'output_climbs_template': [(10, 15, 'stages.s.outputs[0]', "renders to '../x.md': '../x.md' climbs out of the shared folder with '..'")],
     'prompt_file_syntax': [(2, None, 'stages.s.prompt_file', "template syntax error: Expected an expression, got 'end of statement block'")],
     'prompt_file_undefined': [(1, None, 'stages.s.prompt_file', "no var 'nope'")],
@@ -347,3 +360,16 @@ stages:
         load_playbook_text(text, "b.yaml")
     [p] = info.value.problems
     assert p.path == "stages.fix" and "cannot also set retry, timeout (set them on its member stages" in p.message
+
+
+def test_hostile_yaml_is_a_located_problem_not_a_crash(tmp_path: Path) -> None:
+    # an "alias bomb" (9 levels of 9 aliases: 9**9 values) and 600 nested lists
+    bomb = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        bomb.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    for text, message in (("\n".join(bomb), "not read: it holds more than 200,000 values once its aliases"),
+                          ("version: 1\nname: " + "[" * 600 + "]" * 600, "not read: it nests values more than")):
+        with pytest.raises(PlaybookError) as info:
+            load_playbook_text(text, "hostile.yaml")
+        [p] = info.value.problems
+        assert (p.line, p.column) == (1, 1) and p.message.startswith(message), p.message
