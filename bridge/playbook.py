@@ -71,8 +71,9 @@ class Model(BaseModel):
 class AgentProfile(Model):
     """A named way of running one CLI: which CLI, which model, under which policy."""
 
-    cli: str = Field(description="codex | claude | gemini | command, or a CLI defined in configs/clis.yaml")
-    description: str = ""
+    cli: str = Field(description="codex | claude | gemini | command, or a CLI defined in configs/clis.yaml",
+                     examples=["codex", "claude", "gemini", "command"])
+    description: str = Field("", description="What this agent is for (shown by plan).")
     model: str | None = Field(None, description="Model name passed to the CLI (-m / --model).")
     sandbox: Literal["read-only", "workspace-write", "full-access"] = Field(
         "read-only",
@@ -84,13 +85,15 @@ class AgentProfile(Model):
         description="Vendor-native override of the policy: Claude's --permission-mode "
         "(default|acceptEdits|dontAsk|bypassPermissions|plan) or Gemini's --approval-mode.",
     )
-    allowed_tools: StrList = Field(default_factory=list)
-    disallowed_tools: StrList = Field(default_factory=list)
+    allowed_tools: StrList = Field(default_factory=list, description="Tools the agent may use without asking "
+                                   "(Claude Code: --allowedTools rules like Read, Bash(git diff:*)).")
+    disallowed_tools: StrList = Field(default_factory=list, description="Tools the agent may never use.")
     args: StrList = Field(default_factory=list, description="Extra arguments appended to argv.")
     env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment, e.g. a proxy or gateway base URL."
     )
-    max_turns: int | None = Field(None, ge=1)
+    max_turns: int | None = Field(None, ge=1, description="Stop the agent after this many model turns "
+                                  "(where the CLI has an option for it; see `bridge validate` warnings).")
     system_prompt: str | None = Field(None, description="Appended to the CLI's system prompt.")
     command: StrList | None = Field(
         None,
@@ -109,10 +112,11 @@ class AgentProfile(Model):
 class OutputSpec(Model):
     """A file a stage must leave in the shared folder, optionally checked against a JSON schema."""
 
-    path: str
-    schema_: dict[str, Any] | None = Field(None, alias="schema")
-    description: str = ""
-    required: bool = True
+    path: str = Field(description="Path in the shared folder (jinja; e.g. audit/{{ matrix.area }}.md).")
+    schema_: dict[str, Any] | None = Field(None, alias="schema", description="JSON Schema the file must match "
+                                           "(for .json outputs).")
+    description: str = Field("", description="What the file holds (for people and prompts).")
+    required: bool = Field(True, description="false: the stage succeeds without it.")
     from_: Literal["agent", "final_message"] = Field(
         "agent", alias="from",
         description="Who writes the file: the agent (default), or bridge, which writes the agent's final "
@@ -146,8 +150,8 @@ Output = Annotated[OutputSpec, BeforeValidator(_as_output, json_schema_input_typ
 class Summary(Model):
     """Caps on what a stage hands downstream (the 'token tax' control)."""
 
-    max_lines: int | None = Field(None, ge=1)
-    max_bytes: int | None = Field(None, ge=1)
+    max_lines: int | None = Field(None, ge=1, description="Cap on the summary handed downstream, in lines.")
+    max_bytes: int | None = Field(None, ge=1, description="Cap on the summary handed downstream, in bytes.")
     source: Literal["final_message", "outputs"] = Field(
         "final_message", alias="from", description="Summarise the final message or the output files."
     )
@@ -156,7 +160,7 @@ class Summary(Model):
 class Retry(Model):
     limit: int = Field(0, ge=0, description="Extra attempts after the first.")
     backoff: Duration = Field(5.0, description="Wait before the first retry; doubles each time.")
-    factor: float = Field(2.0, ge=1.0)
+    factor: float = Field(2.0, ge=1.0, description="Each retry waits this many times longer than the last.")
 
 
 def _as_retry(value: Any) -> Any:
@@ -166,7 +170,8 @@ def _as_retry(value: Any) -> Any:
 class Worktree(Model):
     """Run the stage in its own git worktree and merge the work back."""
 
-    merge: Literal["merge", "squash", "rebase", "none"] = "merge"
+    merge: Literal["merge", "squash", "rebase", "none"] = Field(
+        "merge", description="How the stage's branch lands: merge, squash, rebase, or none (kept for review).")
     copy_: StrList = Field(
         default_factory=lambda: [".env"], alias="copy",
         description="Ignored files copied into the worktree (e.g. .env).",
@@ -197,30 +202,33 @@ LOOP_KEYS = {"name", "needs", "if", "continue_on_error", "loop"}
 class Stage(Model):
     """One node of the DAG: an agent run, or a loop over a group of stages."""
 
-    name: str | None = None
-    agent: str | None = None
-    prompt: str | None = None
-    prompt_file: str | None = None
-    needs: StrList = Field(default_factory=list)
+    name: str | None = Field(None, description="Display name (default: the stage id).")
+    agent: str | None = Field(None, description="The agent profile (a key of `agents:`) that runs this stage.")
+    prompt: str | None = Field(None, description="The prompt, a jinja template ({{ stages.<id>.summary }}, "
+                               "{{ shared }}, {{ matrix.<key> }}, ...).")
+    prompt_file: str | None = Field(None, description="A jinja prompt template file, relative to the playbook.")
+    needs: StrList = Field(default_factory=list, description="Stage ids that must end before this one starts.")
     if_: Expression | None = Field(None, alias="if", description="Jinja expression; the stage is skipped when false.")
-    matrix: dict[str, list[Any]] | None = None
-    max_parallel: int | None = Field(None, ge=1)
-    fail_fast: bool = True
-    outputs: list[Output] = Field(default_factory=list)
-    summary: Summary = Field(default_factory=Summary)
+    matrix: dict[str, list[Any]] | None = Field(None, description="Run once per combination of these lists "
+                                                "(include / exclude as in GitHub Actions).")
+    max_parallel: int | None = Field(None, ge=1, description="Matrix items running at once.")
+    fail_fast: bool = Field(True, description="Cancel the other matrix items when one fails.")
+    outputs: list[Output] = Field(default_factory=list, description="Files the stage must leave in the shared "
+                                  "folder; the stage is done once they exist and are valid.")
+    summary: Summary = Field(default_factory=Summary, description="Caps on what is handed downstream.")
     timeout: Duration | None = Field(None, gt=0, description="Wall-clock limit of one attempt (e.g. 20m).")
     idle_timeout: Duration | None = Field(
         None, gt=0, description="Stop an attempt that prints nothing for this long (e.g. 5m).")
     retry: Annotated[Retry, BeforeValidator(_as_retry, json_schema_input_type=Union[Retry, int])] = Field(
-        default_factory=Retry)
-    continue_on_error: bool = False
+        default_factory=Retry, description="Attempts after a failure: a number, or {limit, backoff, factor}.")
+    continue_on_error: bool = Field(False, description="A failure does not fail the run or stop dependents.")
     worktree: Annotated[Worktree | None, BeforeValidator(
         _as_worktree, json_schema_input_type=Union[Worktree, bool, Literal["merge", "squash", "rebase", "none"], None])
-    ] = None
-    env: dict[str, str] = Field(default_factory=dict)
-    max_cost_usd: float | None = Field(None, gt=0)
-    max_tokens: int | None = Field(None, gt=0)
-    loop: Loop | None = None
+    ] = Field(None, description="Run in its own git worktree and merge back: true, a strategy, or settings.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for this stage's agent.")
+    max_cost_usd: float | None = Field(None, gt=0, description="Stop the stage past this cost (USD).")
+    max_tokens: int | None = Field(None, gt=0, description="Stop the stage past this many tokens.")
+    loop: Loop | None = Field(None, description="Repeat a group of stages until a condition holds.")
 
     @model_validator(mode="after")
     def _shape(self) -> Stage:
@@ -263,8 +271,8 @@ class Loop(Model):
     """Repeat a group of stages until a condition holds (e.g. implement -> verify)."""
 
     until: Expression = Field(description="Jinja expression over this iteration's stages; true ends the loop.")
-    max_iterations: int = Field(3, ge=1, le=100)
-    stages: dict[str, Stage]
+    max_iterations: int = Field(3, ge=1, le=100, description="The loop fails if `until` never held by then.")
+    stages: dict[str, Stage] = Field(description="The group, keyed by id (members need only each other).")
 
 
 Stage.model_rebuild()
@@ -272,21 +280,21 @@ Stage.model_rebuild()
 
 class Schedule(Model):
     cron: str = Field(description="Five-field cron expression, or @hourly / @daily / @weekly / @monthly.")
-    timezone: str = "UTC"
-    overlap: Literal["skip", "queue", "cancel"] = "skip"
-    jitter: Duration = 0.0
-    catch_up: Literal["none", "last", "all"] = "none"
-    vars: dict[str, Any] = Field(default_factory=dict)
+    timezone: str = Field("UTC", description="IANA timezone of the cron expression, e.g. Europe/Paris.")
+    overlap: Literal["skip", "queue", "cancel"] = Field(
+        "skip", description="When a fire comes while the last run still runs: skip it, queue it, or cancel the old.")
+    jitter: Duration = Field(0.0, description="Start up to this much later, at random (spreads load).")
+    catch_up: Literal["none", "last", "all"] = Field(
+        "none", description="Fires missed while the scheduler was down: none, the last one, or all.")
+    vars: dict[str, Any] = Field(default_factory=dict, description="--var values for these runs.")
 
 
 class Notify(Model):
     on: Annotated[list[Literal["success", "failure"]], BeforeValidator(
         _as_list, json_schema_input_type=Union[list[Literal["success", "failure"]], Literal["success", "failure"]])
-    ] = Field(
-        default_factory=lambda: ["success", "failure"]
-    )
-    webhook: str | None = None
-    command: StrList | None = None
+    ] = Field(default_factory=lambda: ["success", "failure"], description="success, failure, or both (default).")
+    webhook: str | None = Field(None, description="URL that gets a JSON POST of the run's result.")
+    command: StrList | None = Field(None, description="argv run with the run's result as JSON on stdin.")
 
     @model_validator(mode="after")
     def _target(self) -> Notify:
@@ -298,19 +306,21 @@ class Notify(Model):
 class Playbook(Model):
     """A whole playbook file."""
 
-    version: Literal[1]
-    name: str
-    description: str = ""
-    vars: dict[str, Any] = Field(default_factory=dict)
-    agents: dict[str, AgentProfile]
-    stages: dict[str, Stage]
-    finally_: dict[str, Stage] = Field(default_factory=dict, alias="finally")
+    version: Literal[1] = Field(description="The format version: 1.")
+    name: str = Field(description="The playbook's name (runs are listed by it).")
+    description: str = Field("", description="What the playbook does.")
+    vars: dict[str, Any] = Field(default_factory=dict, description="Values templates see as {{ vars.<name> }}; "
+                                 "override with --var name=value.")
+    agents: dict[str, AgentProfile] = Field(description="Named agent profiles: which CLI, model and policy.")
+    stages: dict[str, Stage] = Field(description="The stages, keyed by id: a DAG through `needs`.")
+    finally_: dict[str, Stage] = Field(default_factory=dict, alias="finally",
+                                       description="Stages that always run at the end, whatever happened.")
     max_parallel: int | None = Field(None, ge=1)
-    max_cost_usd: float | None = Field(None, gt=0)
-    max_tokens: int | None = Field(None, gt=0)
+    max_cost_usd: float | None = Field(None, gt=0, description="Stop the run past this cost (USD).")
+    max_tokens: int | None = Field(None, gt=0, description="Stop the run past this many tokens.")
     tasks: str | None = Field(None, description="Shared task list file (Markdown checklist) in the shared folder.")
-    schedule: list[Schedule] = Field(default_factory=list)
-    notify: list[Notify] = Field(default_factory=list)
+    schedule: list[Schedule] = Field(default_factory=list, description="When `bridge schedule run` starts it.")
+    notify: list[Notify] = Field(default_factory=list, description="Who hears when a run ends.")
 
     @field_validator("tasks")
     @classmethod
