@@ -229,22 +229,29 @@ def model_serve(
     _call("model_serve", script=script, port=port)
 
 
+ScheduleDirOpt = typer.Option(None, "--dir", "-C",
+                              help="Project folder (default: the nearest folder above DIR holding .bridge or .git); "
+                                   "DIR defaults to its playbooks/.")
+
+
 @schedule_app.command("run")
 def schedule_run(
     directory: Optional[Path] = typer.Argument(None, metavar="[DIR]"),
     rehearse: bool = typer.Option(False, "--rehearse", help="Start every run with --rehearse (scripted local model)."),
+    project: Optional[Path] = ScheduleDirOpt,
 ) -> None:
     """Long-lived scheduler over a folder of playbooks (default: ./playbooks)."""
-    _call("schedule_run", directory=directory, rehearse=rehearse)
+    _call("schedule_run", directory=directory, rehearse=rehearse, project=project)
 
 
 @schedule_app.command("list")
 def schedule_list(
     directory: Optional[Path] = typer.Argument(None, metavar="[DIR]"),
     count: int = typer.Option(3, "--count", "-n", help="How many next fire times to show."),
+    project: Optional[Path] = ScheduleDirOpt,
 ) -> None:
     """Show each scheduled playbook's next fire times."""
-    _call("schedule_list", directory=directory, count=count)
+    _call("schedule_list", directory=directory, count=count, project=project)
 
 
 @schedule_app.command("export")
@@ -252,9 +259,20 @@ def schedule_export(
     directory: Optional[Path] = typer.Argument(None, metavar="[DIR]"),
     systemd: bool = typer.Option(False, "--systemd"),
     crontab: bool = typer.Option(False, "--crontab"),
+    project: Optional[Path] = ScheduleDirOpt,
 ) -> None:
     """Print systemd units or crontab lines for the OS scheduler."""
-    _call("schedule_export", directory=directory, systemd=systemd, crontab=crontab)
+    _call("schedule_export", directory=directory, systemd=systemd, crontab=crontab, project=project)
+
+
+@schedule_app.command("fire", hidden=True)
+def schedule_fire(
+    playbook: Path = typer.Argument(...),
+    number: int = typer.Option(1, "--schedule", help="Which of the playbook's schedules fired (1-based)."),
+    directory: Optional[Path] = DirOpt,
+) -> None:
+    """One fire of a schedule, as the exported crontab lines and systemd units start it."""
+    _call("schedule_fire", playbook=playbook, number=number, directory=directory)
 
 
 def main() -> None:

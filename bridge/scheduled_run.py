@@ -1,4 +1,4 @@
-"""One scheduled run: the per-playbook file lock and the child `bridge run` in its own group."""
+"""One scheduled run: the per-playbook file lock (and who holds it) and the child `bridge run` in its own group."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import fcntl
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from bridge.errors import BridgeError
 
@@ -21,25 +22,123 @@ class LockHeld(BridgeError):
     """Another scheduler (or an OS-scheduled run) is running this playbook right now."""
 
 
-def lock_path(project_dir: Path, name: str) -> Path:
+def lock_path(project_dir: Path, name: str, suffix: str = "") -> Path:
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-    return project_dir / ".bridge" / "locks" / f"schedule-{safe}.lock"
+    return project_dir / ".bridge" / "locks" / f"schedule-{safe}{suffix}.lock"
+
+
+def _open_lock(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)  # a new project has no .bridge/locks yet
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 @contextmanager
 def playbook_lock(project_dir: Path, name: str) -> Iterator[int]:
     """Hold the playbook's flock for the block; yields the fd (a child may inherit it)."""
     path = lock_path(project_dir, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(path)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockHeld(f"playbook {name!r} is already running elsewhere ({path} is locked)") from None
+        if not _try_lock(fd):
+            raise LockHeld(f"playbook {name!r} is already running elsewhere ({path} is locked)")
         yield fd
     finally:
         os.close(fd)
+
+
+def write_holder(fd: int, pid: int) -> None:
+    """Write the pid of the process running under the lock into the lock file (what `cancel` stops)."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{pid}\n".encode(), 0)
+
+
+def read_holder(project_dir: Path, name: str) -> int | None:
+    """The pid written by the lock's current holder, if any."""
+    try:
+        text = lock_path(project_dir, name).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
+
+
+def stop_process(pid: int, sig: int) -> None:
+    """Signal a run: its whole group when it leads one (a scheduler's child), else the process."""
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@contextmanager
+def fire_lock(project_dir: Path, name: str, overlap: str, *, stop_grace: float = 10.0, poll: float = 0.2,
+              note: Callable[[str], None] = lambda text: None) -> Iterator[int]:
+    """The playbook lock for one fire started by the OS scheduler (cron, systemd), under `overlap`:
+
+    - skip: LockHeld at once while another run holds it;
+    - queue: wait for the lock; at most one fire waits (a second one raises LockHeld);
+    - cancel: stop the holder (the pid in the lock file) with SIGINT, then SIGTERM and SIGKILL
+      `stop_grace` apart, and take the lock when it lets go; at most one fire waits, as with queue.
+
+    Yields the fd, the lock held; the caller writes its own pid with write_holder.
+    """
+    path = lock_path(project_dir, name)
+    fd = _open_lock(path)
+    try:
+        if not _try_lock(fd):
+            if overlap == "skip":
+                raise LockHeld(f"the previous run of {name!r} is still going ({path} is locked); overlap: skip")
+            with _waiting_slot(project_dir, name, overlap):
+                if overlap == "cancel":
+                    _stop_holder(fd, project_dir, name, stop_grace, poll, note)
+                else:
+                    note(f"the previous run of {name!r} is still going; waiting for it (overlap: queue)")
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _waiting_slot(project_dir: Path, name: str, overlap: str) -> Iterator[None]:
+    """The one place for a fire waiting on a busy playbook (a second lock file beside the first)."""
+    fd = _open_lock(lock_path(project_dir, name, ".waiting"))
+    try:
+        if not _try_lock(fd):
+            raise LockHeld(f"another fire of {name!r} is already waiting for the running one; overlap: {overlap}")
+        yield
+    finally:
+        os.close(fd)
+
+
+def _stop_holder(fd: int, project_dir: Path, name: str, grace: float, poll: float,
+                 note: Callable[[str], None]) -> None:
+    pid = read_holder(project_dir, name)
+    if pid is None:  # a holder that never said who it is (an older bridge): wait for it
+        note(f"the previous run of {name!r} holds the lock and its pid is unknown; waiting for it (overlap: cancel)")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    for sig in STOP_SIGNALS:
+        note(f"stopping the previous run of {name!r} (pid {pid}): {sig.name} (overlap: cancel)")
+        stop_process(pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if _try_lock(fd):
+                return
+            time.sleep(poll)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # killed, yet something it started still holds the lock: wait
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import signal
 import threading
 import time
 from collections import deque
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,7 +15,8 @@ from typing import Any, Callable, Iterator, Protocol
 from bridge.cron import (MAX_CATCH_UP, MISFIRE_GRACE, catch_up, fires_between, jitter_offset,
                          next_fires, validate_schedules, zone)
 from bridge.playbook import Playbook, Schedule
-from bridge.scheduled_run import LockHeld, RunHandle, RunRequest, playbook_lock, start_child
+from bridge.scheduled_run import (STOP_SIGNALS, LockHeld, RunHandle, RunRequest, playbook_lock, start_child,
+                                  write_holder)
 from bridge.workspace import new_run_id
 
 # next_fires and friends live in bridge.cron; imported here so `bridge.scheduler.next_fires` works.
@@ -95,9 +96,6 @@ class _Active:
     fire: _Fire
     stop_since: float | None = None
     stop_stage: int = 0  # 1 SIGINT sent, 2 SIGTERM sent, 3 SIGKILL sent
-
-
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
 
 
 class Scheduler:
@@ -289,6 +287,8 @@ class Scheduler:
             locks.close()
             self._record(name, fire.scheduled_for, now, "failed", f"could not start the run: {exc}", fire)
             return
+        with suppress(OSError):
+            write_holder(fd, handle.pid)  # whom an OS-scheduled fire with overlap: cancel stops
         self._active[name] = _Active(handle, locks, fire)
         self._record(name, fire.scheduled_for, now, "started", f"run {run_id}, pid {handle.pid}", fire, run_id)
 
@@ -311,9 +311,9 @@ class Scheduler:
 
     def _escalate(self, name: str, act: _Active, now: float) -> None:
         assert act.stop_since is not None
-        due = min(int((now - act.stop_since) // self.stop_grace) + 1, len(_STOP_SIGNALS))
+        due = min(int((now - act.stop_since) // self.stop_grace) + 1, len(STOP_SIGNALS))
         while act.stop_stage < due:
-            sig = _STOP_SIGNALS[act.stop_stage]
+            sig = STOP_SIGNALS[act.stop_stage]
             act.stop_stage += 1
             act.handle.send_signal(sig)
             self._emit("stopping", name, f"run (pid {act.handle.pid}) still running: {sig.name}", now)

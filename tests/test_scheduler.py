@@ -573,7 +573,10 @@ def test_export_systemd(project: Path, agent_bin: Path, capsys: pytest.CaptureFi
     assert path_line.split("=", 2)[2].split(os.pathsep)[0] == str(agent_bin)
     exec_line = next(line for line in out.splitlines() if line.startswith("ExecStart="))
     exe = exec_line.split()[0].removeprefix("ExecStart=")
-    assert os.path.isabs(exe) and exec_line.endswith(f"run {project}/playbooks/nightly.yaml --var target=main")
+    assert os.path.isabs(exe)
+    assert exec_line.endswith(f"schedule fire {project}/playbooks/nightly.yaml --schedule 1 --dir {project}")
+    second = [line for line in out.splitlines() if line.startswith("ExecStart=")][1]
+    assert second.endswith("--schedule 2 --dir " + str(project))  # the fire command takes its vars from it
     assert "Not found on PATH when exporting: gemini" in out
 
 
@@ -603,8 +606,9 @@ def test_export_crontab(project: Path, agent_bin: Path, monkeypatch: pytest.Monk
     berlin = next(line for line in lines if line.startswith("30 2 * * 1-5 "))
     assert lines.index("CRON_TZ=Europe/Berlin") < lines.index(berlin)
     assert lines.index(daily) < lines.index("CRON_TZ=Europe/Berlin")  # UTC lines need no CRON_TZ here
-    assert f"cd {project} && " in berlin and "--var target=main" in berlin
-    assert f" run {project}/playbooks/nightly.yaml" in berlin
+    assert f"cd {project} && " in berlin and f"mkdir -p {project}/.bridge/logs/schedule && " in berlin
+    assert f" schedule fire {project}/playbooks/nightly.yaml --schedule 1 --dir {project} >> " in berlin
+    assert "flock" not in berlin  # the lock is bridge's own (schedule fire), not flock(1)
 
 
 def test_schedule_list_rows(project: Path) -> None:
@@ -616,3 +620,29 @@ def test_schedule_list_rows(project: Path) -> None:
     assert rows[1][:5] == ["nightly", "30 2 * * 1-5", "Europe/Berlin", "skip", "none"]
     assert rows[1][-1].splitlines() == ["2024-04-01 02:30 CEST", "2024-04-02 02:30 CEST"]
     assert rows[2][-1].splitlines() == ["2024-03-30 00:00 UTC", "2024-03-31 00:00 UTC"]
+
+
+def test_schedule_commands_take_the_project_with_dir(project: Path, tmp_path: Path, agent_bin: Path) -> None:
+    """--dir picks the project as `bridge run --dir` does: DIR defaults to its playbooks/, and playbooks
+    kept elsewhere still run in it."""
+    export_project(project)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_COLOR": "1", "COLUMNS": "200"}
+
+    def bridge(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "bridge", "schedule", *args], cwd=elsewhere, env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    listed = bridge("list", "--dir", str(project))
+    assert listed.returncode == 0 and "nightly" in listed.stdout, listed.stderr
+    cron = bridge("export", "--crontab", "--dir", str(project))
+    assert cron.returncode == 0, cron.stderr
+    assert f"cd {project} && " in cron.stdout and f"--dir {project} >> " in cron.stdout
+    (elsewhere / "pb").mkdir()
+    (elsewhere / "pb" / "x.yaml").write_text(playbook_yaml("x", "{cron: '@daily'}"))
+    cron = bridge("export", "--crontab", "pb", "--dir", str(project))
+    assert f"cd {project} && " in cron.stdout and f"fire {elsewhere}/pb/x.yaml --schedule 1 --dir {project}" \
+        in cron.stdout, cron.stdout + cron.stderr
+    missing = bridge("list", "--dir", str(elsewhere))  # no playbooks/ there
+    assert missing.returncode == 1 and f"{elsewhere}/playbooks is not a folder of playbooks" in missing.stderr

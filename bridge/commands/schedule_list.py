@@ -35,8 +35,8 @@ def rows(folder: Path, count: int, now: datetime | None = None) -> tuple[list[li
     return out, broken
 
 
-def run(directory: Path | None = None, count: int = 3) -> int:
-    folder = playbook_folder(directory)
+def run(directory: Path | None = None, count: int = 3, project: Path | None = None) -> int:
+    folder, _ = playbook_folder(directory, project)
     table, broken = rows(folder, max(count, 1))
     if not table:
         print_plain(f"no scheduled playbooks in {folder} (add `schedule:` to a playbook)")
