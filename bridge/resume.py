@@ -67,7 +67,8 @@ def _check_resume_clis(playbook: Playbook, selected: frozenset[str] | None, prio
     from bridge.errors import AgentNotFound
     from bridge.preflight import check_clis, still_to_run
 
-    succeeded = {key for key, p in prior.items() if p.status == "success"}
+    finals = {sid for sid, _ in iter_stages(playbook.finally_)}  # run again in every session
+    succeeded = {key for key, p in prior.items() if p.status == "success" and p.stage_id not in finals}
     try:
         check_clis(playbook, still_to_run(playbook, selected, succeeded), project)
     except AgentNotFound as exc:

@@ -13,14 +13,14 @@ import functools
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bridge import dag
 from bridge.agents.base import ErrorKind
 from bridge.budget import BudgetTracker, Spend
 from bridge.events import Emit, LoopIteration, RunCancelling, Status, UnitFinished
-from bridge.playbook import Playbook, Stage, matrix_items
+from bridge.playbook import Playbook, Stage, iter_stages, matrix_items
 from bridge.unit import Prior, Resolve, RunResult, StageResult, Unit, UnitResult
 from bridge.unit_runner import Execute, RetryOptions, UnitRunner
 from bridge.views import Contexts, evaluate, unit_key
@@ -68,7 +68,12 @@ class Runner:
                  record: Callable[..., None] | None = None,
                  stage_done: Callable[[StageResult, Resolve], Awaitable[StageResult]] | None = None) -> None:
         self.playbook, self.run_id, self.execute, self.emit = playbook, run_id, execute, emit
-        self.contexts, self.options, self.prior = contexts, options, prior or {}
+        self.contexts, self.options = contexts, options
+        # a finally stage runs again at the end of every session, success or not: it must see the
+        # state this session ends with (its earlier attempts still count: numbers, tokens, cost)
+        finals = {sid for sid, _ in iter_stages(playbook.finally_)}
+        self.prior = {key: replace(p, status="rerun") if p.stage_id in finals and p.status == "success" else p
+                      for key, p in (prior or {}).items()}
         self.record = record or (lambda *a, **k: None)
         self.stage_done = stage_done  # the merge step of worktree stages (bridge.mergeback)
         # resolution stages run only when the merge step asks (a conflict), never in the DAG

@@ -373,3 +373,36 @@ def test_logs_of_a_terminal_session_show_the_screen_not_escape_sequences(project
         assert logs.returncode == 0, logs.stderr
         assert "● Wrote the report." in logs.stdout and "TASK COMPLETE" in logs.stdout, logs.stdout
         assert "\x1b" not in logs.stdout and "\r" not in logs.stdout
+
+
+def test_a_finally_stage_runs_again_in_a_resumed_session(project: Path, tmp_path: Path) -> None:
+    """Interrupted while `one` runs, `report` (finally) sees one=cancelled; the resume must run it
+    again, so the run ends with a report of the final state, not the stale one."""
+    pb = write_playbook(project, f"""
+        stages:
+          one:
+            agent: f
+            prompt: "FAKE: count={tmp_path}/one.count; pidfile={tmp_path}/one.pid; sleep_first=1:60"
+        finally:
+          report:
+            agent: f
+            prompt: "FAKE: count={tmp_path}/report.count; respond_first=1; write={{{{ shared }}}}/report.txt=one={{{{ stages.one.status }}}}"
+            outputs: [report.txt]
+    """)
+    proc = popen(project, "run", str(pb))
+    wait_for(lambda: (tmp_path / "one.pid").exists(), what="stage one's agent to start")
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out
+    with Ledger(project) as ledger:
+        run_id = ledger.find_run("last").id
+    report = project / ".bridge" / "runs" / run_id / "shared" / "report.txt"
+    assert report.read_text().strip() == "one=cancelled"
+    done = bridge(project, "resume", run_id)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "report success (reused" not in done.stdout
+    assert report.read_text().strip() == "one=success"
+    assert len(lines(tmp_path / "report.count")) == 2
+    with Ledger(project) as ledger:
+        assert [a.n for a in ledger.attempts(run_id, "report")] == [1, 2]  # numbering goes on
+        assert ledger.unit(run_id, "report").status == "success"  # type: ignore[union-attr]
