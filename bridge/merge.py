@@ -9,6 +9,7 @@ branch.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,8 +271,13 @@ def open_resolution(path: Path, info: WorktreeInfo, run_id: str) -> MergeResult:
                        message=f"{info.branch} conflicts with {into} in {', '.join(files)}", **done)
 
 
-def conclude_resolution(path: Path, info: WorktreeInfo, run_id: str, resolver: str) -> str | None:
-    """Commit the resolved merge in the worktree at `path`; the problem, as text, if it is not resolved."""
+def conclude_resolution(path: Path, info: WorktreeInfo, run_id: str, resolver: str,
+                        files: Iterable[str] = ()) -> str | None:
+    """Commit the resolved merge in the worktree at `path`; the problem, as text, if it is not resolved.
+
+    `files` are the paths that conflicted: whoever committed (bridge, or the resolver itself), none
+    of them may hold a conflict marker in the resulting commit.
+    """
     wt = open_repo(path)
     if wt.head.is_detached or wt.head.ref.name != info.branch:
         return f"the resolution left {path} off {info.branch}"
@@ -292,7 +298,85 @@ def conclude_resolution(path: Path, info: WorktreeInfo, run_id: str, resolver: s
                 f"(run {run_id})", env=commit_env(wt))
     if not _try(wt, "merge-base", "--is-ancestor", into, "HEAD"):
         return f"the resolution did not keep the merge of {into} (was it aborted?)"
+    committed = committed_markers(wt, "HEAD", files)
+    if committed:
+        return f"conflict markers were committed in {', '.join(committed)}"
     return None
+
+
+def committed_markers(repo: git.Repo, rev: str, files: Iterable[str]) -> list[str]:
+    """Which of `files` hold a conflict marker line in commit `rev` (a deleted file holds none)."""
+    try:
+        tree = repo.commit(rev).tree
+    except (ValueError, git.BadName):
+        return []
+    marked = []
+    for rel in files:
+        try:
+            blob = tree / rel
+        except KeyError:
+            continue
+        if blob.type == "blob" and any(line.startswith(m.encode()) for line in
+                                       blob.data_stream.read().splitlines() for m in MARKERS):
+            marked.append(rel)
+    return sorted(marked)
+
+
+def merge_in_progress(repo: git.Repo) -> bool:
+    """Whether the worktree of `repo` is in the middle of a merge (MERGE_HEAD is set)."""
+    return _try(repo, "rev-parse", "-q", "--verify", "MERGE_HEAD")
+
+
+def unmerged_paths(repo: git.Repo) -> list[str]:
+    """Paths the index still holds in conflict (stages 1-3)."""
+    return sorted(set(run_git(repo, "diff", "--name-only", "--diff-filter=U").splitlines()))
+
+
+def drop_interrupted_resolution(repo_path: Path, info: WorktreeInfo, tip: str, patch: Path) -> tuple[str, ...]:
+    """Undo a resolution an earlier session started and never concluded (bridge was killed while its
+    resolver ran): `info.branch` goes back to `tip` (where the stage left it) and the resolution's
+    worktree is removed. Whatever it held beyond `tip` — the markers, the resolver's edits, commits,
+    even made after bridge died — is saved to `patch` first (binary-safe, against `tip`); returns
+    the paths it touched (empty: nothing was saved)."""
+    repo = open_repo(repo_path)
+    root = Path(repo.working_tree_dir or repo_path).resolve()
+    try:
+        head = repo.git.rev_parse("--verify", "-q", info.branch + "^{commit}")
+    except git.GitCommandError:
+        head = tip
+    tree = f"{head}^{{tree}}"
+    registered = {Path(w["worktree"]).resolve() for w in registered_worktrees(repo)}
+    live = info.path.exists() and info.path.resolve() in registered
+    if live:  # everything in the folder as it is, through a throwaway index (the real one may be mid-merge)
+        wt = open_repo(info.path)
+        index = Path(wt.git_dir) / "bridge-snapshot.index"
+        env = {"GIT_INDEX_FILE": str(index)}
+        try:
+            run_git(wt, "read-tree", "HEAD", env=env)
+            run_git(wt, "add", "-A", env=env)
+            tree = run_git(wt, "write-tree", env=env)
+        finally:
+            with contextlib.suppress(OSError):
+                index.unlink()
+    files = tuple(run_git(repo, "diff", "--name-only", tip, tree).splitlines())
+    if files:
+        data = run_git(repo, "diff", "--binary", tip, tree, stdout_as_string=False,
+                       strip_newline_in_stdout=False)
+        patch.parent.mkdir(parents=True, exist_ok=True)
+        tmp = patch.with_name(f".{patch.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, patch)
+    with worktree_lock(root):
+        if live:
+            run_git(repo, "worktree", "remove", "--force", str(info.path))
+        prune_stale(repo, root)
+        holder = next((w["worktree"] for w in registered_worktrees(repo)
+                       if w.get("branch") == f"refs/heads/{info.branch}"), None)
+        if holder is not None:
+            raise BridgeError(f"{info.branch} is checked out in {holder}, so bridge cannot put it back "
+                              f"where the stage left it ({tip[:12]}); remove that worktree, then resume")
+        run_git(repo, "update-ref", "-m", "bridge: drop an interrupted resolution", f"refs/heads/{info.branch}", tip)
+    return files
 
 
 def abandon_resolution(path: Path, tip: str) -> None:

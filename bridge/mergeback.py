@@ -24,6 +24,7 @@ from bridge.events import Emit, GitNote, Status, UnitFinished
 from bridge.ledger import Ledger
 from bridge.merge import Landing, MergeResult, integration_branch, land, merge_back, merge_order
 from bridge.playbook import Playbook, uses_worktrees
+from bridge.resolution import interrupted, recover_interrupted
 from bridge.unit import Resolve, StageResult, Unit
 from bridge.worktrees import (
     WORKTREES, BaseInfo, WorktreeInfo, add_worktree, base_commit, branch_name, finish_worktree,
@@ -208,10 +209,13 @@ class Integration:
         stage = self.playbook_stage(result)
         wt = stage.worktree
         ready: list[tuple[Unit, WorktreeInfo]] = []
+        rows = {r["key"]: r for r in self.ledger.worktrees(self.run_id)}
         for ures in result.units:
             info = self._known(ures.unit)
             if info is None:
                 continue
+            if ures.unit.key not in self.infos and interrupted(rows.get(ures.unit.key), info.path):
+                recover_interrupted(self, ures.unit, info, rows[ures.unit.key])  # a resume after a crash
             if info.path.exists():
                 self._finish(ures.unit, info)
             if ures.status is Status.SUCCESS:

@@ -5,18 +5,20 @@ merged in and the conflict markers left in the files (`bridge.merge.open_resolut
 runs there as its own unit (key `<resolver>-<U>`), its templates seeing `conflict`; bridge commits
 the merge (`conclude_resolution`, refused while markers are left) and merges U's branch once more.
 Anything short of that leaves U's branch exactly as it was and U failed (docs/worktrees.md).
+A resolution a killed bridge left behind is dropped on resume and run afresh (`recover_interrupted`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from bridge.events import GitNote, Status
 from bridge.merge import (MergeResult, abandon_resolution, conclude_resolution, conflict_prompt_context,
-                          merge_back, open_resolution)
+                          drop_interrupted_resolution, merge_back, open_resolution)
 from bridge.playbook import Worktree
 from bridge.unit import Resolve, StageResult, Unit
 from bridge.workspace import stage_key
@@ -68,7 +70,8 @@ async def _resolve_one(integ: Any, unit: Unit, m: MergeResult, wt: Worktree, res
         if ures.status is not Status.SUCCESS:
             problem = f"resolution stage {resolver} ({key}) {ures.status.value}: {ures.reason or 'no reason given'}"
         else:
-            left = await asyncio.to_thread(conclude_resolution, info.path, info, integ.run_id, resolver)
+            left = await asyncio.to_thread(conclude_resolution, info.path, info, integ.run_id, resolver,
+                                           opened.conflicts or m.conflicts)
             if left:
                 problem = f"resolution stage {resolver} ({key}) ended, but {left}"
         if problem is not None:
@@ -117,3 +120,32 @@ def _unresolved(integ: Any, unit: Unit, m: MergeResult, path: Path, problem: str
     integ.emit(GitNote("unresolved", f"{m.branch}: {problem}; the branch is kept as it was", key=unit.key,
                        branch=m.branch, files=m.conflicts))
     return m, problem
+
+
+def interrupted(row: dict[str, Any] | None, path: Path) -> bool:
+    """Whether an earlier session of the run left a resolution of this unit unfinished: the ledger says
+    `resolving`, or a worktree is still there after its merge conflicted (bridge died in between)."""
+    if row is None or not row.get("commit_sha"):
+        return False
+    return row["status"] == "resolving" or (row["status"] == "conflict" and path.exists())
+
+
+def recover_interrupted(integ: Any, unit: Unit, info: WorktreeInfo, row: dict[str, Any]) -> None:
+    """Drop what an interrupted resolution left (markers, a half-done merge, a resolver's late edits or
+    commits), saved first as `patches/<key>.interrupted-resolution.patch` and recorded; the branch goes
+    back to where its stage left it, so the merge step meets the conflict again and runs the resolver."""
+    from bridge.mergeback import PATCHES
+
+    patch = integ.layout.shared / PATCHES / f"{info.stage_key}.interrupted-resolution.patch"
+    files = drop_interrupted_resolution(integ.project, info, row["commit_sha"], patch)
+    saved = ""
+    if files:
+        data = patch.read_bytes()
+        rel = patch.relative_to(integ.layout.shared).as_posix()
+        integ.ledger.add_artifact(integ.run_id, unit.key, rel, len(data), hashlib.sha256(data).hexdigest())
+        saved = f"; what it had done to {', '.join(files)} is saved in {patch}"
+    text = (f"{info.branch}: an earlier session stopped while its conflict was being resolved; that "
+            f"unfinished resolution is dropped (never committed){saved}, and the conflict is resolved afresh")
+    integ.ledger.upsert_worktree(integ.run_id, unit.key, unit.stage_id, branch=info.branch, path=str(info.path),
+                                 base=integ.base.commit, status="conflict", message=text)
+    integ.emit(GitNote("unresolved", text, key=unit.key, branch=info.branch, files=files))

@@ -310,6 +310,15 @@ def worktree(repo_path: Path, run_id: str, key: str, base: BaseInfo | str,
         remove_worktree(info)
 
 
+def _merging(wt: git.Repo) -> bool:
+    """A merge in progress (MERGE_HEAD set) or paths still unmerged in the index."""
+    try:
+        wt.git.rev_parse("-q", "--verify", "MERGE_HEAD")
+        return True
+    except git.GitCommandError:
+        return bool(run_git(wt, "diff", "--name-only", "--diff-filter=U").strip())
+
+
 def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -324,6 +333,10 @@ def finish_worktree(info: WorktreeInfo, run_id: str, key: str, artifacts: Path) 
         raise BridgeError(f"stage {key} switched its worktree {info.path} away from "
                           f"{info.branch}; bridge commits only on the stage's branch — check out "
                           f"{info.branch} there")
+    if _merging(wt):
+        raise BridgeError(f"stage {key} left a merge in progress in its worktree {info.path}; bridge never "
+                          "commits a half-done merge — finish it there (`git commit`) or drop it (`git merge "
+                          f"--abort`), then run again; the branch {info.branch} is kept as it is")
     leftovers = bool(status_entries(wt))
     if leftovers:
         run_git(wt, "add", "-A")

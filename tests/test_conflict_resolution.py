@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -11,7 +13,9 @@ from bridge.errors import PlaybookError
 from bridge.events import Status
 from bridge.ledger import Ledger
 from bridge.loader import load_playbook
-from tests.runhelp import bridge, git, make_git_project, run_inproc, write_playbook
+from bridge.resume import resume_run
+from tests.runhelp import (bridge, bridge_argv, git, make_git_project, pid_alive, run_inproc, wait_for,
+                           write_playbook)
 from tests.test_mergeback import notes
 
 
@@ -248,8 +252,6 @@ def test_resolver_shape_rules(project: Path) -> None:
 
 
 def test_resume_after_a_resolution_keeps_it(project: Path, tmp_path: Path) -> None:
-    from bridge.resume import resume_run
-
     calls = tmp_path / "calls.txt"
     pb = conflicting(project, "write=app.txt=merged", extra=f"""
   after:
@@ -270,3 +272,85 @@ def test_resume_after_a_resolution_keeps_it(project: Path, tmp_path: Path) -> No
         keys = {u.key for u in ledger.units(first.run_id)}
         assert "resolve-impl-b" in keys and "resolve" not in keys
         assert len(ledger.attempts(first.run_id, "resolve-impl-b")) == 1  # not run again
+
+
+# a crash while the resolver works; resolvers that commit themselves ------------------------------
+@pytest.mark.parametrize("writes", [True, False], ids=["resolver-writes", "resolver-does-nothing"])
+def test_resume_after_a_crash_mid_resolution_never_commits_the_half_done_merge(
+        project: Path, tmp_path: Path, writes: bool) -> None:
+    """bridge SIGKILLed while its resolver works: the resume drops the unfinished merge (saving what it
+    held), runs the resolver again, and never lands a conflict marker."""
+    pid, calls = tmp_path / "resolver.pid", tmp_path / "calls.txt"
+    write = "write=app.txt=resolved by the resolver; " if writes else ""
+    pb = conflicting(project, f"count={calls}; pidfile={pid}; {write}sleep_first=1:60")
+    head = git(project, "rev-parse", "HEAD")
+    proc = subprocess.Popen(bridge_argv("run", str(pb), "--dir", str(project)), cwd=project,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: pid.exists() and pid.read_text().strip(), 60, "the resolver to start")
+        if writes:
+            wait_for(lambda: "resolved" in next((project / ".bridge" / "worktrees").glob("*/impl-b/app.txt"))
+                     .read_text(), 20, "the resolver's edit")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    resolver = int(pid.read_text())
+    worktree = next((project / ".bridge" / "worktrees").glob("*/impl-b"))
+    assert (worktree / "app.txt").exists()
+    (worktree / "late.txt").write_text("written by the orphaned resolver after bridge died\n")
+    assert git(project, "rev-parse", "HEAD") == head
+
+    with Ledger(project) as ledger:
+        run = ledger.find_run("last").id
+    events: list = []
+    again = resume_run(project, run, events.append)
+    wait_for(lambda: not pid_alive(resolver), 10, "the resume to stop the orphaned resolver")
+    # the resolver ran again, on the same conflict; it was never reported as "no conflict"
+    assert [line.split()[0] for line in calls.read_text().splitlines()] == ["resolve-impl-b"] * 2
+    assert [u.key for u in again.stages["resolve"].units] == ["resolve-impl-b"]
+    dropped = notes(events, "unresolved")
+    assert dropped and "unfinished resolution is dropped (never committed)" in dropped[0].message
+    assert set(dropped[0].files) >= {"app.txt", "late.txt"}
+    patch = project / ".bridge" / "runs" / run / "shared" / "patches" / "impl-b.interrupted-resolution.patch"
+    saved = patch.read_text()
+    assert "late.txt" in saved and "written by the orphaned resolver" in saved
+    assert ("resolved by the resolver" if writes else "<<<<<<< ") in saved
+    with Ledger(project) as ledger:
+        assert "patches/impl-b.interrupted-resolution.patch" in {a["path"] for a in ledger.artifacts(run)}
+    # whatever happened, no marker and none of the orphan's files reached main
+    for rev in git(project, "rev-list", "main").split():
+        assert "<<<<<<<" not in git(project, "show", f"{rev}:app.txt")
+    assert "late.txt" not in git(project, "ls-tree", "-r", "--name-only", "main")
+    if writes:
+        assert again.status is Status.SUCCESS, again.reason
+        assert (project / "app.txt").read_text() == "resolved by the resolver"
+    else:  # the rerun resolver also left the markers: the unit fails, nothing lands
+        assert again.status is Status.FAILURE
+        assert "conflict markers are left in app.txt" in again.stages["impl"].reason
+        assert git(project, "rev-parse", "main") == head
+
+
+def test_a_resolver_committing_the_markers_itself_does_not_resolve(project: Path) -> None:
+    """Markers committed by the resolver (not left in the worktree) are found in the commit."""
+    sh = '  sh: {cli: command, command: [sh, -c, "{{ prompt }}"], sandbox: workspace-write}\n'
+    pb = playbook(project, sh + textwrap.dedent("""
+        stages:
+          impl:
+            agent: sh
+            matrix: {item: [a, b]}
+            worktree: {on_conflict: resolve}
+            prompt: "printf 'line 1 from {{ matrix.item }}\\\\n' > app.txt"
+          resolve:
+            agent: sh
+            prompt: "git add -A && git commit -qm 'resolved, honest' && echo {{ conflict.files | join(',') }}"
+        """))
+    head = git(project, "rev-parse", "HEAD")
+    result, events = run_inproc(project, pb)
+    assert result.status is Status.FAILURE
+    reason = result.stages["impl"].reason
+    assert "conflict markers were committed in app.txt" in reason, reason
+    assert git(project, "rev-parse", "main") == head
+    assert "<<<<<<<" not in (project / "app.txt").read_text()
+    branch = f"bridge/{result.run_id}/impl-b"
+    assert git(project, "rev-list", "--merges", "--count", f"{head}..{branch}") == "0"  # put back
+    assert not notes(events, "resolved")

@@ -326,3 +326,20 @@ def test_parallel_implementers_can_add_worktrees_at_once(repo: Path) -> None:
     with ThreadPoolExecutor(6) as pool:
         infos = list(pool.map(lambda i: add_worktree(repo, RUN, f"impl-{i}", base), range(12)))
     assert all((i.path / "app.py").exists() for i in infos)
+
+
+def test_finish_never_commits_a_merge_in_progress(repo: Path) -> None:
+    """An agent that left `git merge` half done (markers in the files) gets no commit from bridge."""
+    git(repo, "checkout", "-q", "-b", "other")
+    write(repo, {"app.py": "other\n"})
+    git(repo, "commit", "-qam", "other")
+    git(repo, "checkout", "-q", "main")
+    info = add_worktree(repo, RUN, "impl", base_commit(repo))
+    agent(info.path, {"app.py": "mine\n"}, commit="mine")
+    tip = git(info.path, "rev-parse", "HEAD")
+    with pytest.raises(subprocess.CalledProcessError):
+        git(info.path, "merge", "other")
+    assert "<<<<<<<" in (info.path / "app.py").read_text()
+    with pytest.raises(BridgeError, match="left a merge in progress .* never commits a half-done merge"):
+        finish_worktree(info, RUN, "impl", repo / "artifacts")
+    assert git(repo, "rev-parse", info.branch) == tip
