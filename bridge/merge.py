@@ -16,6 +16,7 @@ from pathlib import Path
 
 import git
 
+from bridge.branchguard import clobbered_by_landing
 from bridge.errors import BridgeError
 from bridge.worktrees import (
     BRANCH_PREFIX, BaseInfo, WorktreeInfo, commit_env, git_argv, open_repo, prune_stale,
@@ -224,6 +225,10 @@ def land(repo_path: Path, run_id: str, base: BaseInfo) -> Landing:
                        files)
     if any(xy != "??" for xy, _ in status_entries(repo, holder)):
         return kept("your tree had uncommitted changes")
+    clobbered = clobbered_by_landing(repo_path, holder, current, tip)
+    if clobbered:  # git would replace an ignored file (your .env) without asking
+        return kept(f"landing would overwrite {', '.join(clobbered)} in your tree, which git does not track "
+                    "there (untracked or ignored)")
     refused = _attempt(git.Repo(holder), "merge", "--ff-only", "-q", tip)
     if refused:
         return kept(f"git refused to fast-forward {base.branch} ({refused})")
@@ -320,16 +325,6 @@ def committed_markers(repo: git.Repo, rev: str, files: Iterable[str]) -> list[st
                                        blob.data_stream.read().splitlines() for m in MARKERS):
             marked.append(rel)
     return sorted(marked)
-
-
-def merge_in_progress(repo: git.Repo) -> bool:
-    """Whether the worktree of `repo` is in the middle of a merge (MERGE_HEAD is set)."""
-    return _try(repo, "rev-parse", "-q", "--verify", "MERGE_HEAD")
-
-
-def unmerged_paths(repo: git.Repo) -> list[str]:
-    """Paths the index still holds in conflict (stages 1-3)."""
-    return sorted(set(run_git(repo, "diff", "--name-only", "--diff-filter=U").splitlines()))
 
 
 def drop_interrupted_resolution(repo_path: Path, info: WorktreeInfo, tip: str, patch: Path) -> tuple[str, ...]:

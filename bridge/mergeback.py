@@ -19,6 +19,7 @@ from typing import Any
 
 import git
 
+from bridge.branchguard import forbidden_paths
 from bridge.errors import BridgeError
 from bridge.events import Emit, GitNote, Status, UnitFinished
 from bridge.ledger import Ledger
@@ -229,6 +230,21 @@ class Integration:
                                        f"{info.branch} is kept, not merged")
             self._remove([info for _, info in ready])
             return result, [], False
+        refused: dict[str, str] = {}
+        for unit, info in list(ready):  # a branch bringing ignored files (a secret in .env) is not merged
+            bad = forbidden_paths(self.project, info.base, info.branch, info.copied)
+            if bad:
+                refused[info.stage_key] = why = (
+                    f"{unit.key} committed {', '.join(bad)}, which your repository ignores (or bridge copied "
+                    f"into its worktree, such as a secret in .env); bridge does not merge it, so neither the "
+                    f"file nor its content reaches your branch. The branch {info.branch} is kept: look at it, "
+                    f"then merge it by hand or `git branch -D {info.branch}`")
+                self._keep(unit, info, why)
+                self._remove([info])
+                ready.remove((unit, info))
+        if refused:
+            self.blocked = f"stage {result.stage_id} failed: a branch held ignored files"
+            result = self._fail_units(result, refused, "; ".join(refused.values()))
         by_key = {worktree_key(u.unit): u.unit for u in result.units}
         ordered = merge_order([i for _, i in ready], {i.stage_key: wt.order for _, i in ready})
         merges = merge_back(self.project, ordered, wt.merge, run_id=self.run_id, base=self.base)
@@ -296,15 +312,18 @@ class Integration:
             text += "; " + "; ".join(notes)
         elif policy != "fail":
             text += f"; resolution stage {policy} did not run"
-        failed = {m.stage_key for m in conflicts}
+        return self._fail_units(result, {m.stage_key: text for m in conflicts}, text)
+
+    def _fail_units(self, result: StageResult, failed: dict[str, str], text: str) -> StageResult:
+        """The units of `failed` (worktree key -> why) fail, and so does the stage (`text`)."""
         units = []
         for ures in result.units:
             if worktree_key(ures.unit) in failed:
-                ures = replace(ures, status=Status.FAILURE, reason=text)
+                ures = replace(ures, status=Status.FAILURE, reason=failed[worktree_key(ures.unit)])
                 self.ledger.upsert_unit(self.run_id, ures.key, ures.unit.stage_id, status="failure",
-                                        reason=text, iteration=ures.unit.iteration, matrix=ures.unit.matrix)
+                                        reason=ures.reason, iteration=ures.unit.iteration, matrix=ures.unit.matrix)
                 self.emit(UnitFinished(key=ures.key, stage_id=ures.unit.stage_id, status=Status.FAILURE,
-                                       reason=text, attempts=ures.attempts, duration=ures.duration,
+                                       reason=ures.reason, attempts=ures.attempts, duration=ures.duration,
                                        tokens=ures.tokens, cost_usd=ures.cost_usd))
             units.append(ures)
         return replace(result, status=Status.FAILURE, reason=text, units=tuple(units))

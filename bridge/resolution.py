@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from bridge.branchguard import forbidden_paths
 from bridge.events import GitNote, Status
 from bridge.merge import (MergeResult, abandon_resolution, conclude_resolution, conflict_prompt_context,
                           drop_interrupted_resolution, merge_back, open_resolution)
@@ -72,8 +73,13 @@ async def _resolve_one(integ: Any, unit: Unit, m: MergeResult, wt: Worktree, res
         else:
             left = await asyncio.to_thread(conclude_resolution, info.path, info, integ.run_id, resolver,
                                            opened.conflicts or m.conflicts)
+            bad = () if left else await asyncio.to_thread(forbidden_paths, integ.project, tip, info.branch,
+                                                           info.copied)
             if left:
                 problem = f"resolution stage {resolver} ({key}) ended, but {left}"
+            elif bad:
+                problem = (f"resolution stage {resolver} ({key}) committed {', '.join(bad)}, which your "
+                           "repository ignores (or bridge copied in); bridge does not merge that")
         if problem is not None:
             await asyncio.to_thread(_drop, info, tip)
             return _unresolved(integ, unit, replace(m, conflicts=opened.conflicts or m.conflicts), info.path,

@@ -350,9 +350,11 @@ def finish_worktree(info: WorktreeInfo, run_id: str, key: str, artifacts: Path) 
         else:
             leftovers = False
     tip = wt.head.commit.hexsha
-    diffstat = run_git(wt, "diff", "--stat", info.base, tip) if tip != info.base else ""
+    # the files bridge copied in (a secret in .env) stay out of the artifacts even if the agent committed them
+    spec = ["--", ".", *(f":(exclude,literal){p}" for p in info.copied)]
+    diffstat = run_git(wt, "diff", "--stat", info.base, tip, *spec) if tip != info.base else ""
     files = tuple(run_git(wt, "diff", "--name-only", info.base, tip).splitlines())
-    patch = run_git(wt, "diff", "--binary", info.base, tip, stdout_as_string=False,
+    patch = run_git(wt, "diff", "--binary", info.base, tip, *spec, stdout_as_string=False,
                     strip_newline_in_stdout=False)
     patch_path, stat_path = artifacts / f"{key}.patch", artifacts / f"{key}.diffstat"
     _write(patch_path, patch)

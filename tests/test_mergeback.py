@@ -223,3 +223,44 @@ def test_interactive_clis_trust_bridge_worktrees_only(tmp_path: Path) -> None:
     path = trust_worktree("gemini", wt, {"HOME": str(home)})
     assert json.loads(path.read_text()) == {str(wt.resolve()): "TRUST_FOLDER"}
     assert trust_worktree("codex", wt, {"HOME": str(home)}) is None
+
+
+@pytest.mark.parametrize("agent_cmd", [
+    "echo SECRET=agent > .env && git add -f .env && git commit -qm env",  # would replace the user's .env
+    "git add -f .env && git commit -qm env",  # would publish the secret bridge copied in
+], ids=["agent-own-env", "copied-secret"])
+def test_a_branch_committing_ignored_files_is_not_merged(project: Path, agent_cmd: str) -> None:
+    (project / ".gitignore").write_text(".env\n")
+    git(project, "add", ".gitignore")
+    git(project, "commit", "-qm", "ignore .env")
+    (project / ".env").write_text("SECRET=user-original\n")
+    head = git(project, "rev-parse", "HEAD")
+    pb = write_playbook(project, f"""
+        stages:
+          impl:
+            agent: sh
+            matrix: {{item: [a, b]}}
+            worktree: true
+            prompt: "echo {{{{ matrix.item }}}} > {{{{ matrix.item }}}}.txt && {{% if matrix.item == 'b' %}}{agent_cmd}{{% else %}}true{{% endif %}}"
+        """)
+    pb.write_text(pb.read_text().replace(
+        "agents:\n", 'agents:\n  sh: {cli: command, command: [sh, -c, "{{ prompt }}"], sandbox: workspace-write}\n'))
+    result, events = run_inproc(project, pb)
+    run = result.run_id
+    assert result.status is Status.FAILURE
+    units = {u.key: u for u in result.stages["impl"].units}
+    assert units["impl-a"].status is Status.SUCCESS and units["impl-b"].status is Status.FAILURE
+    assert "impl-b committed .env, which your repository ignores" in units["impl-b"].reason
+    # the user's .env and branch are untouched; the secret is on no branch but the kept one
+    assert (project / ".env").read_text() == "SECRET=user-original\n"
+    assert git(project, "rev-parse", "main") == head
+    for branch in ("main", f"bridge/{run}/@integration"):
+        assert ".env" not in git(project, "log", "--format=", "--name-only", branch)
+    assert ".env" in git(project, "log", "--format=", "--name-only", f"bridge/{run}/impl-b")
+    kept = notes(events, "kept")
+    assert any(n.key == "impl-b" and "is kept" in n.message for n in kept)
+    shared = project / ".bridge" / "runs" / run / "shared"
+    assert all("SECRET" not in p.read_text() for p in (shared / "patches").iterdir())
+    with Ledger(project) as ledger:
+        rows = {r["key"]: r for r in ledger.worktrees(run)}
+        assert rows["impl-b"]["status"] == "kept" and rows["impl-a"]["status"] == "merged"

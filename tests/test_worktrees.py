@@ -245,7 +245,7 @@ def test_untracked_files_do_not_block_landing_unless_they_would_be_overwritten(r
     finish_worktree(info, run2, "impl", repo / "artifacts")
     merge_back(repo, [info], "merge", run_id=run2, base=base2)
     landing = land(repo, run2, base2)
-    assert not landing.landed and "refused" in landing.message
+    assert not landing.landed and "would overwrite scratch.txt" in landing.message
     assert (repo / "scratch.txt").read_text() == "mine\n"
     assert git(repo, "rev-parse", "main") == base2.commit
 
@@ -343,3 +343,39 @@ def test_finish_never_commits_a_merge_in_progress(repo: Path) -> None:
     with pytest.raises(BridgeError, match="left a merge in progress .* never commits a half-done merge"):
         finish_worktree(info, RUN, "impl", repo / "artifacts")
     assert git(repo, "rev-parse", info.branch) == tip
+
+
+def test_landing_never_overwrites_an_ignored_file_of_the_user(repo: Path) -> None:
+    """git replaces ignored files without asking on a fast-forward; landing stays put instead."""
+    write(repo, {"my.local": "the user's own\n"})  # ignored by *.local
+    base = base_commit(repo)
+    info = add_worktree(repo, RUN, "impl", base, copy=[])
+    write(info.path, {"my.local": "the agent's\n", "ok.py": "x\n"})
+    git(info.path, "add", "-f", "my.local", "ok.py")
+    git(info.path, "commit", "-qm", "agent")
+    finish_worktree(info, RUN, "impl", repo / "artifacts")
+    assert merge_back(repo, [info], "merge", run_id=RUN, base=base)[0].ok
+    landing = land(repo, RUN, base)
+    assert not landing.landed
+    assert "would overwrite my.local" in landing.message and "untracked or ignored" in landing.message
+    assert (repo / "my.local").read_text() == "the user's own\n"
+    assert git(repo, "rev-parse", "main") == base.commit and not (repo / "ok.py").exists()
+
+
+def test_forbidden_paths_sees_every_commit_of_the_range(repo: Path) -> None:
+    from bridge.branchguard import forbidden_paths
+
+    write(repo, {".env": "SECRET=user\n"})
+    base = base_commit(repo)
+    info = add_worktree(repo, RUN, "impl", base)
+    assert info.copied == (".env",)
+    git(info.path, "add", "-f", ".env")
+    git(info.path, "commit", "-qm", "oops")
+    git(info.path, "rm", "-q", "--cached", ".env")  # gone from the tip, still in the history
+    write(info.path, {"build/x.local": "1\n", "app.py": "changed\n"})
+    git(info.path, "add", "-f", "build/x.local", "app.py")
+    git(info.path, "commit", "-qm", "more")
+    assert forbidden_paths(repo, base.commit, info.branch, info.copied) == (".env", "build/x.local")
+    assert forbidden_paths(repo, base.commit, base.commit) == ()
+    finish = finish_worktree(info, RUN, "impl", repo / "artifacts")
+    assert "SECRET" not in finish.patch_path.read_text()  # the copied secret stays out of the artifacts
