@@ -186,17 +186,21 @@ async def supervise(
     proc: asyncio.subprocess.Process | None = None
     ended_by, reason = "exit", ""
     leftovers = 0
+    pipes = _Pipes()
     try:
+        # our own pipes, not asyncio's PIPE: with those, proc.wait() waits for the pipes to close too,
+        # and a grandchild that keeps them open (a detached `setsid ... &`) would hold the stage
         proc = await asyncio.create_subprocess_exec(
-            *spec.argv, stdin=stdin, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            *spec.argv, stdin=stdin, stdout=pipes.child_end(), stderr=pipes.child_end(),
             cwd=str(spec.cwd), env=env, start_new_session=True,
         )
         stdin.close()
+        pipes.spawned()
         if on_spawn is not None:
             on_spawn(proc.pid, proc.pid)  # start_new_session: the leader's pid is the group id
-        assert proc.stdout is not None and proc.stderr is not None
-        out = _Stream(proc.stdout, out_log, redact, on_line, touch)
-        err = _Stream(proc.stderr, err_log, redact, None, touch)
+        out_reader, err_reader = await pipes.readers()
+        out = _Stream(out_reader, out_log, redact, on_line, touch)
+        err = _Stream(err_reader, err_log, redact, None, touch)
         pumps = [asyncio.ensure_future(out.pump()), asyncio.ensure_future(err.pump())]
         waiter = asyncio.ensure_future(proc.wait())
         exited_at: float | None = None
@@ -225,10 +229,10 @@ async def supervise(
             break
         # the leader is gone: stop whatever of its group (or run/stage) remains, then drain the pipes
         leftovers = await asyncio.to_thread(kill_group, proc.pid, spec.run_id, spec.stage, 0.5)
-        await asyncio.wait(pumps, timeout=2.0)
+        await asyncio.wait(pumps, timeout=DRAIN)  # a holder without the run marker is not waited for
         for p in pumps:
             p.cancel()
-        await proc.wait()
+        await proc.wait()  # the leader only: it has exited already
         rc = proc.returncode
         assert rc is not None
         return ProcessResult(
@@ -244,9 +248,54 @@ async def supervise(
         raise
     finally:
         stdin.close()
+        pipes.close()
         for fh in (out_log, err_log):
             if fh is not None:
                 fh.close()
+
+
+class _Pipes:
+    """The child's stdout and stderr as plain OS pipes, read through asyncio read-pipe transports.
+
+    The write ends go to the child and are closed here once it exists; the read ends are closed by
+    `close()` even while some process of the agent's still holds the write ends."""
+
+    def __init__(self) -> None:
+        self._child: list[int] = []
+        self._ours: list[int] = []
+        self._transports: list[asyncio.BaseTransport] = []
+
+    def child_end(self) -> int:
+        read, write = os.pipe()  # both close-on-exec: the child gets the write end as its fd 1 or 2
+        self._ours.append(read)
+        self._child.append(write)
+        return write
+
+    def spawned(self) -> None:
+        """The child has its copies: close ours, so EOF comes when every holder is gone."""
+        for fd in self._child:
+            os.close(fd)
+        self._child = []
+
+    async def readers(self) -> list[asyncio.StreamReader]:
+        loop = asyncio.get_running_loop()
+        readers = []
+        while self._ours:
+            reader = asyncio.StreamReader()
+            transport, _ = await loop.connect_read_pipe(lambda r=reader: asyncio.StreamReaderProtocol(r),
+                                                        os.fdopen(self._ours[0], "rb", buffering=0))
+            self._ours.pop(0)  # the transport owns it now
+            self._transports.append(transport)
+            readers.append(reader)
+        return readers
+
+    def close(self) -> None:
+        for transport in self._transports:
+            transport.close()
+        for fd in (*self._child, *self._ours):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._transports, self._child, self._ours = [], [], []
 
 
 async def _stop(pgid: int, waiter: asyncio.Future, grace: float) -> None:

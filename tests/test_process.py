@@ -140,6 +140,41 @@ def test_escapees_of_agents_ending_together_are_all_found(tmp_path):
     assert run_processes(RUN_TEST) == []
 
 
+def _bounded(coro, limit: float = 30.0):
+    """Run `coro`; a hang (the bug these tests guard against) fails instead of blocking the suite."""
+    return asyncio.run(asyncio.wait_for(coro, limit))
+
+
+def test_detached_grandchild_holding_the_pipes_does_not_hold_the_agent(tmp_path):
+    # `setsid sleep 40 & exec agent`: the leader exits, a process of another session keeps its stdout
+    pidfile = tmp_path / "gc.pid"
+    lines: list[str] = []
+    result = _bounded(supervise(spec(tmp_path, "holdout", str(pidfile)), lines.append))
+    assert result.ended_by == "exit" and result.exit_code == 0
+    assert lines == ['{"type":"spawned"}']
+    holder = int(pidfile.read_text())
+    assert not alive(holder) and result.leftovers >= 1  # found by its run marker, stopped
+    assert_clean(result.pid)
+
+
+def test_cancel_with_a_detached_grandchild_holding_the_pipes(tmp_path):
+    # a first Ctrl-C: the agent stops at SIGTERM, its detached grandchild must not keep bridge waiting
+    pidfile = tmp_path / "gc.pid"
+
+    async def go():
+        ev = asyncio.Event()
+
+        def on_line(line: str) -> None:
+            ev.set()  # the agent has started and spawned its grandchild
+
+        return await supervise(spec(tmp_path, "holdout", str(pidfile), "hang", grace=5.0), on_line, cancel=ev)
+
+    result = _bounded(go())
+    assert result.ended_by == "cancelled" and result.signal == signal.SIGTERM
+    assert not alive(int(pidfile.read_text()))
+    assert_clean(result.pid)
+
+
 def test_should_stop_after_terminal_event_then_hang(tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text('{"type":"result"}\n')

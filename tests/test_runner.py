@@ -253,3 +253,24 @@ def test_from_reuses_earlier_stages(project: Path, tmp_path: Path) -> None:
     assert len((tmp_path / "a").read_text().splitlines()) == 1
     assert len((tmp_path / "b").read_text().splitlines()) == 2
     assert second.stages["b"].units[0].final_message == "b got A"
+
+
+def test_a_detached_child_holding_stdout_does_not_hold_the_stage(project: Path, tmp_path: Path) -> None:
+    """A CLI wrapper that leaves `setsid sleep 600 &` behind with its stdout: the stage ends when the
+    agent does (its result seen, the leader gone), not when the sleeper would, and the sleeper is killed."""
+    from tests.runhelp import FAKE
+
+    wrapper = tmp_path / "wrapped-agent"
+    wrapper.write_text(f'#!/bin/sh\nsetsid sleep 600 &\necho $! > {tmp_path}/sleeper.pid\nexec {FAKE} "$@"\n')
+    wrapper.chmod(0o755)
+    (project / ".bridge" / "clis.yaml").write_text(f"claude:\n  binary: {wrapper}\n")
+    pb = write_playbook(project, """
+        stages:
+          a: {agent: f, prompt: "FAKE: message=done; cost=0.01"}
+    """)
+    result, _ = run_inproc(project, pb)
+    assert result.status is Status.SUCCESS, result.reason
+    assert not pid_alive(int((tmp_path / "sleeper.pid").read_text()))
+    with Ledger(project) as ledger:
+        (attempt,) = ledger.attempts(result.run_id, "a")
+        assert attempt.ended_by == "exit" and attempt.exit_code == 0  # not "stopped" after a wait
