@@ -141,6 +141,15 @@ class RunCancelling:
 
 
 @dataclass(frozen=True)
+class RunWarning:
+    """Something about the run a person should know that changes nothing of its result (a
+    notification that did not arrive, say)."""
+
+    message: str
+    t: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
 class RunFinished:
     run_id: str
     status: Status
@@ -154,7 +163,7 @@ class RunFinished:
 
 
 Event = Union[RunStarted, UnitStarted, UnitActivity, UnitWaiting, UnitRetrying, UnitFinished,
-              LoopIteration, TasksUpdated, GitNote, RunCancelling, RunFinished]
+              LoopIteration, TasksUpdated, GitNote, RunCancelling, RunWarning, RunFinished]
 Emit = Callable[[Event], None]
 
 

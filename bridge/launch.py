@@ -258,7 +258,7 @@ class Session:
                                cost_usd=result.cost_usd)
         summary_path = self._summarise(result, started)
         self.emit(RunFinished(layout.run_id, result.status, result.reason, result.duration, result.tokens,
-                              result.cost_usd, str(summary_path) if summary_path else None,
+                              result.cost_usd, str(summary_path),
                               resumable=result.status is not Status.SUCCESS))
         return result
 
@@ -293,34 +293,16 @@ class Session:
 
         return wire
 
-    def _summarise(self, result: RunResult, started: float) -> Path | None:
-        try:
-            from bridge.notify import RunSummary, StageSummary, notify, write_run_summary
-        except ImportError:
-            return None
-        stages = []
-        branches = {w["key"]: w for w in self.ledger.worktrees(self.layout.run_id)}
-        for row in self.ledger.units(self.layout.run_id):
-            reports = tuple(a["path"] for a in self.ledger.artifacts(self.layout.run_id, row.key))
-            wt = branches.get(row.key)
-            stages.append(StageSummary(
-                id=row.key, status=row.status, attempts=row.attempts,
-                duration=(row.ended - row.started) if row.ended and row.started else 0.0,
-                cost_usd=row.cost_usd, tokens=row.tokens, reports=reports,
-                branch=wt["branch"] if wt else None,
-                branch_note=f"{wt['status']}: {wt['message']}" if wt and wt["message"] else
-                wt["status"] if wt else None,
-                worktree=wt["path"] if wt and Path(wt["path"]).exists() else None,
-                error=row.reason if row.status in ("failure", "cancelled") else None))
-        landing = self.ledger.landing(self.layout.run_id)
-        summary = RunSummary(self.layout.run_id, self.playbook.name, result.status.value, started, time.time(),
-                             tuple(stages), result.cost_usd, result.tokens, str(self.layout.shared),
-                             (result.reason,) if result.reason and result.status is not Status.SUCCESS else (),
-                             landing=landing["message"] if landing else None)
-        path = write_run_summary(self.layout.summary, summary)
-        if self.playbook.notify:
-            notify(list(self.playbook.notify), summary, summary_path=path)
-        return path
+    def _summarise(self, result: RunResult, started: float) -> Path:
+        """summary.md and the notifications; "Started" is the run's first start, even after a resume."""
+        from bridge.run_report import tell
+
+        row = self.ledger.run(self.layout.run_id)
+        first = row.started if row is not None else started
+        return tell(self.ledger, self.layout, playbook=self.playbook.name, notifies=self.playbook.notify,
+                    status=result.status.value, reason=result.reason, started=first, ended=time.time(),
+                    tokens=result.tokens, cost_usd=result.cost_usd, emit=self._emit,
+                    resumed_at=started if self.resumed else None)
 
 
 def load(path: Path, vars: dict[str, str], project: Path) -> Playbook:

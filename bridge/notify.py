@@ -1,22 +1,28 @@
-"""Telling people a run ended: webhook / command notifications and the Markdown run summary."""
+"""Telling people a run ended: webhook / command notifications and the Markdown run summary.
+
+Webhook URLs and command arguments may say `${NAME}`: the environment variable's value, put in at
+send time only (so a secret webhook URL lives in the environment, not in the playbook), and masked
+in every failure message bridge keeps.
+"""
 
 from __future__ import annotations
 
 import json
-import logging
 import os
+import re
 import subprocess
 import urllib.error
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from bridge import __version__
+from bridge.figures import money, reported, tokens
 from bridge.playbook import Notify
+from bridge.redact import Redactor
 from bridge.workspace import atomic_write_text
-
-log = logging.getLogger(__name__)
 
 WEBHOOK_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 60.0
@@ -37,6 +43,7 @@ class StageSummary:
     worktree: str | None = None  # absolute path of the stage's worktree, if it had one
     branch_note: str | None = None  # what became of the branch (merged, resolved by ..., conflict ...)
     error: str | None = None
+    note: str | None = None  # one line on how it ended: why it failed or was skipped, a loop round's verdict
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,8 @@ class RunSummary:
     shared_dir: str | None = None  # absolute path of the run's shared folder
     errors: tuple[str, ...] = ()
     landing: str | None = None  # what happened to the user's branch (worktree stages), if anything
+    resumed_at: float | None = None  # when the latest `bridge resume` of the run started
+    notify_failures: tuple[str, ...] = ()  # notifications that did not arrive (redacted)
 
     @property
     def duration(self) -> float:
@@ -85,11 +94,11 @@ def payload(summary: RunSummary, summary_path: Path | None = None) -> dict[str, 
         "started_at": _iso(summary.started_at),
         "ended_at": _iso(summary.ended_at),
         "duration_s": round(summary.duration, 3),
-        "cost_usd": summary.cost_usd,
-        "tokens": summary.tokens,
+        "cost_usd": reported(summary.cost_usd),  # null: no CLI reported it (shown as "-")
+        "tokens": reported(summary.tokens),
         "stages": [
             {"id": s.id, "status": s.status, "attempts": s.attempts, "duration_s": round(s.duration, 3),
-             "cost_usd": s.cost_usd, "error": s.error}
+             "cost_usd": reported(s.cost_usd), "tokens": reported(s.tokens), "error": s.error, "note": s.note}
             for s in summary.stages
         ],
         "errors": list(summary.errors),
@@ -99,19 +108,52 @@ def payload(summary: RunSummary, summary_path: Path | None = None) -> dict[str, 
 
 
 def notify(notifies: list[Notify], summary: RunSummary, *, summary_path: Path | None = None,
-           timeout: float = WEBHOOK_TIMEOUT) -> list[NotifyFailure]:
-    """Send every matching notification; failures are logged and returned, never raised."""
+           timeout: float = WEBHOOK_TIMEOUT, cwd: Path | None = None) -> list[NotifyFailure]:
+    """Send every matching notification; failures are returned (redacted), never raised.
+
+    `cwd` is the project folder: commands run there, and a relative program (`./scripts/n.sh`) is
+    found there, whatever the caller's current folder.
+    """
     body = payload(summary, summary_path)
+    env = command_env(summary, summary_path)
     failures: list[NotifyFailure] = []
     for entry in notifies:
         if not wants(entry, summary.status):
             continue
         if entry.webhook:
-            failures += _attempt(f"webhook {entry.webhook}", lambda: post_webhook(entry.webhook, body, timeout))
+            url = entry.webhook
+            failures += _attempt(f"webhook {url}", env, lambda put: post_webhook(put(url), body, timeout))
         if entry.command:
             argv = list(entry.command)
-            failures += _attempt(f"command {argv[0]}", lambda: run_command(argv, body, summary, summary_path))
+            failures += _attempt(f"command {argv[0]}", env,
+                                 lambda put: run_command(program([put(a) for a in argv], cwd), body, env, cwd))
     return failures
+
+
+_VAR = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand(text: str, env: Mapping[str, str], used: list[str] | None = None) -> str:
+    """`${NAME}` -> the value of NAME in `env` (appended to `used`); `$${NAME}` -> a literal `${NAME}`
+    (for a shell). An unset NAME raises ValueError: a notification never goes to half a URL."""
+    def one(match: re.Match[str]) -> str:
+        escaped, name = match.groups()
+        if escaped:
+            return "${" + name + "}"
+        if name not in env:
+            raise ValueError(f"${{{name}}} is not set in bridge's environment")
+        if used is not None:
+            used.append(env[name])
+        return env[name]
+
+    return _VAR.sub(one, text)
+
+
+def program(argv: list[str], cwd: Path | None) -> list[str]:
+    """A relative program path (`./scripts/n.sh`, `scripts/n.sh`) is the project's, not the caller's cwd's."""
+    if cwd is not None and argv and os.sep in argv[0] and not os.path.isabs(argv[0]):
+        return [str(cwd / argv[0]), *argv[1:]]
+    return argv
 
 
 def post_webhook(url: str, body: dict[str, Any], timeout: float = WEBHOOK_TIMEOUT) -> None:
@@ -128,28 +170,35 @@ def post_webhook(url: str, body: dict[str, Any], timeout: float = WEBHOOK_TIMEOU
         response.read()
 
 
-def run_command(argv: list[str], body: dict[str, Any], summary: RunSummary,
-                summary_path: Path | None = None, timeout: float = COMMAND_TIMEOUT) -> None:
-    """Run argv (never a shell) with the JSON on stdin and BRIDGE_RUN_* in its environment."""
-    env = {
+def command_env(summary: RunSummary, summary_path: Path | None = None) -> dict[str, str]:
+    """The environment of a notify command: bridge's own, plus BRIDGE_RUN_*."""
+    return {
         **os.environ,
         "BRIDGE_RUN_ID": summary.run_id,
         "BRIDGE_RUN_PLAYBOOK": summary.playbook,
         "BRIDGE_RUN_STATUS": summary.status,
         "BRIDGE_RUN_DURATION": f"{summary.duration:.3f}",
-        "BRIDGE_RUN_COST_USD": "" if summary.cost_usd is None else f"{summary.cost_usd:.4f}",
+        "BRIDGE_RUN_COST_USD": "" if not summary.cost_usd else f"{summary.cost_usd:.4f}",
         "BRIDGE_RUN_SUMMARY": str(summary_path) if summary_path else "",
     }
-    done = subprocess.run(argv, input=json.dumps(body).encode("utf-8"), env=env, timeout=timeout,
+
+
+def run_command(argv: list[str], body: dict[str, Any], env: dict[str, str], cwd: Path | None = None,
+                timeout: float = COMMAND_TIMEOUT) -> None:
+    """Run argv (never a shell) with the JSON on stdin and BRIDGE_RUN_* in its environment."""
+    done = subprocess.run(argv, input=json.dumps(body).encode("utf-8"), env=env, timeout=timeout, cwd=cwd,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     if done.returncode != 0:
         tail = done.stderr.decode("utf-8", "replace").strip()[-300:]
         raise RuntimeError(f"exited with code {done.returncode}" + (f": {tail}" if tail else ""))
 
 
-def _attempt(target: str, send: Callable[[], None]) -> list[NotifyFailure]:
+def _attempt(target: str, env: dict[str, str], send: Callable[[Callable[[str], str]], None]) -> list[NotifyFailure]:
+    """Send once; `send` expands `${NAME}`s through the function it is given, which remembers their values
+    so the error text (a command's stderr, say) never carries them."""
+    used: list[str] = []
     try:
-        send()
+        send(lambda text: expand(text, env, used))
     except urllib.error.HTTPError as exc:
         error = f"HTTP {exc.code} {exc.reason}"
     except urllib.error.URLError as exc:
@@ -162,8 +211,8 @@ def _attempt(target: str, send: Callable[[], None]) -> list[NotifyFailure]:
         error = f"{type(exc).__name__}: {exc}"
     else:
         return []
-    log.warning("notification %s failed: %s", target, error)
-    return [NotifyFailure(target, error)]
+    redact = Redactor.for_env(env, extra=used)
+    return [NotifyFailure(redact(target), redact(error))]
 
 
 # ---- the Markdown summary -------------------------------------------------------------------
@@ -184,24 +233,29 @@ def render_summary(summary: RunSummary, base: Path) -> str:
         "| | |",
         "|---|---|",
         f"| Started | {_iso(summary.started_at)} |",
+        *([f"| Resumed | {_iso(summary.resumed_at)} |"] if summary.resumed_at else []),
         f"| Ended | {_iso(summary.ended_at)} |",
         f"| Duration | {duration_text(summary.duration)} |",
-        f"| Cost | {_cost(summary.cost_usd)} |",
-        f"| Tokens | {_count(summary.tokens)} |",
+        f"| Cost | {money(summary.cost_usd)} |",
+        f"| Tokens | {tokens(summary.tokens)} |",
         "",
         "## Stages",
         "",
-        "| Stage | Status | Attempts | Duration | Cost |",
-        "|---|---|---|---|---|",
+        "| Stage | Status | Attempts | Duration | Cost | Note |",
+        "|---|---|---|---|---|---|",
     ]
     for s in summary.stages:
         lines.append(f"| {_cell(s.id)} | {_cell(s.status)} | {s.attempts} | {duration_text(s.duration)} "
-                     f"| {_cost(s.cost_usd)} |")
-    reports = [(s.id, rel) for s in summary.stages for rel in s.reports]
+                     f"| {money(s.cost_usd)} | {_cell(s.note or '')} |")
+    reports: dict[str, list[str]] = {}  # a loop's rounds share one file: list it once, naming each round
+    for s in summary.stages:
+        for rel in s.reports:
+            reports.setdefault(rel, []).append(s.id)
     if reports:
         lines += ["", "## Reports", ""]
-        for sid, rel in reports:
-            lines.append(f"- {sid}: [{rel}]({_link(summary.shared_dir, rel, base)})")
+        for rel, ids in reports.items():
+            last = " (as the last of them left it; each round's verdict is in its Note)" if len(ids) > 1 else ""
+            lines.append(f"- {', '.join(ids)}: [{rel}]({_link(summary.shared_dir, rel, base)}){last}")
     branches = [s for s in summary.stages if s.branch]
     if branches:
         lines += ["", "## Branches", ""]
@@ -215,6 +269,9 @@ def render_summary(summary: RunSummary, base: Path) -> str:
     if errors:
         lines += ["", "## Errors", ""]
         lines += [f"- {e}" for e in errors]
+    if summary.notify_failures:
+        lines += ["", "## Notifications", ""]
+        lines += [f"- warning: {f}" for f in summary.notify_failures]
     return "\n".join(lines) + "\n"
 
 
@@ -240,14 +297,6 @@ def _rel(target: Path, base: Path) -> str:
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _cost(value: float | None) -> str:
-    return "—" if value is None else f"${value:.2f}"
-
-
-def _count(value: int | None) -> str:
-    return "—" if value is None else f"{value:,}"
 
 
 def _iso(ts: float) -> str:

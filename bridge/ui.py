@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TextIO
 
+from bridge.figures import money, tokens  # the same figures as summary.md
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -129,12 +131,6 @@ def duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-def money(cost: float | None) -> str:
-    return "-" if not cost else f"${cost:.4f}" if cost < 1 else f"${cost:.2f}"
-
-
-def tokens(n: int | None) -> str:
-    return "-" if not n else f"{n:,}"
 
 
 def _name(event: Any) -> str:
@@ -229,6 +225,8 @@ def describe(event: Any) -> str | None:
         return f"⎇ {event.message}"
     if kind == "run_cancelling":
         return f"■ {'killing agents' if event.force else 'stopping agents'}: {event.reason}"
+    if kind == "run_warning":
+        return f"warning: {event.message}"
     if kind == "run_finished":
         status = _val(event.status)
         line = (f"{_MARKS.get(status, '?')} run {event.run_id} {status} in {duration(event.duration)}"
@@ -312,7 +310,7 @@ class LiveView:
             row.activity = "reused" if event.reused else (event.reason if row.status != "success" else "")
         elif kind == "tasks_updated":
             self.tasks = f"tasks {event.done}/{event.total}"
-        elif kind in ("run_cancelling", "run_finished", "loop_iteration", "git_note"):
+        elif kind in ("run_cancelling", "run_finished", "loop_iteration", "git_note", "run_warning"):
             text = describe(event)
             if text and kind != "loop_iteration":
                 self.notes.append(text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import threading
@@ -139,10 +140,10 @@ def test_summary_markdown_has_the_stage_table_and_links(tmp_path: Path) -> None:
     assert path == run_dir / "summary.md"
     text = path.read_text()
     assert text.startswith("# nightly-audit: failure")
-    assert "| Stage | Status | Attempts | Duration | Cost |" in text
-    assert "| audit | success | 1 | 5m 00s | $0.12 |" in text
-    assert "| implement | failure | 2 | 7m 30s | $0.30 |" in text
-    assert "| Duration | 12m 34s |" in text and "| Cost | $0.42 |" in text and "12,345" in text
+    assert "| Stage | Status | Attempts | Duration | Cost | Note |" in text
+    assert "| audit | success | 1 | 5m 00s | $0.1200 |  |" in text  # as the terminal shows it
+    assert "| implement | failure | 2 | 7m 30s | $0.3000 |  |" in text
+    assert "| Duration | 12m 34s |" in text and "| Cost | $0.4200 |" in text and "12,345" in text
     assert "[audit/report.md](shared/audit/report.md)" in text
     assert "`bridge/20240501-100000-abcd/implement`" in text
     assert "- implement: tests failed" in text
@@ -152,3 +153,70 @@ def test_summary_markdown_has_the_stage_table_and_links(tmp_path: Path) -> None:
 def test_summary_escapes_pipes_in_cells() -> None:
     s = RunSummary("r", "p", "success", 0.0, 1.0, stages=(StageSummary("a|b", "success"),))
     assert "| a\\|b | success |" in render_summary(s, Path("/tmp"))
+
+
+# ---- figures: nothing reported is "-" / null, never 0 ------------------------------------------
+
+def test_unknown_cost_and_tokens_are_a_dash_and_null(hook: tuple[Hook, str], tmp_path: Path) -> None:
+    state, url = hook
+    s = RunSummary("r1", "p", "failure", 0.0, 10.0, cost_usd=None, tokens=None, stages=(
+        StageSummary("codex-stage", "success", cost_usd=None, tokens=1200),  # Codex: tokens, no dollars
+        StageSummary("tiny", "success", cost_usd=0.0045, tokens=300),
+        StageSummary("never-ran", "skipped", attempts=0)))
+    text = render_summary(s, tmp_path)
+    assert "| Cost | - |" in text and "| Tokens | - |" in text
+    assert "| codex-stage | success | 1 | 0.0s | - |" in text
+    assert "| tiny | success | 1 | 0.0s | $0.0045 |" in text  # not rounded to $0.00
+    assert "$0.00 " not in text and "$0.00|" not in text
+    notify([Notify(webhook=url)], dataclasses.replace(s, cost_usd=0.0, tokens=0))  # 0: nothing reported
+    [body] = state.bodies
+    assert body["cost_usd"] is None and body["tokens"] is None
+    assert [(x["cost_usd"], x["tokens"]) for x in body["stages"]] == [(None, 1200), (0.0045, 300), (None, None)]
+
+
+# ---- ${ENV} in webhooks and commands, the project as the command's folder ---------------------
+
+def test_webhook_url_is_expanded_from_the_environment_at_send_time(hook: tuple[Hook, str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    state, url = hook
+    monkeypatch.setenv("BRIDGE_TEST_HOOK_URL", url)
+    assert notify([Notify(webhook="${BRIDGE_TEST_HOOK_URL}")], summary()) == []
+    assert [b["run_id"] for b in state.bodies] == ["20240501-100000-abcd"]
+    monkeypatch.delenv("BRIDGE_TEST_HOOK_URL")
+    [failure] = notify([Notify(webhook="${BRIDGE_TEST_HOOK_URL}")], summary())
+    assert str(failure) == "webhook ${BRIDGE_TEST_HOOK_URL}: ${BRIDGE_TEST_HOOK_URL} is not set in bridge's environment"
+
+
+def test_an_expanded_secret_never_appears_in_a_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "hooks-T000-B000-s3cr3t-value"
+    monkeypatch.setenv("BRIDGE_TEST_CHAT", f"http://127.0.0.1:1/{secret}")  # a name that does not look secret
+    monkeypatch.setenv("BRIDGE_TEST_ARG", secret)
+    failures = notify([Notify(webhook="${BRIDGE_TEST_CHAT}"),
+                       Notify(command=[sys.executable, "-c", "import sys; print(sys.argv[1], file=sys.stderr); "
+                                       "sys.exit(2)", "${BRIDGE_TEST_ARG}"])], summary())
+    assert len(failures) == 2
+    text = " ".join(str(f) for f in failures)
+    assert secret not in text and "${BRIDGE_TEST_CHAT}" in text and "code 2: ***" in text
+
+
+def test_command_argv_is_expanded_and_dollar_dollar_escapes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "argv.json"
+    monkeypatch.setenv("BRIDGE_TEST_WHO", "ops-team")
+    script = f"import json, sys; open({str(out)!r}, 'w').write(json.dumps(sys.argv[1:]))"
+    assert notify([Notify(command=[sys.executable, "-c", script, "to=${BRIDGE_TEST_WHO}", "$${HOME}",
+                                   "${HOME%/x}"])], summary()) == []
+    assert json.loads(out.read_text()) == ["to=ops-team", "${HOME}", "${HOME%/x}"]  # the shell's forms untouched
+
+
+def test_a_relative_command_is_found_in_the_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project, elsewhere = tmp_path / "proj", tmp_path / "elsewhere"
+    (project / "scripts").mkdir(parents=True)
+    elsewhere.mkdir()
+    script = project / "scripts" / "n.sh"
+    script.write_text("#!/bin/sh\npwd > notified.txt\n")
+    script.chmod(0o755)
+    monkeypatch.chdir(elsewhere)  # the caller's cwd is not the project
+    assert notify([Notify(command=["./scripts/n.sh"])], summary(), cwd=project) == []
+    assert (project / "notified.txt").read_text().strip() == str(project)  # run in the project, too
+    [failure] = notify([Notify(command=["./scripts/n.sh"])], summary())  # without the project: not found
+    assert "n.sh" in str(failure)
