@@ -1,4 +1,9 @@
-"""Removing what finished runs left in git (worktrees, branches), never unmerged work."""
+"""Removing what finished runs left in git (worktrees, branches), never unmerged work.
+
+Nothing an agent committed is lost: a worktree whose HEAD holds commits on no branch (the agent
+detached it) has them saved on `bridge/<run>/<key>@rescued` before the folder goes, and branches an
+agent made in a run's worktree (`git checkout -b agent-side`) are named in the report, never deleted.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,13 @@ from pathlib import Path
 
 import git
 
+from bridge.errors import BridgeError
 from bridge.worktrees import (
     BRANCH_PREFIX, WORKTREES, open_repo, prune_stale, registered_worktrees, run_git, status_entries,
     worktree_lock,
 )
+
+RESCUED = "@rescued"  # '@' never occurs in a stage key: `bridge/<run>/<key>@rescued` names no stage's branch
 
 
 @dataclass(frozen=True)
@@ -22,6 +30,8 @@ class CleanReport:
     pruned: tuple[str, ...] = ()  # stale worktree entries whose folder was gone
     dry_run: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
+    rescued: tuple[str, ...] = ()  # branches made to hold commits a removed worktree had on no branch
+    agent_branches: tuple[str, ...] = ()  # branches made (or checked out) in a run's worktrees, left alone
 
 
 def _bridge_branches(repo: git.Repo) -> dict[str, list[str]]:
@@ -57,6 +67,55 @@ def _contained(repo: git.Repo, branch: str, user: list[str]) -> str | None:
     return None
 
 
+def _reflog(repo: git.Repo, ref: str) -> list[tuple[str, str]]:
+    """(sha, subject) of `ref`'s reflog, newest first; [] when it has none."""
+    try:
+        out = run_git(repo, "reflog", "show", "--format=%H %gs", ref, "--")
+    except BridgeError:
+        return []
+    return [(line[:40], line[41:]) for line in out.splitlines() if len(line) >= 40]
+
+
+def _rescue(repo: git.Repo, run: str, w: dict[str, str], dry_run: bool) -> tuple[str, int] | None:
+    """Save a worktree's HEAD on a branch when it holds commits no branch has: (branch, count)."""
+    head = w.get("HEAD", "")
+    if not head or set(head) == {"0"}:
+        return None
+    n = int(run_git(repo, "rev-list", "--count", head, "--not", "--branches", "--"))
+    if n == 0:
+        return None
+    name, i = f"{BRANCH_PREFIX}/{run}/{Path(w['worktree']).name}{RESCUED}", 1
+    while run_git(repo, "branch", "--list", name).strip():
+        i += 1
+        name = f"{BRANCH_PREFIX}/{run}/{Path(w['worktree']).name}{RESCUED}{i}"
+    if not dry_run:
+        run_git(repo, "branch", name, head)
+    return name, n
+
+
+def _agent_branches(repo: git.Repo, run: str, trees: list[dict[str, str]], own: list[str],
+                    user: list[str]) -> list[str]:
+    """The user-namespace branches an agent made in this run's worktrees: checked out there (now or
+    earlier, per the worktree's HEAD reflog), or created at a commit the run's branches went through."""
+    made: set[str] = set()
+    switched: set[str] = set()
+    for w in trees:
+        if w.get("branch", "").startswith("refs/heads/"):
+            switched.add(w["branch"].removeprefix("refs/heads/"))
+        log = _reflog(git.Repo(w["worktree"]), "HEAD")
+        made |= {sha for sha, _ in log} - {sha for sha, _ in log[-1:]}  # not where it started
+        switched |= {subject.rsplit(" to ", 1)[1] for _, subject in log if subject.startswith("checkout: moving")}
+    for branch in own:
+        log = _reflog(repo, f"refs/heads/{branch}")
+        made |= {sha for sha, _ in log} - {sha for sha, _ in log[-1:]}  # its start is the user's commit
+    found = []
+    for branch in user:
+        log = _reflog(repo, f"refs/heads/{branch}")
+        if branch in switched or (log and log[-1][0] in made):
+            found.append(branch)
+    return found
+
+
 def clean(repo_path: Path, run_id: str | None = None, dry_run: bool = False,
           finished_runs: set[str] | None = None) -> CleanReport:
     """Remove worktrees and branches of finished runs (`finished_runs`; None: all are finished).
@@ -82,6 +141,8 @@ def _clean(repo: git.Repo, root: Path, run_id: str | None, dry_run: bool,
     removed_br: list[str] = []
     kept: list[tuple[str, str]] = []
     notes: list[str] = []
+    rescued: list[str] = []
+    agent_branches: list[str] = []
     if run_id is not None and run_id not in branches and run_id not in folders:
         notes.append(f"run {run_id} has no worktree or branch left")
     for run in runs:
@@ -90,10 +151,13 @@ def _clean(repo: git.Repo, root: Path, run_id: str | None, dry_run: bool,
             continue
         run_dir = root / WORKTREES / run
         busy: set[str] = set()
-        for w in registered:
+        mine = [w for w in registered if run_dir.resolve() in Path(w["worktree"]).resolve().parents]
+        found = _agent_branches(repo, run, mine, branches.get(run, []), user)
+        agent_branches += found
+        notes += [f"branch {b} was made or checked out in a worktree of run {run} (by an agent?); bridge "
+                  f"leaves it — `git branch -D {b}` if you do not want it" for b in found]
+        for w in mine:
             path = Path(w["worktree"]).resolve()
-            if run_dir.resolve() not in path.parents:
-                continue
             why = None
             if "locked" in w:
                 why = f"locked — `git worktree unlock {path}` to allow removing it"
@@ -103,6 +167,13 @@ def _clean(repo: git.Repo, root: Path, run_id: str | None, dry_run: bool,
                 kept.append((str(path), why))
                 busy.add(w.get("branch", "").removeprefix("refs/heads/"))
                 continue
+            saved = _rescue(repo, run, w, dry_run)
+            if saved is not None:
+                rescued.append(saved[0])
+                kept.append((saved[0], f"{saved[1]} commit(s) made in {path} on no branch (its HEAD was "
+                                       f"{'detached' if 'detached' in w else 'moved'}) {'would be ' * dry_run}"
+                                       f"saved on this branch before the folder goes: `git merge {saved[0]}` to "
+                                       f"keep the work, or `git branch -D {saved[0]}` to drop it"))
             if not dry_run:
                 run_git(repo, "worktree", "remove", "--force", str(path))
             removed_wt.append(str(path))
@@ -110,8 +181,9 @@ def _clean(repo: git.Repo, root: Path, run_id: str | None, dry_run: bool,
             if branch in busy:
                 kept.append((branch, "checked out in a kept worktree"))
                 continue
-            if _contained(repo, branch, user) is None:
-                n = run_git(repo, "rev-list", "--count", branch, "--not", *user, "--")
+            theirs = [b for b in user if b not in found]  # an agent's branch is not where your work is
+            if _contained(repo, branch, theirs) is None:
+                n = run_git(repo, "rev-list", "--count", branch, "--not", *theirs, "--") if theirs else "all"
                 kept.append((branch, f"{n} commit(s) on no branch of yours: `git merge {branch}` "
                                      f"to keep the work, or `git branch -D {branch}` to drop it"))
                 continue
@@ -125,4 +197,4 @@ def _clean(repo: git.Repo, root: Path, run_id: str | None, dry_run: bool,
             with contextlib.suppress(OSError):
                 run_dir.rmdir()
     return CleanReport(tuple(removed_wt), tuple(removed_br), tuple(kept), tuple(pruned), dry_run,
-                       tuple(notes))
+                       tuple(notes), tuple(rescued), tuple(agent_branches))

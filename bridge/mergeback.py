@@ -363,8 +363,9 @@ class Integration:
         for tip, path in list(self.tips.items()):
             info = WorktreeInfo(path=path, branch="", base=tip, repo=self.project)
             if path.exists() and not remove_worktree(info):
-                self.emit(GitNote("kept", f"{path} holds uncommitted changes a stage made to the merged "
-                                          "work; they are not merged back (give that stage `worktree:`)"))
+                self.emit(GitNote("kept", f"{path} holds changes a stage made to the merged work (uncommitted, "
+                                          "or commits on no branch); they are not merged back (give that stage "
+                                          "`worktree:`)"))
         with contextlib.suppress(OSError):
             (self.project / WORKTREES / self.run_id).rmdir()
         return self.landing

@@ -283,10 +283,21 @@ def add_worktree(repo_path: Path, run_id: str, key: str, base: BaseInfo | str,
                         stage_key=key, copied=copied, not_copied=skipped)
 
 
+def unreachable_commits(repo: git.Repo, path: Path) -> int:
+    """How many commits the worktree at `path` has checked out that no branch holds (a detached HEAD)."""
+    try:
+        head = git.Repo(path).git.rev_parse("--verify", "-q", "HEAD")
+    except git.GitCommandError:
+        return 0
+    return int(run_git(repo, "rev-list", "--count", head, "--not", "--branches", "--"))
+
+
 def remove_worktree(info: WorktreeInfo, force: bool = False) -> bool:
-    """Remove the worktree folder (the branch stays); False, and kept, on uncommitted work."""
+    """Remove the worktree folder (the branch stays); False, and kept, on uncommitted work or on
+    commits only its (detached) HEAD holds."""
     repo = open_repo(info.repo)
-    if info.path.exists() and not force and status_entries(repo, info.path):
+    if info.path.exists() and not force and (status_entries(repo, info.path)
+                                             or unreachable_commits(repo, info.path)):
         return False
     with worktree_lock(info.repo):
         if not info.path.exists():

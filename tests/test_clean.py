@@ -160,3 +160,44 @@ def test_bridge_clean_takes_a_run_prefix_or_last(repo: Path) -> None:
     prefix = CliRunner().invoke(app, ["clean", RUN[:10], "--dir", str(repo)])
     assert prefix.exit_code == 0, prefix.output
     assert branches(repo) == {"main"} and not first.path.exists()
+
+
+def test_commits_on_a_detached_head_are_saved_before_the_worktree_goes(repo: Path) -> None:
+    """An agent detached its worktree's HEAD and committed there (the stage then failed): clean saves
+    the commit on bridge/<run>/<key>@rescued instead of leaving it unreachable."""
+    info = stage(repo, RUN, "impl", {"a.py": "a\n"}, keep_folder=True)
+    git(info.path, "checkout", "-q", "--detach")
+    (info.path / "lost.py").write_text("precious\n")
+    git(info.path, "add", "lost.py")
+    git(info.path, "commit", "-q", "-m", "made on a detached HEAD")
+    orphan = git(info.path, "rev-parse", "HEAD")
+    dry = clean(repo, dry_run=True)
+    rescue = f"bridge/{RUN}/impl@rescued"
+    assert dry.rescued == (rescue,) and "would be saved" in dict(dry.kept)[rescue]
+    assert rescue not in branches(repo) and info.path.exists()
+    report = clean(repo)
+    assert report.rescued == (rescue,) and str(info.path.resolve()) in report.removed_worktrees
+    assert "1 commit(s) made in" in dict(report.kept)[rescue] and "detached" in dict(report.kept)[rescue]
+    assert git(repo, "rev-parse", rescue) == orphan and not info.path.exists()
+    again = clean(repo)  # the rescued work stays until you merge or drop it
+    assert "on no branch of yours" in dict(again.kept)[rescue] and rescue in branches(repo)
+    out = CliRunner().invoke(app, ["clean", "--dir", str(repo)])
+    assert out.exit_code == 0 and rescue in out.output
+
+
+def test_branches_an_agent_made_in_a_worktree_are_reported_never_deleted(repo: Path) -> None:
+    git(repo, "branch", "users-own")  # made by the user at the base: not the agent's
+    info = stage(repo, RUN, "impl", {"a.py": "a\n"}, keep_folder=True)
+    git(info.path, "branch", "agent-made")  # at the stage's commit
+    git(info.path, "checkout", "-q", "-b", "agent-side")
+    (info.path / "side.py").write_text("side\n")
+    git(info.path, "add", "side.py")
+    git(info.path, "commit", "-q", "-m", "on the agent's branch")
+    report = clean(repo)
+    assert set(report.agent_branches) == {"agent-made", "agent-side"}
+    assert any("branch agent-side was made or checked out in a worktree of run" in n for n in report.notes)
+    assert {"main", "users-own", "agent-made", "agent-side"} <= branches(repo)
+    # the stage's branch is only on the agent's branches, which are not yours: it is kept
+    assert info.branch in dict(report.kept) and info.branch in branches(repo)
+    out = CliRunner().invoke(app, ["clean", "--dir", str(repo)])
+    assert out.exit_code == 0 and "branch agent-made was made or checked out" in out.output

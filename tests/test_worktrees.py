@@ -379,3 +379,14 @@ def test_forbidden_paths_sees_every_commit_of_the_range(repo: Path) -> None:
     assert forbidden_paths(repo, base.commit, base.commit) == ()
     finish = finish_worktree(info, RUN, "impl", repo / "artifacts")
     assert "SECRET" not in finish.patch_path.read_text()  # the copied secret stays out of the artifacts
+
+
+def test_remove_keeps_a_worktree_whose_detached_head_holds_commits(repo: Path) -> None:
+    from bridge.worktrees import remove_worktree
+
+    info = add_worktree(repo, RUN, "impl", base_commit(repo))
+    git(info.path, "checkout", "-q", "--detach")
+    agent(info.path, {"x.py": "x\n"}, commit="on no branch")
+    assert remove_worktree(info) is False and info.path.exists()
+    git(repo, "branch", "keep-it", git(info.path, "rev-parse", "HEAD"))
+    assert remove_worktree(info) is True and not info.path.exists()
