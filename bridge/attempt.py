@@ -7,7 +7,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from bridge.agents.base import AgentEvent, Command, ErrorKind, EventKind, Invoca
 from bridge.agents.codex import LAST_MESSAGE
 from bridge.errors import AgentNotFound, BridgeError
 from bridge.process import ProcessResult, ProcessSpec, supervise, which
-from bridge.redact import Redactor
+from bridge.redact import Redactor, argv_secrets
 from bridge.session_record import following, open_record
 
 EXIT_GRACE = 3.0  # CLIs have been seen to hang after their result event: stop them after this
@@ -49,6 +49,8 @@ class AttemptResult:
     stdout_path: Path
     stderr_path: Path
     stop: Stop | None = None  # set when bridge ended the agent; None when it exited by itself
+    # what masks this attempt's secrets in everything written of it (files, ledger): see `redactor`
+    redact: Redactor = field(default_factory=Redactor.for_env)
 
 
 def write_private(path: Path, text: str) -> None:
@@ -67,9 +69,15 @@ def resolve_binary(cmd: Command) -> Command:
     return replace(cmd, argv=(path, *cmd.argv[1:]))
 
 
-def record(cmd: Command, inv: Invocation, stage_dir: Path) -> None:
+def redactor(cmd: Command, inv: Invocation) -> Redactor:
+    """An attempt's secrets: secret-looking values of os.environ and of the agent's env (the CLI
+    definition's, the profile's, the stage's, a rehearsal's), and values of secret-looking flags in
+    its argv (`args: [--api-key, ...]`)."""
+    return Redactor.for_env(cmd.env, inv.env, extra=argv_secrets(cmd.argv))
+
+
+def record(cmd: Command, inv: Invocation, stage_dir: Path, redact: Redactor) -> None:
     """prompt.md and argv.json for the record, secrets masked."""
-    redact = Redactor.for_env(cmd.env)
     write_private(stage_dir / PROMPT, redact(inv.prompt))
     data = {"argv": list(cmd.argv), "cwd": str(cmd.cwd or inv.cwd), "env": cmd.env,
             "stdin": str(cmd.stdin) if cmd.stdin else None, "interactive": cmd.interactive}
@@ -88,14 +96,18 @@ def stop_of(proc: ProcessResult, asked: Stop | None) -> Stop | None:
     return Stop(StopKind.AFTER_RESULT, proc.stop_reason)  # e.g. an interactive CLI's done pattern
 
 
-def adjust(outcome: Outcome, stop: Stop | None, terminal: bool) -> Outcome:
-    """The parsed outcome corrected for how bridge ended the process (`terminal`: a result was seen)."""
+def adjust(outcome: Outcome, stop: Stop | None, terminal: bool, late: bool = False) -> Outcome:
+    """The parsed outcome corrected for how bridge ended the process (`terminal`: a result was seen;
+    `late`: it came only after bridge began to stop the CLI — Claude Code answers SIGTERM with a
+    "success" result, which says nothing about the work)."""
     if stop is None or stop.kind is StopKind.AFTER_RESULT:
         return outcome
     if stop.kind is StopKind.CANCELLED:
         return replace(outcome, success=False, error=ErrorKind.CANCELLED, reason="cancelled")
-    if outcome.success:  # its result came first: the work was done
+    if outcome.success and not late:  # its result came first: the work was done
         return outcome
+    if late:
+        terminal = False
     if stop.kind is StopKind.TIMEOUT:
         return replace(outcome, success=False, error=ErrorKind.TIMEOUT, reason=stop.reason)
     if stop.kind is StopKind.IDLE_TIMEOUT:
@@ -138,20 +150,27 @@ async def run_attempt(
     try:
         cmd = agents.build_command(profile, inv, wiring, project)
     except (BridgeError, ValueError) as exc:  # e.g. a prompt too long for a `{{ prompt }}` argv item
-        write_private(stage_dir / PROMPT, Redactor.for_env(inv.env)(inv.prompt))
-        return AttemptResult(Outcome(False, ErrorKind.CONFIG, str(exc)), None, (), out_path, err_path)
+        redact = Redactor.for_env(getattr(profile, "env", None), inv.env)
+        write_private(stage_dir / PROMPT, redact(inv.prompt))
+        return AttemptResult(Outcome(False, ErrorKind.CONFIG, str(exc)), None, (), out_path, err_path,
+                             redact=redact)
     if getattr(profile, "interactive", False) and not cmd.interactive:  # a `command` CLI's TUI
         cmd = replace(cmd, interactive=True)
+    redact = redactor(cmd, inv)
     try:
         cmd = resolve_binary(cmd)
     except AgentNotFound as exc:
-        record(cmd, inv, stage_dir)
-        return AttemptResult(Outcome(False, ErrorKind.NOT_FOUND, str(exc)), None, cmd.argv, out_path, err_path)
-    record(cmd, inv, stage_dir)
+        record(cmd, inv, stage_dir, redact)
+        return AttemptResult(Outcome(False, ErrorKind.NOT_FOUND, str(exc)), None, cmd.argv, out_path, err_path,
+                             redact=redact)
+    record(cmd, inv, stage_dir, redact)
     for path, text in cmd.files.items():
         write_private(path, text)
     asked: list[Stop] = []
+    asked_at: list[float] = []
     terminal_at: list[float] = []
+    quiet_before_terminal: list[float] = []  # how long the CLI had been silent when its result came
+    last_line = [time.monotonic()]
 
     def stop() -> str | None:
         if should_stop is not None and (why := should_stop()):
@@ -162,6 +181,7 @@ async def run_attempt(
             asked.append(Stop(StopKind.AFTER_RESULT, "terminal event seen; the CLI did not exit"))
         else:
             return None
+        asked_at.append(time.monotonic())
         return asked[-1].reason
 
     if cmd.interactive:
@@ -175,16 +195,19 @@ async def run_attempt(
         halt = stop_of(res.process, asked[-1] if asked else None)
         if halt is not None and halt.kind is StopKind.REQUESTED:  # a session counts any stop as done
             return replace(res, outcome=replace(res.outcome, success=False, error=ErrorKind.CANCELLED,
-                                                reason=f"stopped: {halt.reason}"), stop=halt)
-        return replace(res, stop=halt)
+                                                reason=f"stopped: {halt.reason}"), stop=halt, redact=redact)
+        return replace(res, stop=halt, redact=redact)
 
     parser = agents.new_parser(profile, project)
     session_file = open_record(profile, cmd, inv, project)  # running usage the stream reports only at the end
 
     def on_line(line: str) -> None:
         events = parser.feed(line)
+        now = time.monotonic()
         if parser.terminal and not terminal_at:
-            terminal_at.append(time.monotonic())
+            terminal_at.append(now)
+            quiet_before_terminal.append(now - last_line[0])
+        last_line[0] = now
         for event in events:
             if event.kind is EventKind.SESSION and event.text and session_file is not None:
                 session_file.start(event.text)  # Codex: the record is named by the thread id
@@ -197,18 +220,26 @@ async def run_attempt(
 
     spec = ProcessSpec(argv=cmd.argv, cwd=cmd.cwd or inv.cwd, env=cmd.env, stdout_log=out_path,
                        stderr_log=err_path, timeout=timeout, idle_timeout=idle_timeout, grace=grace,
-                       run_id=run_id, stage=stage_key, stdin_file=cmd.stdin)
+                       run_id=run_id, stage=stage_key, stdin_file=cmd.stdin, inherit_env=cmd.inherit_env)
+    started = time.monotonic()
+    last_line[0] = started
     try:
         async with following(session_file, on_record):
             proc = await supervise(spec, on_line, should_stop=stop, cancel=cancel, on_spawn=on_spawn)
     except (FileNotFoundError, PermissionError) as exc:  # vanished or not executable after `which`
         return AttemptResult(Outcome(False, ErrorKind.NOT_FOUND, f"cannot start {cmd.argv[0]}: {exc}"),
-                             None, cmd.argv, out_path, err_path)
+                             None, cmd.argv, out_path, err_path, redact=redact)
     outcome = parser.finish(proc.exit_code, proc.stderr_tail)
     if session_file is not None and not outcome.usage.total:  # stopped before its result: its usage so far
         outcome = replace(outcome, usage=session_file.parser.usage)
     if not outcome.final_message and (stage_dir / LAST_MESSAGE).is_file():
         outcome = replace(outcome, final_message=(stage_dir / LAST_MESSAGE).read_text().strip())
     halt = stop_of(proc, asked[-1] if asked else None)
-    outcome = adjust(outcome, halt, terminal=parser.terminal)
-    return AttemptResult(outcome, proc, cmd.argv, out_path, err_path, halt)
+    late = bool(terminal_at) and halt is not None and (
+        (halt.kind is StopKind.TIMEOUT and timeout is not None and terminal_at[0] - started >= timeout)
+        or (halt.kind is StopKind.IDLE_TIMEOUT and idle_timeout is not None
+            and quiet_before_terminal[0] >= idle_timeout)
+        or (halt.kind in (StopKind.REQUESTED, StopKind.OUTPUTS_COMPLETE) and bool(asked_at)
+            and terminal_at[0] > asked_at[-1]))
+    outcome = adjust(outcome, halt, terminal=parser.terminal, late=late)
+    return AttemptResult(outcome, proc, cmd.argv, out_path, err_path, halt, redact)

@@ -64,6 +64,7 @@ class SessionSpec:
     exit_wait: float = 5.0  # how long a polite exit may take (a TUI saving its session is slow under load)
     run_id: str = ""
     stage: str = ""
+    inherit_env: bool = True  # False: `env` is the whole environment (a rehearsal's)
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def run_session(spec: SessionSpec, on_text: Callable[[str], None] | None = None,
     once, since one in the middle of its turn may refuse the exit command and work on (Gemini CLI:
     "Slash commands cannot be queued")."""
     env = child_env(ProcessSpec(argv=spec.argv, cwd=spec.cwd, env=spec.env, run_id=spec.run_id,
-                                stage=spec.stage))
+                                stage=spec.stage, inherit_env=spec.inherit_env))
     env.setdefault("TERM", "xterm-256color")
     # a CLI may show the end of a key it asks about (Claude Code: its last 20 characters)
     redact = Redactor.for_env(env, extra=[v[-20:] for v in secret_values(env) if len(v) > 20])
@@ -290,13 +291,15 @@ async def run_interactive_attempt(profile: Any, cmd: Command, inv: Invocation, *
 
     _, cli = resolve(profile, project)
     rules, done, exit_text = rules_from(cli)
-    kind, cwd, env = cli.get("adapter", profile.cli), Path(cmd.cwd or inv.cwd), {**os.environ, **cmd.env}
+    kind, cwd = cli.get("adapter", profile.cli), Path(cmd.cwd or inv.cwd)
+    env = {**(os.environ if cmd.inherit_env else {}), **cmd.env}
     if rehearsal:  # every first-run dialog answered in the config, none left to the rules
         seed_rehearsal_home(kind, [cwd, inv.shared_dir, *inv.extra_dirs], env)
     else:  # a fresh worktree is a folder the CLI never saw: answer its trust dialog in advance
         trust_worktree(kind, cwd, env)
     conf = cli.get("interactive") or {}
-    spec = SessionSpec(argv=cmd.argv, cwd=cwd, env=cmd.env, rules=rules, errors=errors_from(cli), done=done,
+    spec = SessionSpec(argv=cmd.argv, cwd=cwd, env=cmd.env, inherit_env=cmd.inherit_env,
+                       rules=rules, errors=errors_from(cli), done=done,
                        exit_text=exit_text,
                        done_title=conf.get("done_title"), session=conf.get("session"), log=out_path, timeout=timeout,
                        idle_timeout=idle_timeout, grace=grace, run_id=run_id, stage=stage_key)

@@ -112,7 +112,7 @@ def open_record(profile: Any, cmd: Any, inv: Any, project: Path | None) -> Sessi
     if not isinstance(conf, dict) or not conf.get("glob") or not (cmd.interactive or conf.get("headless")) \
             or not hasattr(module, "new_record_parser"):
         return None
-    env = {**os.environ, **cmd.env}
+    env = {**(os.environ if getattr(cmd, "inherit_env", True) else {}), **cmd.env}
     return SessionRecord(conf, env, module.new_record_parser(cli), given_session(conf, cmd.argv, inv.resume_session))
 
 

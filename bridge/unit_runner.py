@@ -128,7 +128,9 @@ class UnitRunner:
             if report.error is ErrorKind.RATE_LIMIT and waits < self.options.rate_limit_waits:
                 waits += 1
                 await self._wait_for_reset(unit, report, waits)
-                resume = report.session_id or resume
+                # go on with the session only if it got anywhere: a limit hit on its first model
+                # call leaves nothing to resume (and Gemini CLI has not even saved it)
+                resume = report.session_id if report.session_id and report.usage.total else resume
                 continue
             failures += 1
             if failures > stage.retry.limit or report.error in NOT_RETRIED:

@@ -166,12 +166,17 @@ def test_env_layers_profile_then_stage_then_rehearsal(tmp_path, fake_bin, monkey
     assert (seen["FAKE_LAYER"], seen["FAKE_PROFILE"], seen["FAKE_STAGE"]) == ("stage", "p", "s")
     assert seen["BRIDGE_RUN_ID"] == RUN_A  # a stage cannot take the run marker away
 
-    wiring = SimpleNamespace(env={"FAKE_LAYER": "rehearsal", "FAKE_GATEWAY": "http://127.0.0.1:1"},
+    # a rehearsal's env is the whole environment: bridge's own (a user's keys, a Bedrock switch)
+    # never reaches the rehearsed CLI
+    monkeypatch.setenv("FAKE_USERS_OWN", "sk-users-real-key")
+    wiring = SimpleNamespace(env={"FAKE_LAYER": "rehearsal", "FAKE_GATEWAY": "http://127.0.0.1:1",
+                                  "FAKE_ARGV_OUT": str(tmp_path / "argv2.json")},
                              argv=(), files={}, model=None)
     result, _ = attempt(profile, inv, wiring=wiring)
-    seen = json.loads((tmp_path / "argv.json").read_text())["env"]
+    seen = json.loads((tmp_path / "argv2.json").read_text())["env"]
     assert (seen["FAKE_LAYER"], seen["FAKE_GATEWAY"], seen["FAKE_STAGE"]) == (
         "rehearsal", "http://127.0.0.1:1", "s")
+    assert "FAKE_USERS_OWN" not in seen and "FAKE_STREAM" not in seen and seen["BRIDGE_RUN_ID"] == RUN_A
 
 
 def test_configuration_error_is_an_outcome(tmp_path):
@@ -262,3 +267,16 @@ stuck:
     assert not result.outcome.success
     assert result.outcome.error is ErrorKind.CONFIG  # not retried: a retry would show the same screen
     assert result.outcome.reason == "cannot connect: run it once by hand"
+
+
+@pytest.mark.parametrize("limit", ["timeout", "idle_timeout"])
+def test_a_result_given_only_when_stopped_is_no_success(limit, tmp_path, fake_bin, monkeypatch):
+    # Claude Code answers SIGTERM with a "success" result: after a timeout it must stay a timeout
+    monkeypatch.setenv("FAKE_STREAM", str(STREAMS / "claude" / "write_shared.jsonl"))
+    monkeypatch.setenv("FAKE_THEN", "hang-answer-term")
+    result, _ = attempt(AgentProfile(cli="claude", sandbox="workspace-write"), invocation(tmp_path),
+                        **{limit: 1.0}, grace=2.0)
+    assert result.stop is not None and result.stop.kind.value == limit
+    assert not result.outcome.success
+    assert result.outcome.error is (ErrorKind.TIMEOUT if limit == "timeout" else ErrorKind.IDLE_TIMEOUT)
+    assert result.process is not None and result.process.exit_code == 143  # it did print its result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import json
 import subprocess
 import time
@@ -337,3 +338,17 @@ def test_a_client_resetting_mid_request_prints_no_traceback(capfd) -> None:
         sock.close()
         time.sleep(0.3)
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_rehearsed_cli_sees_none_of_the_users_environment(tmp_path, monkeypatch):
+    from bridge.rehearsal import wiring
+
+    monkeypatch.setenv("CLAUDE_CODE_USE_BEDROCK", "1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-users-real-key")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "users-config"))
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    for kind in ("codex", "claude", "gemini"):
+        env = wiring(kind, "http://127.0.0.1:1", tmp_path / "home").env
+        assert not {"CLAUDE_CODE_USE_BEDROCK", "OPENAI_API_KEY", "XDG_CONFIG_HOME"} & set(env), kind
+        assert env["HOME"] == str(tmp_path / "home") and env["PATH"] == os.environ["PATH"]
+        assert env["LC_ALL"] == "C.UTF-8"

@@ -170,6 +170,27 @@ def test_rate_limit_wait_not_counted(tmp_path: Path) -> None:
     assert [e for e in events if isinstance(e, UnitWaiting)]
 
 
+def test_after_a_rate_limit_only_a_session_that_got_somewhere_is_resumed(tmp_path: Path) -> None:
+    # a limit on the first model call leaves nothing to resume (Gemini CLI has not saved it at all);
+    # one hit after some work resumes that session
+    pb = playbook({"a": st(), "b": st()})
+    soon = time.time() + 0.05
+    ex = FakeExec({"a": [AttemptReport(Status.FAILURE, ErrorKind.RATE_LIMIT, "limit", session_id="s-a",
+                                       reset_at=soon), AttemptReport(Status.SUCCESS)],
+                   "b": [AttemptReport(Status.FAILURE, ErrorKind.RATE_LIMIT, "limit", session_id="s-b",
+                                       usage=Usage(100, 20), reset_at=soon), AttemptReport(Status.SUCCESS)]})
+    resumed: dict[tuple[str, int], str | None] = {}
+    inner = ex.__call__
+
+    async def spy(unit: Unit, n: int, ctx: dict[str, Any], control: AttemptControl) -> AttemptReport:
+        resumed[(unit.key, n)] = control.resume_session
+        return await inner(unit, n, ctx, control)
+
+    result, _ = run(pb, spy, tmp_path)
+    assert result.status is Status.SUCCESS
+    assert resumed == {("a", 1): None, ("a", 2): None, ("b", 1): None, ("b", 2): "s-b"}
+
+
 def test_rate_limit_waits_bounded(tmp_path: Path) -> None:
     pb = playbook({"a": st()})
     limited = AttemptReport(Status.FAILURE, ErrorKind.RATE_LIMIT, "usage limit")

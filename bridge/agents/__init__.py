@@ -49,7 +49,7 @@ def build_command(profile: Any, inv: Invocation, wiring: Any = None, project: Pa
     env = {**cmd.env, **inv.env, **env}
     files = home_setting(cli, "max_turns_setting", profile.max_turns, env, {**cmd.files, **files})
     return Command(argv=cmd.argv, env=env, files=files, interactive=cmd.interactive, stdin=cmd.stdin,
-                   cwd=cmd.cwd)
+                   cwd=cmd.cwd, inherit_env=wiring is None)
 
 
 def _with_session_id(cmd: Command, record: dict[str, Any], inv: Invocation) -> Command:

@@ -36,6 +36,7 @@ class Command:
     interactive: bool = False
     stdin: Path | None = None  # a file fed as stdin (very long prompts); None means /dev/null
     cwd: Path | None = None
+    inherit_env: bool = True  # False: `env` is the whole environment (a rehearsal's, isolated)
 
 
 class EventKind(str, Enum):

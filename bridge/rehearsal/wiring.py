@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -25,7 +27,9 @@ class Wiring:
     files: dict[Path, str] = field(default_factory=dict)  # to write before starting the CLI
 
     def write_files(self) -> None:
-        """Create the config files (idempotent; existing ones are overwritten)."""
+        """Create the config files and the temp folder (idempotent; existing files are overwritten)."""
+        if self.env.get("TMPDIR"):
+            Path(self.env["TMPDIR"]).mkdir(parents=True, exist_ok=True)
         for path, content in self.files.items():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content)
@@ -41,6 +45,18 @@ def _table() -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BridgeError(f"{path} must map CLI kind -> wiring")
     return data
+
+
+# What a rehearsed CLI keeps of bridge's environment: nothing else. Not the user's API keys (a
+# rehearsal must never hold them, let alone write them into a CLI's own session files), nor what
+# routes a CLI elsewhere (CLAUDE_CODE_USE_BEDROCK, *_BASE_URL, proxies), nor XDG_* folders that would
+# point it at the user's own config.
+KEPT_ENV = ("PATH", "LANG", "LANGUAGE", "TERM", "COLORTERM", "TZ", "USER", "LOGNAME", "SHELL")
+
+
+def isolated_environ() -> dict[str, str]:
+    """The part of os.environ a rehearsed CLI sees (locale variables included)."""
+    return {k: v for k, v in os.environ.items() if k in KEPT_ENV or k.startswith("LC_")}
 
 
 def wiring_kinds() -> list[str]:
@@ -62,7 +78,8 @@ def wiring(cli_kind: str, base_url: str, home: Path) -> Wiring:
     return Wiring(
         cli=cli_kind,
         model=str(entry.get("model", "")),
-        env={k: fill(v) for k, v in (entry.get("env") or {}).items()},
+        env={**isolated_environ(),
+             **{k: fill(v) for k, v in (entry.get("env") or {}).items()}},
         argv=tuple(fill(a) for a in entry.get("argv") or ()),
         files={Path(fill(p)): fill(c) for p, c in (entry.get("files") or {}).items()},
     )
