@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge import dag
-from bridge.errors import RunError
+from bridge.errors import BridgeError, RunError
 from bridge.events import (Emit, GitNote, RunFinished, RunStarted, Status, TasksUpdated, UnitFinished, UnitRetrying,
                            UnitWaiting, to_dict)
 from bridge.ledger import Ledger
@@ -317,31 +317,43 @@ def start_run(spec: RunSpec, emit: Emit) -> RunResult:
     spec = RunSpec(**{**spec.__dict__, "project": project, "playbook_path": spec.playbook_path.resolve()})
     if spec.run_id is not None:
         _check_new_id(project, check_run_id(spec.run_id))
-    playbook = load(spec.playbook_path, spec.vars, project)
-    selected = selected_stages(playbook, spec.only, spec.from_stage)
-    if spec.rehearse:
-        rehearsal_script(spec.playbook_path, spec.script)  # fail before anything is created
-    from bridge.preflight import check_clis
+    try:
+        playbook = load(spec.playbook_path, spec.vars, project)
+        selected = selected_stages(playbook, spec.only, spec.from_stage)
+        if spec.rehearse:
+            rehearsal_script(spec.playbook_path, spec.script)  # fail before anything is created
+        from bridge.preflight import check_clis
 
-    check_clis(playbook, selected, project)  # every agent CLI is found, or one error lists the missing
-    base = base_json = None
-    if uses_worktrees(playbook):  # git (and gitpython's import) only for playbooks that need it
-        from bridge.mergeback import base_to_json, take_base
+        check_clis(playbook, selected, project)  # every agent CLI is found, or one error lists the missing
+        base = base_json = None
+        if uses_worktrees(playbook):  # git (and gitpython's import) only for playbooks that need it
+            from bridge.mergeback import base_to_json, take_base
 
-        base = take_base(project, playbook)  # once, before anything of the run exists
-        base_json = base_to_json(base)
+            base = take_base(project, playbook)  # once, before anything of the run exists
+            base_json = base_to_json(base)
+    except BridgeError as exc:
+        if spec.run_id is not None:  # the caller (a scheduler, `bridge watch`) has promised a record of this id
+            from bridge.run_report import tell_not_started
+
+            tell_not_started(spec, run_options(spec, None), exc, emit)
+        raise
     layout = RunLayout(project, spec.run_id or new_run_id())
     if spec.run_id is not None:
         _check_new_id(project, spec.run_id)  # again: another bridge may have taken it meanwhile
     layout.create()
     with Ledger(project) as ledger, run_lock(layout):
-        options = {"only": list(spec.only), "from_stage": spec.from_stage, "max_parallel": spec.max_parallel,
-                   "rehearse": spec.rehearse, "script": str(spec.script) if spec.script else None,
-                   "base": base_json, "playbook_sha256": playbook_digest(spec.playbook_path)}
         ledger.start_run(layout.run_id, playbook.name, spec.playbook_path, project, vars=spec.vars,
-                         options=options, pid=os.getpid(), trigger=str(spec.trigger) if spec.trigger else None)
+                         options=run_options(spec, base_json), pid=os.getpid(),
+                         trigger=str(spec.trigger) if spec.trigger else None)
         prior = _earlier(ledger, playbook, layout, selected) if selected is not None else {}
         return Session(playbook, spec, layout, ledger, emit, prior, selected, resumed=False, base=base).drive()
+
+
+def run_options(spec: RunSpec, base_json: Any) -> dict[str, Any]:
+    """The run's options as the ledger keeps them (what `bridge resume` reads back)."""
+    return {"only": list(spec.only), "from_stage": spec.from_stage, "max_parallel": spec.max_parallel,
+            "rehearse": spec.rehearse, "script": str(spec.script) if spec.script else None,
+            "base": base_json, "playbook_sha256": playbook_digest(spec.playbook_path)}
 
 
 def _check_new_id(project: Path, run_id: str) -> None:

@@ -5,14 +5,20 @@ event in the ledger; it never changes the run's result. Never prints."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from bridge.events import Emit, RunWarning, to_dict
+from bridge.errors import BridgeError
+from bridge.events import Emit, RunWarning, Status, to_dict
 from bridge.ledger import Ledger
 from bridge.notify import RunSummary, StageSummary, notify, write_run_summary
 from bridge.playbook import Notify
 from bridge.workspace import RunLayout
+
+if TYPE_CHECKING:
+    from bridge.launch import RunSpec
 
 NOTE_CHARS = 160
 
@@ -71,3 +77,27 @@ def tell(ledger: Ledger, layout: RunLayout, *, playbook: str, notifies: Sequence
             ledger.add_event(run_id, data.pop("event"), data)
             emit(warning)
     return path
+
+
+def tell_not_started(spec: RunSpec, options: dict[str, Any], exc: BridgeError, emit: Emit) -> None:
+    """A run whose id was promised (by a scheduler, `bridge watch`) that failed its checks — a CLI missing
+    from cron's PATH, a bad --var — is still a run: recorded failed with the reason (`bridge show` has
+    it), summarised, and notified (`on: failure`)."""
+    from bridge.launch import load
+
+    assert spec.run_id is not None
+    try:  # its name and notify entries, from the playbook as written (the --var may be what is wrong)
+        playbook = load(spec.playbook_path, {}, spec.project)
+    except BridgeError:
+        playbook = None
+    name = playbook.name if playbook is not None else spec.playbook_path.stem
+    reason = f"the run could not start: {exc}"
+    layout = RunLayout(spec.project, spec.run_id).create()
+    with Ledger(spec.project) as ledger:
+        ledger.start_run(spec.run_id, name, spec.playbook_path, spec.project, vars=spec.vars, options=options,
+                         pid=os.getpid(), trigger=str(spec.trigger) if spec.trigger else None)
+        ledger.finish_run(spec.run_id, Status.FAILURE.value, reason, tokens=0, cost_usd=0.0)
+        row = ledger.run(spec.run_id)
+        tell(ledger, layout, playbook=name, notifies=playbook.notify if playbook is not None else (),
+             status=Status.FAILURE.value, reason=reason, started=row.started if row else time.time(),
+             ended=time.time(), tokens=0, cost_usd=0.0, emit=emit)

@@ -59,6 +59,8 @@ class FireLedger(Protocol):
 
     def last_fire(self, playbook: str) -> float | None: ...
 
+    def run(self, run_id: str) -> Any: ...  # the run's row (status, reason), None when there is none
+
 
 @dataclass(frozen=True)
 class SchedulerEvent:
@@ -94,6 +96,7 @@ class _Active:
     handle: RunHandle
     locks: ExitStack
     fire: _Fire
+    run_id: str = ""
     stop_since: float | None = None
     stop_stage: int = 0  # 1 SIGINT sent, 2 SIGTERM sent, 3 SIGKILL sent
 
@@ -289,7 +292,7 @@ class Scheduler:
             return
         with suppress(OSError):
             write_holder(fd, handle.pid)  # whom an OS-scheduled fire with overlap: cancel stops
-        self._active[name] = _Active(handle, locks, fire)
+        self._active[name] = _Active(handle, locks, fire, run_id)
         self._record(name, fire.scheduled_for, now, "started", f"run {run_id}, pid {handle.pid}", fire, run_id)
 
     # -- running runs ---------------------------------------------------------------------
@@ -302,7 +305,23 @@ class Scheduler:
                 continue
             act.locks.close()
             del self._active[name]
-            self._emit("ended", name, f"run (pid {act.handle.pid}) ended with exit code {code}", now)
+            self._emit("ended", name, f"run {act.run_id} (pid {act.handle.pid}) ended with exit code {code}"
+                       f"{self._why(act) if code else ''}", now)
+
+    def _why(self, act: _Active) -> str:
+        """': <status>: <reason>' in one line: the ledger's, else the last line of the run's log."""
+        try:
+            row = self.ledger.run(act.run_id) if act.run_id else None
+        except Exception:  # a busy or broken ledger must not stop the scheduler
+            row = None
+        if row is not None and row.reason:
+            return f": {row.status}: {_one_line(row.reason)}"
+        log = getattr(act.handle, "log", None)
+        try:
+            lines = [ln for ln in Path(log).read_text(errors="replace").splitlines() if ln.strip()] if log else []
+        except OSError:
+            lines = []
+        return f": {_one_line(lines[-1])} (see {log})" if lines else ""
 
     def _begin_stop(self, name: str, act: _Active, now: float) -> None:
         act.stop_since, act.stop_stage = now, 1
@@ -361,6 +380,11 @@ class Scheduler:
 
     def _emit(self, kind: str, playbook: str, message: str, now: float) -> None:
         self._emit_to(SchedulerEvent(kind, playbook, message, now))
+
+
+def _one_line(text: str, limit: int = 240) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[:limit - 1] + "…"
 
 
 def _iso(ts: float) -> str:

@@ -166,3 +166,76 @@ def test_schedule_export_of_the_shipped_folder(kind: str, capsys: pytest.Capture
     assert f"{PLAYBOOKS / 'nightly-verify.yaml'}" in captured.out and "rehearsals" not in captured.out
     assert ("OnCalendar=*-*-* 03:00:00 UTC" if kind == "systemd" else "\n0 3 * * * cd ") in captured.out
     assert captured.err == ""
+
+
+# ---- a run that cannot start is still a run ----------------------------------------------------
+
+GHOST = textwrap.dedent("""\
+    version: 1
+    name: ghost
+    vars: {word: hi}
+    agents:
+      ghost: {cli: command, command: [bridge-test-no-such-cli, "{{ prompt }}"]}
+    stages:
+      s: {agent: ghost, prompt: "{{ vars.word }}"}
+    schedule:
+      - {cron: "* * * * *"}
+    notify:
+      - on: failure
+        command: [sh, -c, 'echo "$BRIDGE_RUN_ID $BRIDGE_RUN_STATUS" > notified.txt']
+      - on: success
+        command: [sh, -c, 'echo wrong > notified.txt']
+""")
+
+
+def test_a_fire_whose_cli_is_missing_is_a_failed_run_notified(tmp_path: Path) -> None:
+    """The CLI is not on the PATH the run gets (cron's, say): the fire's run is recorded failed with
+    the reason, `bridge show` finds it, summary.md says why, `notify: on: failure` fires, and the
+    scheduler's line carries the reason."""
+    from tests.runhelp import bridge
+
+    project = tmp_path / "proj"
+    (project / ".bridge").mkdir(parents=True)
+    (project / "playbooks").mkdir()
+    (project / "playbooks" / "ghost.yaml").write_text(GHOST)
+    clock, events = Clock(ts(2024, 5, 1, 10, 0, 30)), []  # type: ignore[var-annotated]
+    with Ledger(project) as ledger:
+        sched = Scheduler(project / "playbooks", project, ledger, clock=clock, on_event=events.append)
+        sched.tick()
+        clock.now = ts(2024, 5, 1, 10, 1, 0)
+        sched.tick()
+        run_until_idle(sched, 60)
+        [fire] = ledger.fires("ghost")
+        run = ledger.run(fire["run_id"])
+    assert run is not None, "the fire's run id names no run"
+    assert run.status == "failure" and "bridge-test-no-such-cli" in run.reason
+    assert run.reason.startswith("the run could not start: ")
+    [ended] = [e for e in events if e.kind == "ended"]
+    assert "exit code 1: failure: the run could not start:" in ended.message
+    assert "bridge-test-no-such-cli" in ended.message and "\n" not in ended.message
+    shown = bridge(project, "show", run.id)
+    assert shown.returncode == 0 and "failure" in shown.stdout and "bridge-test-no-such-cli" in shown.stdout
+    summary = (project / ".bridge" / "runs" / run.id / "summary.md").read_text()
+    assert summary.startswith("# ghost: failure") and "bridge-test-no-such-cli" in summary.split("## Errors")[1]
+    assert (project / "notified.txt").read_text().split() == [run.id, "failure"]
+
+
+def test_a_bad_var_with_a_chosen_run_id_is_recorded(tmp_path: Path) -> None:
+    from tests.runhelp import bridge
+
+    project = tmp_path / "proj"
+    (project / ".bridge").mkdir(parents=True)
+    (project / "pb.yaml").write_text(TICK)
+    plain = bridge(project, "run", "pb.yaml", "--var", "nope=1")  # by hand, no id promised: only the error
+    assert plain.returncode == 1 and "nope" in plain.stderr
+    with Ledger(project) as ledger:
+        assert ledger.runs() == []
+    chosen = bridge(project, "run", "pb.yaml", "--var", "nope=1", "--run-id", "20240501-100100-beef")
+    assert chosen.returncode == 1 and "nope" in chosen.stderr
+    with Ledger(project) as ledger:
+        run = ledger.run("20240501-100100-beef")
+    assert run is not None and run.status == "failure" and "nope" in run.reason
+    assert run.playbook == "tick" and run.vars == {"nope": "1"}
+    assert (project / ".bridge" / "runs" / run.id / "summary.md").is_file()
+    again = bridge(project, "run", "pb.yaml", "--run-id", "20240501-100100-beef")  # the id is taken now
+    assert again.returncode == 1 and "already exists" in again.stderr

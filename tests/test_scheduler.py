@@ -44,6 +44,9 @@ class FakeLedger:
     def last_fire(self, playbook: str) -> float | None:
         return self.last.get(playbook)
 
+    def run(self, run_id: str) -> None:
+        return None
+
     def actions(self, playbook: str | None = None) -> list[tuple[float, str]]:
         return [(r[1], r[3]) for r in self.rows if playbook is None or r[0] == playbook]
 
@@ -443,6 +446,7 @@ from bridge.scheduler import Scheduler
 class Ledger:
     def record_fire(self, *a, **k): print("fire", a[3], flush=True)
     def last_fire(self, name): return None
+    def run(self, run_id): return None
 
 project = Path(sys.argv[1])
 fake = str(project / "fake_run.py")
