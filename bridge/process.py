@@ -17,7 +17,7 @@ from typing import IO
 
 from bridge.errors import AgentNotFound
 from bridge.proctable import kill_group, signal_group
-from bridge.redact import Redactor
+from bridge.redact import Redactor, argv_secrets
 
 POLL = 0.1
 DRAIN = 1.0  # after the leader exits, how long its pipes may stay open before the group is stopped
@@ -174,7 +174,7 @@ async def supervise(
     `on_spawn(pid, pgid)` runs once the process exists. Cancelling the awaiting task stops the group
     too (then CancelledError propagates)."""
     env = child_env(spec)
-    redact = Redactor.for_env(env)
+    redact = Redactor.for_env(env, extra=argv_secrets(spec.argv))
     last = [time.monotonic()]
     start = last[0]
 

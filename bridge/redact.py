@@ -1,4 +1,5 @@
-"""Secret values from the environment, replaced by "***" in every text bridge writes."""
+"""Secret values (from the environment, or given to a secret-looking flag), replaced by "***" in every
+text bridge writes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ from collections.abc import Iterable, Mapping
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
 MIN_LENGTH = 6
 MASK = "***"
+# a flag whose last word names a secret: --api-key, --apikey, --token, --auth-token, --client_secret,
+# --password; not --max-tokens nor --key-file
+SECRET_FLAG = re.compile(r"^--?(?:[A-Za-z0-9.]+[-_])*(?:api[-_]?key|key|token|secret|password|passwd|credentials?)$",
+                         re.IGNORECASE)
 
 
 def secret_values(env: Mapping[str, str] | None = None, extra: Iterable[str] = ()) -> tuple[str, ...]:
@@ -17,6 +22,21 @@ def secret_values(env: Mapping[str, str] | None = None, extra: Iterable[str] = (
     found = {v for k, v in env.items() if SECRET_NAME.search(k) and len(v) >= MIN_LENGTH}
     found.update(v for v in extra if len(v) >= MIN_LENGTH)
     return tuple(sorted(found, key=lambda v: (-len(v), v)))
+
+
+def argv_secrets(argv: Iterable[str]) -> tuple[str, ...]:
+    """Values given to secret-looking flags in an argv: `--api-key VALUE` and `--api-key=VALUE`."""
+    args = list(argv)
+    found = []
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if not SECRET_FLAG.match(name):
+            continue
+        if eq:
+            found.append(value)
+        elif i + 1 < len(args) and not args[i + 1].startswith("-"):
+            found.append(args[i + 1])
+    return tuple(v for v in found if len(v) >= MIN_LENGTH)
 
 
 class Redactor:

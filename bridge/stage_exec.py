@@ -127,7 +127,7 @@ class StageExecutor:
             if self.watcher is not None:
                 self.watcher.unwatch(watch_key)
         self.transcripts[unit.key] = Path(res.stdout_path)
-        res = self._redacted(res, profile, inv)
+        res = self._redacted(res)
         if by_bridge and res.outcome.success and not runner_stop:
             self._write_final_message(by_bridge, res.outcome.final_message)
         report = self._judge(unit, specs, res.outcome, res.process, runner_stop[0] if runner_stop else None, upstream,
@@ -137,10 +137,10 @@ class StageExecutor:
         return report
 
     @staticmethod
-    def _redacted(res: Any, profile: AgentProfile, inv: Invocation) -> Any:
+    def _redacted(res: Any) -> Any:
         """Secrets out of what the agent said before it is stored (ledger, result.json, the outputs
-        bridge writes) or handed downstream: the values of os.environ's and the agent's own env."""
-        redact = Redactor.for_env(profile.env, inv.env)
+        bridge writes) or handed downstream: the attempt's own (bridge.attempt.redactor)."""
+        redact = res.redact
         outcome = res.outcome
         return replace(res, outcome=replace(outcome, final_message=redact(outcome.final_message),
                                             reason=redact(outcome.reason)))
@@ -202,7 +202,7 @@ class StageExecutor:
             if path.is_file():
                 self.ledger.add_artifact(self.run_id, unit.key, spec.path, path.stat().st_size, _sha256(path))
         self.ledger.finish_attempt(
-            attempt_id, report.status.value, argv=[self.redact(a) for a in res.argv],
+            attempt_id, report.status.value, argv=[res.redact(a) for a in res.argv],
             session_id=outcome.session_id, pid=process and process.pid, pgid=process and process.pid,
             exit_code=process and process.exit_code, ended_by=process and process.ended_by,
             input_tokens=outcome.usage.input_tokens, output_tokens=outcome.usage.output_tokens,

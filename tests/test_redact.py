@@ -33,3 +33,13 @@ def test_for_env_reads_os_environ_and_extra_envs(monkeypatch):
 
 def test_no_secrets_is_identity():
     assert Redactor()("anything") == "anything"
+
+
+def test_values_of_secret_looking_flags():
+    from bridge.redact import argv_secrets
+
+    argv = ["cli", "--api-key", "sk-ant-abcdef", "--token=tok-123456", "--max-tokens", "100000",
+            "--key-file", "/home/me/key.pem", "--client_secret", "cs-999999", "--apikey", "short",
+            "--password", "-p", "PROMPT", "--auth-token", "at-424242"]
+    assert argv_secrets(argv) == ("sk-ant-abcdef", "tok-123456", "cs-999999", "at-424242")
+    assert argv_secrets(["cli", "--token"]) == ()  # a flag at the end has no value

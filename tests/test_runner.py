@@ -274,3 +274,25 @@ def test_a_detached_child_holding_stdout_does_not_hold_the_stage(project: Path, 
     with Ledger(project) as ledger:
         (attempt,) = ledger.attempts(result.run_id, "a")
         assert attempt.ended_by == "exit" and attempt.exit_code == 0  # not "stopped" after a wait
+
+
+def test_secrets_of_the_profile_and_of_its_args_are_masked_everywhere(project: Path) -> None:
+    """A profile's env secret (in the prompt too) and a key given as `args: [--api-key, ...]`: masked
+    in argv.json, prompt.md and the ledger's argv alike."""
+    pb = project / "sec.yaml"
+    pb.write_text(
+        "version: 1\nname: sec\nagents:\n"
+        "  f: {cli: claude, env: {ANTHROPIC_API_KEY: tok-from-profile-123}, args: [--api-key, sk-ant-in-args-456]}\n"
+        "stages:\n"
+        "  a: {agent: f, prompt: 'FAKE: message=ok\nthe key is tok-from-profile-123'}\n")
+    result, _ = run_inproc(project, pb)
+    assert result.status is Status.SUCCESS, result.reason
+    with Ledger(project) as ledger:
+        (attempt,) = ledger.attempts(result.run_id, "a")
+    folder = Path(attempt.dir or "")
+    written = {"ledger argv": attempt.argv_json, "argv.json": (folder / "argv.json").read_text(),
+               "prompt.md": (folder / "prompt.md").read_text()}
+    for where, text in written.items():
+        assert "tok-from-profile-123" not in text and "sk-ant-in-args-456" not in text, where
+        assert "***" in text, where
+    assert "--api-key" in attempt.argv  # the flag stays, its value is masked
