@@ -74,10 +74,11 @@ def test_missing_clis_without_yes_print_the_install_command(tmp_path: Path) -> N
     out = done.stdout + done.stderr
     assert done.returncode == 1, out
     assert "Traceback" not in out
-    assert "codex, claude, gemini are not installed" in out
+    assert "codex, claude are not installed" in out  # the demo's playbook uses no gemini
     flat = " ".join(out.split())
-    assert " ".join(install_argv(Path(os.environ["XDG_CACHE_HOME"]) / "bridge" / "clis")) in flat
+    assert " ".join(install_argv(Path(os.environ["XDG_CACHE_HOME"]) / "bridge" / "clis", ("codex", "claude"))) in flat
     assert "@openai/codex@0.169.0" in out and "bridge demo --yes" in out
+    assert "gemini" not in out
     assert pinned_clis() == {"@openai/codex": "0.169.0", "@anthropic-ai/claude-code": "2.1.197",
                              "@google/gemini-cli": "0.61.0"}
     assert not any(tmp_path.glob("bridge-demo-*"))
@@ -102,3 +103,22 @@ def test_keep_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
     with pytest.raises(BridgeError, match="not empty"):
         build_sample(tmp_path / "x")
     assert (tmp_path / "x" / "mine.txt").read_text() == "keep me"
+
+
+def test_the_demo_needs_only_the_clis_its_playbook_uses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """codex and claude found, gemini not: the demo goes on (it never asks to install gemini)."""
+    from bridge.commands.demo import _ensure_clis
+    from bridge.demo import needed_clis
+
+    assert needed_clis() == ("codex", "claude")
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for name in ("codex", "claude"):
+        (folder / name).write_text("#!/bin/sh\nexit 0\n")
+        (folder / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    if shutil.which("gemini"):
+        pytest.fail("gemini is installed system-wide; this test needs a PATH without it")
+    assert _ensure_clis(yes=False) == {"codex": str(folder / "codex"), "claude": str(folder / "claude")}
+    assert install_argv(tmp_path, ("claude",))[-1].startswith("@anthropic-ai/claude-code@")
+    assert len([a for a in install_argv(tmp_path) if a.startswith("@")]) == 3  # all of them by default

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from bridge.errors import BridgeError
 
-PLAYBOOK = "audit-then-implement.yaml"
 NODE_HINT = ("Node.js (with npm) is needed for the agent CLIs and was not found: install Node.js 20 or newer "
              "from https://nodejs.org (or `sudo apt install nodejs npm`, `brew install node`), then run "
              "`bridge demo --yes` again.")
@@ -30,16 +29,19 @@ def _ask(question: str) -> bool:
 
 
 def _ensure_clis(yes: bool) -> dict[str, str]:
-    """{binary: absolute path} of the CLIs the demo drives; installs them into bridge's CLI folder if allowed."""
+    """{binary: absolute path} of the CLIs the demo drives (those its playbook uses: codex and claude);
+    installs the missing ones into bridge's CLI folder if allowed."""
     from bridge import demo, ui
     from bridge.process import cli_dirs, run_quick
 
-    found = demo.find_clis()
+    needed = demo.needed_clis()
+    found = demo.find_clis(needed)
     if all(found.values()):
         return {name: str(path) for name, path in found.items()}
-    missing = ", ".join(name for name, path in found.items() if path is None)
+    absent = tuple(name for name, path in found.items() if path is None)
+    missing = ", ".join(absent)
     prefix = demo.cache_dir()
-    argv = demo.install_argv(prefix)
+    argv = demo.install_argv(prefix, absent)
     how = (f"The demo drives the real agent CLIs and {missing} {'is' if ',' not in missing else 'are'} not "
            f"installed. Install the pinned versions locally (no sudo, nothing global):\n\n    {' '.join(argv)}\n\n"
            f"then run `bridge demo` again (or run `bridge demo --yes` to do both).")
@@ -53,7 +55,7 @@ def _ensure_clis(yes: bool) -> dict[str, str]:
     if code != 0:
         tail = "\n".join(out.strip().splitlines()[-15:])
         raise BridgeError(f"`{' '.join(argv)}` {'timed out' if code is None else f'exited {code}'}:\n{tail}")
-    found = demo.find_clis()
+    found = demo.find_clis(needed)
     if not all(found.values()):
         raise BridgeError(f"npm finished but bridge does not find the CLIs on PATH nor in "
                           f"{os.pathsep.join(cli_dirs()) or 'its CLI folder'} (is $BRIDGE_CLI_PATH set to "
@@ -108,14 +110,13 @@ def run(yes: bool = False, keep: Path | None = None) -> int:
     from bridge import demo, ui
     from bridge.events import Status
     from bridge.launch import RunSpec, start_run
-    from bridge.resources import data_dir
 
     clis = _ensure_clis(yes)
     where = keep if keep is not None else Path(tempfile.mkdtemp(prefix="bridge-demo-"))
     repo = demo.build_sample(where)
     ui.print_text(f"Sample repo (3 seeded bugs, 2 of 4 tests failing): {repo}\n"
                   "Rehearsal: the real codex and claude CLIs, a scripted model on 127.0.0.1, no credentials.\n")
-    spec = RunSpec(playbook_path=data_dir("playbooks") / PLAYBOOK, project=repo, rehearse=True)
+    spec = RunSpec(playbook_path=demo.playbook_path(), project=repo, rehearse=True)
     with ui.progress(False) as emit:
         result = start_run(spec, emit)
     if result.status is not Status.SUCCESS:

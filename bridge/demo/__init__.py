@@ -15,6 +15,7 @@ from bridge.process import cli_install_dir, find_cli
 from bridge.resources import data_dir
 
 SAMPLE = Path(__file__).resolve().parent / "sample"
+PLAYBOOK = "audit-then-implement.yaml"  # the shipped playbook the demo rehearses
 CLI_BINARIES = {"codex": "@openai/codex", "claude": "@anthropic-ai/claude-code", "gemini": "@google/gemini-cli"}
 _AUTHOR = ("bridge demo", "demo@bridge.invalid")
 
@@ -52,13 +53,31 @@ def cache_dir() -> Path:
     return cli_install_dir()
 
 
-def find_clis() -> dict[str, str | None]:
-    """{binary: absolute path or None}, looked up the way every bridge run looks them up (PATH, then
-    bridge's CLI folder: bridge.process.cli_search_path)."""
-    return {name: find_cli(name) for name in CLI_BINARIES}
+def playbook_path() -> Path:
+    """The shipped playbook the demo runs."""
+    return data_dir("playbooks") / PLAYBOOK
 
 
-def install_argv(prefix: Path) -> list[str]:
-    """The npm command that installs the pinned CLIs into `prefix` (no global install, no sudo)."""
+def needed_clis(playbook: Path | None = None) -> tuple[str, ...]:
+    """The agent CLIs (of CLI_BINARIES) the demo playbook's stages use: codex and claude, not gemini."""
+    from bridge.loader import load_playbook
+    from bridge.playbook import iter_stages
+
+    pb = load_playbook(playbook or playbook_path())
+    used = {pb.agents[stage.agent].cli for _, stage in [*iter_stages(pb.stages), *iter_stages(pb.finally_)]
+            if stage.agent}
+    return tuple(name for name in CLI_BINARIES if name in used)
+
+
+def find_clis(names: tuple[str, ...] | None = None) -> dict[str, str | None]:
+    """{binary: absolute path or None} for `names` (default: every pinned CLI), looked up the way every
+    bridge run looks them up (PATH, then bridge's CLI folder: bridge.process.cli_search_path)."""
+    return {name: find_cli(name) for name in (CLI_BINARIES if names is None else names)}
+
+
+def install_argv(prefix: Path, names: tuple[str, ...] | None = None) -> list[str]:
+    """The npm command that installs the pinned CLIs `names` (default: all) into `prefix` (no global
+    install, no sudo)."""
+    wanted = {CLI_BINARIES[n] for n in (CLI_BINARIES if names is None else names)}
     return ["npm", "install", "--no-fund", "--no-audit", "--prefix", str(prefix),
-            *(f"{pkg}@{version}" for pkg, version in pinned_clis().items())]
+            *(f"{pkg}@{version}" for pkg, version in pinned_clis().items() if pkg in wanted)]
