@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -166,9 +167,17 @@ def test_truncated_line_is_malformed_never_a_crash(cli):
 @pytest.mark.parametrize("cli", ["codex", "claude", "gemini"])
 def test_noise_lines_are_tolerated_in_a_good_stream(cli):
     good = (STREAMS / cli / "text.jsonl").read_text().splitlines()
-    lines = ["Warning: Basic terminal detected (TERM=dumb).", *good, "", "[STARTUP] phase skipped"]
+    lines = ["Warning: Basic terminal detected (TERM=dumb).", "[2026-11-21T18:00:00Z] WARN slow disk", *good, "",
+             "[STARTUP] phase skipped", "[12:00:01] done"]
     outcome = feed_all(cli, lines)
     assert outcome.success and outcome.final_message == "Hello from the rehearsal model."
+
+
+@pytest.mark.parametrize("line", ['[{"type": "x"', '[1, 2', '[-3, ', '{"type": '])
+def test_a_cut_json_line_is_malformed_even_when_it_starts_with_a_bracket(line):
+    good = (STREAMS / "claude" / "text.jsonl").read_text().splitlines()
+    outcome = feed_all("claude", [good[0], line, *good[1:]])
+    assert outcome.error is ErrorKind.MALFORMED, outcome
 
 
 @pytest.mark.parametrize("cli", ["codex", "claude", "gemini"])
@@ -200,6 +209,15 @@ def test_claude_rate_limit_with_reset_in_text():
     assert outcome.reset_at == pytest.approx(1795284000.0)
 
 
+def test_claude_429_waits_as_long_as_claude_itself_was_told():
+    # its api_retry lines carry the API's retry-after as retry_delay_ms; the result then gives none
+    lines = (STREAMS / "claude" / "error_429.jsonl").read_text().splitlines()
+    before = time.time()
+    outcome = feed_all("claude", lines, exit_code=1)
+    assert outcome.error is ErrorKind.RATE_LIMIT
+    assert before + 1.0 <= outcome.reset_at <= time.time() + 1.0  # retry_delay_ms 1000 in the recording
+
+
 def test_codex_usage_limit_with_resets_in_seconds():
     line = json.dumps({"type": "turn.failed", "error": {"message": json.dumps(
         {"type": "usage_limit_reached", "message": "You've hit your usage limit.", "resets_in_seconds": 120})}})
@@ -213,6 +231,9 @@ def test_codex_usage_limit_with_resets_in_seconds():
     ("Retry-After: 30", 1030.0), ("resets_in_seconds\": 90", 1090.0), ("try again in 2 hours", 8200.0),
     ("Please retry in 37.5s.", 1037.5), ("\"retryDelay\": \"12s\"", 1012.0),
     ("resets_at: 1795284000", 1795284000.0), ("Suggested retry after 1s.", 1001.0), ("nothing here", None),
+    ("try again in 4 days 20 hours 9 minutes", 1000.0 + 4 * 86400 + 20 * 3600 + 9 * 60),
+    ("try again in 1h 30m", 6400.0), ("Claude AI usage limit reached|1795284000", 1795284000.0),
+    ("Error 429 at 12 rows", None),
 ])
 def test_parse_reset(text, expected):
     assert parse_reset(text, now=1000.0) == expected
@@ -221,6 +242,20 @@ def test_parse_reset(text, expected):
 def test_parse_reset_clock_time_is_in_the_future():
     at = parse_reset("You can try again at 3:05 PM", now=1000.0)
     assert at is not None and 1000.0 < at <= 1000.0 + 86400
+
+
+def test_parse_reset_clock_times_as_the_clis_print_them():
+    from datetime import datetime
+
+    now = datetime(2026, 11, 21, 18, 14, 17).astimezone().timestamp()
+    local = lambda *a: datetime(*a).astimezone().timestamp()  # noqa: E731
+    # to the minute: 6:14 PM at 18:14:17 is now, not tomorrow
+    assert parse_reset("Try again at 6:14 PM.", now) == now
+    assert parse_reset("try again at 7:30 pm", now) == local(2026, 11, 21, 19, 30)
+    assert parse_reset("Try again at 6:00 PM.", now) == local(2026, 11, 22, 18, 0)  # long past: tomorrow
+    assert parse_reset("5-hour limit reached ∙ resets 3pm", now) == local(2026, 11, 22, 15, 0)
+    assert parse_reset("Try again at Nov 24th, 2026 3:04 PM.", now) == local(2026, 11, 24, 15, 4)
+    assert classify_error("5-hour limit reached ∙ resets 3pm") is ErrorKind.RATE_LIMIT
 
 
 @pytest.mark.parametrize("text,status,kind", [

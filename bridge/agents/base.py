@@ -6,7 +6,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
@@ -121,9 +121,9 @@ MAX_ARG = 100 * 1024  # one argv item must stay under Linux's MAX_ARG_STRLEN (12
 _AUTH = re.compile(r"\b(401|403)\b|unauthori[sz]ed|authenticat|invalid[ _-]?(api[ _-]?)?key|api key not valid"
                    r"|not logged in|please (run )?.*login|permission_denied.*key|credential", re.I)
 _RATE = re.compile(r"\b429\b|rate[ _-]?limit|usage[ _-]?limit|quota|too many requests|resource[ _]exhausted"
-                   r"|usage_limit_reached|hit your (usage )?limit", re.I)
+                   r"|usage_limit_reached|hit your (usage )?limit|\blimit reached\b", re.I)
 _SECONDS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hr": 3600,
-            "hour": 3600, "ms": 0.001}
+            "hour": 3600, "ms": 0.001, "d": 86400, "day": 86400}
 
 
 def classify_error(text: str, status: int | None = None) -> ErrorKind:
@@ -141,11 +141,14 @@ def classify_error(text: str, status: int | None = None) -> ErrorKind:
 
 def parse_reset(text: str, now: float | None = None) -> float | None:
     """Epoch seconds at which a rate limit lifts, from hints like `retry-after: 30`, `try again in
-    2 hours`, `resets_in_seconds: 90`, `resets_at: 1700000000`, `retry in 37.5s`, `try again at 3:05 PM`."""
+    2 hours`, `try again in 4 days 20 hours 9 minutes`, `resets_in_seconds: 90`, `resets_at:
+    1700000000`, `usage limit reached|1700000000`, `retry in 37.5s`, `try again at 3:05 PM`,
+    `resets 3pm`, `try again at Nov 24th, 2026 3:04 PM`. A clock time a few minutes past means now
+    (CLIs print it to the minute); one further past means that time tomorrow."""
     if not text:
         return None
     now = time.time() if now is None else now
-    m = re.search(r"resets?_?at\W{0,4}(\d{9,11})\b", text, re.I)
+    m = re.search(r"(?:resets?_?at\W{0,4}|limit reached\|)(\d{9,11})\b", text, re.I)
     if m:
         return float(m.group(1))
     m = re.search(r"(?:resets?_in_seconds|retry[-_ ]after(?:_seconds)?)\W{0,4}(\d+(?:\.\d+)?)", text, re.I)
@@ -154,10 +157,11 @@ def parse_reset(text: str, now: float | None = None) -> float | None:
     m = re.search(r"retryDelay\W{0,4}(\d+(?:\.\d+)?)s", text)
     if m:
         return now + float(m.group(1))
-    m = re.search(r"(?:try again|retry|resets?)\s+in\s+(?:about\s+)?(\d+(?:\.\d+)?)\s*"
-                  r"(ms|s|sec|second|m|min|minute|h|hr|hour)s?\b", text, re.I)
+    m = re.search(r"(?:try again|retry|resets?)\s+in\s+(?:about\s+)?((?:\d+(?:\.\d+)?\s*"
+                  r"(?:ms|s|sec|second|m|min|minute|h|hr|hour|d|day)s?\b[\s,]*(?:and\s+)?)+)", text, re.I)
     if m:
-        return now + float(m.group(1)) * _SECONDS[m.group(2).lower()]
+        parts = re.findall(r"(\d+(?:\.\d+)?)\s*(ms|sec|second|min|minute|hr|hour|day|s|m|h|d)", m.group(1), re.I)
+        return now + sum(float(n) * _SECONDS[u.lower()] for n, u in parts)
     m = re.search(r"(?:try again|resets?|retry)\s+(?:at|after)\s+(\d{4}-\d\d-\d\d[T ][\d:.]+(?:Z|[+-]\d\d:?\d\d)?)",
                   text, re.I)
     if m:
@@ -166,20 +170,35 @@ def parse_reset(text: str, now: float | None = None) -> float | None:
         except ValueError:
             return None
         return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
-    m = re.search(r"(?:try again|resets?|retry)\s+(?:at|after)\s+(\d{1,2}):(\d\d)\s*([ap]\.?m\.?)?", text, re.I)
+    m = re.search(r"(?:try again|resets?|retry)\s+(?:at|after)\s+([A-Z][a-z]{2})[a-z]*\.?\s+(\d{1,2})(?:st|nd|rd|th)?,?"
+                  r"\s+(\d{4}),?\s+(\d{1,2})(?::(\d\d))?\s*([ap]\.?m\.?)?", text, re.I)
     if m:
-        hour, minute = int(m.group(1)), int(m.group(2))
-        if m.group(3):
-            hour = hour % 12 + (12 if m.group(3).lower().startswith("p") else 0)
+        try:
+            day = datetime.strptime(f"{m.group(1)} {m.group(2)} {m.group(3)}", "%b %d %Y")
+        except ValueError:
+            return None
+        hour = _hour(int(m.group(4)), m.group(6))
+        return day.replace(hour=hour, minute=int(m.group(5) or 0)).astimezone().timestamp()
+    m = re.search(r"(?:try again|resets?|retry)\s+(?:(?:at|after)\s+)?(\d{1,2})(?::(\d\d))?\s*([ap]\.?m\.?)?(?!\w)",
+                  text, re.I)
+    if m and (m.group(2) or m.group(3)):  # "resets 3pm", "try again at 6:14 PM"
+        hour, minute = _hour(int(m.group(1)), m.group(3)), int(m.group(2) or 0)
         local = datetime.fromtimestamp(now).astimezone()
-        at = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
-        if at.timestamp() <= now:
-            at = datetime.fromtimestamp(at.timestamp() + 86400).astimezone()
-        return at.timestamp()
+        at = local.replace(hour=hour, minute=minute, second=0, microsecond=0).timestamp()
+        if at <= now - 600:
+            at = (datetime.fromtimestamp(at).astimezone() + timedelta(days=1)).timestamp()
+        return max(at, now)
     return None
 
 
-_JSONISH = re.compile(r'^(\{|\[\s*[\[{"\d\]-])')  # "[STARTUP] ..." is noise, '[{"a"' is broken JSON
+def _hour(hour: int, meridiem: str | None) -> int:
+    if meridiem:
+        return hour % 12 + (12 if meridiem.lower().startswith("p") else 0)
+    return hour
+
+
+# "[STARTUP] ..." and "[2026-11-21T18:00:00Z] WARN ..." are noise; '[{"a"' and '[1, 2' are broken JSON
+_JSONISH = re.compile(r'^(\{|\[\s*([\[{"\]]|-?\d+(\.\d+)?([eE][+-]?\d+)?\s*[,\]]))')
 
 
 class StreamParser:

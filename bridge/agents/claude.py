@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from bridge.agents.base import (AgentEvent, Command, ErrorKind, EventKind, Invocation, StreamParser,
@@ -131,6 +132,9 @@ class ClaudeParser(StreamParser):
         elif is_error or subtype.startswith("error"):
             status = obj.get("api_error_status")
             self.fail(classify_error(text, status if isinstance(status, int) else None), text)
+            delay = (self.retries[-1].get("retry_delay_ms") if self.retries else None)
+            if self.error is ErrorKind.RATE_LIMIT and self.reset_at is None and isinstance(delay, (int, float)):
+                self.reset_at = time.time() + delay / 1000  # its own wait, from the API's retry-after
         elif denials:  # the trap: a denied tool still says subtype "success", is_error false
             self.fail(ErrorKind.PERMISSION_DENIED, "permission denied: " + ", ".join(self.permission_denials))
         else:
