@@ -344,6 +344,14 @@ class Scheduler:
                 self._record(name, fire.scheduled_for, now, "skipped", "the scheduler shut down", fire)
             queue.clear()
         deadline = now + self.shutdown_grace
+        if self._active:
+            n = len(self._active)
+            then = ("stopping them now" if self._force else
+                    "then they are stopped (SIGINT, SIGTERM, SIGKILL); a second Ctrl-C or SIGTERM stops them now")
+            self._emit("stopping", "", f"stopping: waiting up to {self.shutdown_grace:g}s for {n} running "
+                       f"run{'s' if n > 1 else ''} ({', '.join(self._active)}); {then}", now)
+        else:
+            self._emit("stopping", "", "stopping: no run is going", now)
         self._wake.clear()
         while True:
             now = self._clock()

@@ -239,3 +239,46 @@ def test_a_bad_var_with_a_chosen_run_id_is_recorded(tmp_path: Path) -> None:
     assert (project / ".bridge" / "runs" / run.id / "summary.md").is_file()
     again = bridge(project, "run", "pb.yaml", "--run-id", "20240501-100100-beef")  # the id is taken now
     assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_sigterm_says_what_the_scheduler_waits_for(tmp_path: Path) -> None:
+    """`bridge schedule run` on SIGTERM: the first line says at once what it waits for and how long; a
+    second SIGTERM stops the run (cancelled, resumable) and the scheduler exits 0."""
+    import subprocess
+    import sys
+
+    project = tmp_path / "proj"
+    (project / ".bridge").mkdir(parents=True)
+    (project / "playbooks").mkdir()
+    (project / "playbooks" / "slow.yaml").write_text(TICK.replace("name: tick", "name: slow").replace(
+        "[echo, ", "[sh, -c, ").replace('"{{ vars.word }} run {{ run.id }}"', '"touch started; sleep 60"').replace(
+        '{cron: "* * * * *", ', '{cron: "* * * * *", catch_up: last, '))
+    with Ledger(project) as ledger:  # the last fire 3 minutes ago: catch_up: last starts a run at once
+        ledger.record_fire("slow", time.time() - 180, time.time() - 180, "started", None)
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(PLAYBOOKS.parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "schedule", "run", "--dir", str(project)],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (project / "started").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stdout is not None
+        t0 = time.monotonic()
+        line = ""
+        while "stopping:" not in line:
+            line = proc.stdout.readline()
+            assert line, "the scheduler ended without saying it was stopping"
+        assert time.monotonic() - t0 < 5
+        assert "stopping: waiting up to 30s for 1 running run (slow)" in line
+        proc.send_signal(signal.SIGTERM)  # a second one: stop it now
+        rest = proc.communicate(timeout=60)[0]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, rest
+    assert "SIGINT" in rest and "scheduler stopped" in rest
+    with Ledger(project) as ledger:
+        [run] = ledger.runs()
+    assert run.status == "cancelled"

@@ -415,7 +415,8 @@ def test_playbook_lock_is_exclusive_and_released(project: Path) -> None:
 def test_shutdown_drains_then_stops_runs(project: Path) -> None:
     write(project, "a.yaml", playbook_yaml("a", "{cron: '* * * * *'}"))
     clock, starter = FakeClock(ts(2024, 5, 1, 10, 0, 30)), Starter()
-    sched = make(project, clock, starter=starter, shutdown_grace=20, stop_grace=5)
+    events: list[SchedulerEvent] = []
+    sched = make(project, clock, starter=starter, events=events, shutdown_grace=20, stop_grace=5)
     sched.tick()
     clock.now = ts(2024, 5, 1, 10, 1, 0)
     sched.tick()
@@ -433,6 +434,11 @@ def test_shutdown_drains_then_stops_runs(project: Path) -> None:
     sched.run_forever(wait)
     assert run.signals == [signal.SIGINT]
     assert 19 <= clock.now - ts(2024, 5, 1, 10, 1, 0) <= 25  # waited the grace, then stopped it
+    stopping = [e for e in events if e.kind == "stopping"]
+    # said at once, before the wait: never silent for the grace period
+    assert stopping[0].message.startswith("stopping: waiting up to 20s for 1 running run (a); ")
+    assert stopping[0].t < ts(2024, 5, 1, 10, 1, 5)
+    assert "SIGINT" in stopping[1].message and events[-1].kind == "shutdown"
 
 
 # ---- the real subprocess path ----------------------------------------------------------------
