@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -94,6 +95,14 @@ def stop_of(proc: ProcessResult, asked: Stop | None) -> Stop | None:
     if asked is not None and asked.reason == proc.stop_reason:
         return asked
     return Stop(StopKind.AFTER_RESULT, proc.stop_reason)  # e.g. an interactive CLI's done pattern
+
+
+def signal_name(number: int) -> str:
+    """'SIGSEGV (11)' for 11."""
+    try:
+        return f"{signal.Signals(number).name} ({number})"
+    except ValueError:
+        return f"signal {number}"
 
 
 def adjust(outcome: Outcome, stop: Stop | None, terminal: bool, late: bool = False) -> Outcome:
@@ -230,6 +239,8 @@ async def run_attempt(
         return AttemptResult(Outcome(False, ErrorKind.NOT_FOUND, f"cannot start {cmd.argv[0]}: {exc}"),
                              None, cmd.argv, out_path, err_path, redact=redact)
     outcome = parser.finish(proc.exit_code, proc.stderr_tail)
+    if proc.signal and "killed by a signal" in outcome.reason:  # which one
+        outcome = replace(outcome, reason=outcome.reason.replace("a signal", signal_name(proc.signal)))
     if session_file is not None and not outcome.usage.total:  # stopped before its result: its usage so far
         outcome = replace(outcome, usage=session_file.parser.usage)
     if not outcome.final_message and (stage_dir / LAST_MESSAGE).is_file():

@@ -280,3 +280,11 @@ def test_a_result_given_only_when_stopped_is_no_success(limit, tmp_path, fake_bi
     assert not result.outcome.success
     assert result.outcome.error is (ErrorKind.TIMEOUT if limit == "timeout" else ErrorKind.IDLE_TIMEOUT)
     assert result.process is not None and result.process.exit_code == 143  # it did print its result
+
+
+def test_the_signal_that_killed_an_agent_is_named(tmp_path):
+    profile = AgentProfile(cli="command", command=["python3", "-c", "import os, signal; print('working', flush=True); "
+                                                   "os.kill(os.getpid(), signal.SIGSEGV)"])
+    result, _ = attempt(profile, invocation(tmp_path))
+    assert result.outcome.error is ErrorKind.CRASHED
+    assert result.process.signal == 11 and "killed by SIGSEGV (11)" in result.outcome.reason, result.outcome.reason

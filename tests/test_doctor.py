@@ -85,3 +85,16 @@ def test_cli_entry_point(bin_dir, isolated_home, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["doctor"])
     assert result.exit_code == 0, result.output
+
+
+def test_a_users_own_command_cli_is_never_run_to_ask_its_version(bin_dir, isolated_home, monkeypatch, tmp_path):
+    all_good(bin_dir, isolated_home, monkeypatch)
+    ran = tmp_path / "ran"
+    fake(bin_dir, "my-agent", f"touch {ran}; exit 3")
+    (tmp_path / ".bridge").mkdir()
+    (tmp_path / ".bridge" / "clis.yaml").write_text(
+        "mine:\n  adapter: command\n  binary: my-agent\n  command: [my-agent, '{{ prompt }}']\n")
+    check = {c.name: c for c in doctor.check_all(tmp_path)}["mine"]
+    assert check.ok and check.problems == () and check.credentials == "none needed"
+    assert check.version == "not checked (no version_command)" and not ran.exists()
+    assert doctor.run(project=tmp_path) == 0

@@ -352,3 +352,28 @@ def test_a_rehearsed_cli_sees_none_of_the_users_environment(tmp_path, monkeypatc
         assert not {"CLAUDE_CODE_USE_BEDROCK", "OPENAI_API_KEY", "XDG_CONFIG_HOME"} & set(env), kind
         assert env["HOME"] == str(tmp_path / "home") and env["PATH"] == os.environ["PATH"]
         assert env["LC_ALL"] == "C.UTF-8"
+
+
+def test_model_serve_in_the_foreground_stops_on_sigterm_and_leaves_nothing(tmp_path):
+    # `bridge model serve`: prints the URL and each CLI's env, answers on 127.0.0.1, and removes its
+    # temp folders when a service manager (or `timeout`) sends SIGTERM
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "model", "serve"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        first = proc.stdout.readline()
+        assert "rehearsal model serving on http://127.0.0.1:" in first, first
+        url = first.split(" on ")[1].split()[0]
+        assert urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=10).status == 200
+        assert list(tmp_path.glob("bridge-rehearsal-*"))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0, out
+    assert "export ANTHROPIC_BASE_URL=" in out and "export PATH=" not in out
+    assert list(tmp_path.glob("bridge-rehearsal-*")) == []

@@ -67,6 +67,10 @@ def check_cli(name: str, cli: dict[str, Any]) -> Check:
     problems: list[str] = []
     version_text: str | None = None
     version_ok = True
+    if not cli.get("version_command") and cli.get("adapter") == "command":
+        # a script or tool of the user's: running it with --version could start real work
+        credentials = find_credentials(cli) if cli.get("credentials") else "none needed"
+        return Check(name, path, "not checked (no version_command)", True, credentials, (), optional)
     command = list(cli.get("version_command") or [binary, "--version"])
     code, out = run_quick([path, *command[1:]], timeout=float(cli.get("version_timeout", TIMEOUT)))
     found = parse_version(out) if code == 0 else None
@@ -80,8 +84,8 @@ def check_cli(name: str, cli: dict[str, Any]) -> Check:
         if minimum and found < minimum:
             version_ok = False
             problems.append(f"version {version_text} is older than {cli['min_version']}: upgrade ({install})")
-    credentials = find_credentials(cli)
-    if credentials is None and cli.get("credentials"):
+    credentials = find_credentials(cli) if cli.get("credentials") else "none needed"
+    if credentials is None:
         login = (cli.get("credentials") or {}).get("login") or "log in"
         problems.append(f"no credentials found: {login}")
     return Check(name, path, version_text, version_ok, credentials, tuple(problems), optional)
