@@ -9,11 +9,20 @@ import json
 import sqlite3
 import threading
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Iterator
 
 from bridge.errors import RunError
 from bridge.ledger_schema import AttemptRow, RunRow, UnitRow, open_db, row
+
+# a run's tokens and cost are always the sum of what its attempts recorded: read so, whatever the
+# runs row says (a bridge killed before its end never wrote them there)
+_TOKENS = "(SELECT COALESCE(SUM(a.input_tokens + a.output_tokens), 0) FROM attempts a WHERE a.run_id = runs.id)"
+_COST = "(SELECT COALESCE(SUM(a.cost_usd), 0.0) FROM attempts a WHERE a.run_id = runs.id)"
+RUNS = ("SELECT " + ", ".join(f.name for f in fields(RunRow) if f.name not in ("tokens", "cost_usd"))
+        + f", {_TOKENS} AS tokens, {_COST} AS cost_usd FROM runs")
+
 
 class Ledger:
     """One connection to .bridge/ledger.db; every write is its own short transaction."""
@@ -68,26 +77,37 @@ class Ledger:
         self._exec("UPDATE runs SET status = ?, reason = ?, ended = ?, tokens = ?, cost_usd = ?"
                    " WHERE id = ?", (status, reason, time.time(), tokens, cost_usd, run_id))
 
-    def mark_run(self, run_id: str, status: str, reason: str) -> None:
-        self._exec("UPDATE runs SET status = ?, reason = ?, ended = COALESCE(ended, ?) WHERE id = ?",
-                   (status, reason, time.time(), run_id))
+    def mark_run(self, run_id: str, status: str, reason: str, *, ended: float | None = None) -> None:
+        """Set a run's status from outside its bridge (`bridge cancel` of a run whose bridge is gone):
+        it ended at `ended` (default: now) unless an end is recorded; its totals are its attempts'."""
+        self._exec(f"UPDATE runs SET status = ?, reason = ?, ended = COALESCE(ended, ?), tokens = {_TOKENS},"
+                   f" cost_usd = {_COST} WHERE id = ?", (status, reason, ended or time.time(), run_id))
+
+    def last_recorded(self, run_id: str) -> float | None:
+        """When the run last recorded anything (a unit, an attempt, an event): where a killed run ended."""
+        rows = self._all(
+            "SELECT MAX(t) AS t FROM (SELECT MAX(MAX(started, COALESCE(ended, 0))) AS t FROM attempts WHERE run_id = ?"
+            " UNION ALL SELECT MAX(MAX(COALESCE(started, 0), COALESCE(ended, 0))) FROM stages WHERE run_id = ?"
+            " UNION ALL SELECT MAX(t) FROM events WHERE run_id = ?"
+            " UNION ALL SELECT started FROM runs WHERE id = ?)", (run_id, run_id, run_id, run_id))
+        return rows[0]["t"] if rows else None
 
     def run(self, run_id: str) -> RunRow | None:
-        rows = self._all("SELECT * FROM runs WHERE id = ?", (run_id,))
+        rows = self._all(f"{RUNS} WHERE id = ?", (run_id,))
         return row(RunRow, rows[0]) if rows else None
 
     def runs(self, limit: int = 20) -> list[RunRow]:
-        rows = self._all("SELECT * FROM runs ORDER BY started DESC, id DESC LIMIT ?", (limit,))
+        rows = self._all(f"{RUNS} ORDER BY started DESC, id DESC LIMIT ?", (limit,))
         return [row(RunRow, r) for r in rows]
 
     def find_run(self, ref: str) -> RunRow:
         """A run by id, unique id prefix, or `last`; raises RunError naming the choices."""
         if ref == "last":
-            rows = self._all("SELECT * FROM runs ORDER BY started DESC, id DESC LIMIT 1")
+            rows = self._all(f"{RUNS} ORDER BY started DESC, id DESC LIMIT 1")
             if not rows:
                 raise RunError("there are no runs in this project yet; start one with `bridge run PLAYBOOK`")
             return row(RunRow, rows[0])
-        rows = self._all("SELECT * FROM runs WHERE substr(id, 1, ?) = ? ORDER BY started DESC",
+        rows = self._all(f"{RUNS} WHERE substr(id, 1, ?) = ? ORDER BY started DESC",
                          (len(ref), ref))
         exact = [r for r in rows if r["id"] == ref]
         if exact:

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -406,3 +407,32 @@ def test_a_finally_stage_runs_again_in_a_resumed_session(project: Path, tmp_path
     with Ledger(project) as ledger:
         assert [a.n for a in ledger.attempts(run_id, "report")] == [1, 2]  # numbering goes on
         assert ledger.unit(run_id, "report").status == "success"  # type: ignore[union-attr]
+
+
+def test_a_killed_run_cancelled_later_keeps_its_cost_and_its_end(project: Path, tmp_path: Path) -> None:
+    """SIGKILLed after a stage that cost something, never resumed, then `bridge cancel`: the run's
+    totals are what its attempts recorded (not 0), and it ended when it last recorded something."""
+    pb = write_playbook(project, f"""
+        stages:
+          a: {{agent: f, prompt: "FAKE: respond_first=1; tokens=100,20; cost=0.25"}}
+          b: {{agent: f, needs: a, prompt: "FAKE: pidfile={tmp_path}/b.pid; sleep=60"}}
+    """)
+    proc = popen(project, "run", str(pb))
+    wait_for(lambda: (tmp_path / "b.pid").exists(), what="stage b's agent to start")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    killed_at = time.time()
+    with Ledger(project) as ledger:
+        run_id = ledger.find_run("last").id
+        shown = ledger.run(run_id)  # read while interrupted: the sums already
+        assert shown is not None and shown.tokens == 120 and shown.cost_usd == pytest.approx(0.25)
+    assert bridge(project, "cancel", run_id).returncode == 0
+    with Ledger(project) as ledger:
+        run = ledger.run(run_id)
+        assert run is not None and run.status == "cancelled"
+        assert run.tokens == 120 and run.cost_usd == pytest.approx(0.25)
+        assert run.ended is not None and run.started < run.ended <= killed_at
+        stored = ledger._all("SELECT tokens, cost_usd FROM runs WHERE id = ?", (run_id,))[0]
+        assert (stored["tokens"], stored["cost_usd"]) == (120, pytest.approx(0.25))  # the row itself too
+    listed = bridge(project, "runs")
+    assert "$0.25" in listed.stdout

@@ -37,12 +37,13 @@ def run(run_id: str, directory: Path | None) -> int:
         if row.status not in ("running", "waiting"):
             print_text(f"run {row.id} is not running (it is {row.status}); nothing to cancel")
             return 0
+        ended = ledger.last_recorded(row.id)  # a killed run ended then, not now (before stop_leftovers writes)
         stopped = stop_leftovers(ledger, row.id)
         for unit in ledger.units(row.id):
             if unit.status in ("running", "waiting"):
                 ledger.upsert_unit(row.id, unit.key, unit.stage_id, status="cancelled",
                                    reason="cancelled while its bridge was gone")
-        ledger.mark_run(row.id, "cancelled", "cancelled after its bridge had gone")
+        ledger.mark_run(row.id, "cancelled", "cancelled after its bridge had gone", ended=ended)
         extra = f"; stopped {stopped} leftover agent process group(s)" if stopped else ""
         print_text(f"run {row.id} was not being driven any more; marked cancelled{extra}. "
                    f"Continue it with `bridge resume {row.id}`")

@@ -19,6 +19,15 @@ def live_status(row: RunRow, project: Path) -> str:
     return row.status
 
 
+def run_end(ledger: Ledger, row: RunRow, status: str) -> float:
+    """When a run ended: recorded, else (an interrupted run) the last thing it recorded, else now."""
+    if row.ended:
+        return row.ended
+    if status == "interrupted":
+        return ledger.last_recorded(row.id) or row.started
+    return time.time()
+
+
 def run(directory: Path | None, limit: int) -> int:
     from bridge.ui import duration, money, print_run_table, print_text
 
@@ -30,8 +39,9 @@ def run(directory: Path | None, limit: int) -> int:
         rows = ledger.runs(limit)
         table = []
         for row in rows:
-            end = row.ended or time.time()
-            table.append([row.id, row.playbook, live_status(row, project),
+            status = live_status(row, project)
+            end = run_end(ledger, row, status)
+            table.append([row.id, row.playbook, status,
                           time.strftime("%Y-%m-%d %H:%M", time.localtime(row.started)),
                           duration(end - row.started), money(row.cost_usd)])
     if not table:

@@ -28,14 +28,15 @@ def _stamp(ts: float | None) -> str:
 
 
 def _run(ledger: Ledger, run: RunRow, project: Path) -> None:
-    from bridge.commands.runs import live_status
+    from bridge.commands.runs import live_status, run_end
     from bridge.ui import duration, money, print_run_table, print_text, tokens
     from bridge.workspace import RunLayout
 
     layout = RunLayout(project, run.id)
-    end = run.ended or time.time()
+    status = live_status(run, project)
+    end = run_end(ledger, run, status)
     lines = [f"run       {run.id}", f"playbook  {run.playbook} ({run.playbook_path})",
-             f"status    {live_status(run, project)}" + (f": {run.reason}" if run.reason else ""),
+             f"status    {status}" + (f": {run.reason}" if run.reason else ""),
              f"started   {_stamp(run.started)}   duration {duration(end - run.started)}",
              f"usage     {tokens(run.tokens)} tokens, {money(run.cost_usd)}",
              f"folder    {layout.run_dir}"]
