@@ -95,11 +95,12 @@ def jitter_offset(name: str, schedule: Schedule) -> float:
     return schedule.jitter * int.from_bytes(digest[:8], "big") / 2**64
 
 
-def catch_up(policy: str, missed: list[float]) -> tuple[list[float], list[float]]:
-    """Split missed fires into (to run, dropped) under catch_up none | last | all."""
+def catch_up(policy: str, missed: list[float], due_now: bool = False) -> tuple[list[float], list[float]]:
+    """Split missed fires into (to run, dropped) under catch_up none | last | all. Under `last`, a fire
+    due now is the catch-up itself: every missed fire is dropped, and that one run stands for them."""
     if policy == "all":
         return list(missed), []
-    if policy == "last" and missed:
+    if policy == "last" and missed and not due_now:
         return missed[-1:], missed[:-1]
     return [], list(missed)
 

@@ -15,40 +15,15 @@ from typing import Any, Callable, Iterator, Protocol
 from bridge.cron import (MAX_CATCH_UP, MISFIRE_GRACE, catch_up, fires_between, jitter_offset,
                          next_fires, validate_schedules, zone)
 from bridge.playbook import Playbook, Schedule
+from bridge.playbook_folder import load_playbook, playbook_files, project_dir_for
 from bridge.scheduled_run import (STOP_SIGNALS, LockHeld, RunHandle, RunRequest, playbook_lock, start_child,
                                   write_holder)
 from bridge.workspace import new_run_id
 
-# next_fires and friends live in bridge.cron; imported here so `bridge.scheduler.next_fires` works.
+# next_fires and friends live in bridge.cron, the folder helpers in bridge.playbook_folder; imported here so
+# `bridge.scheduler.next_fires` and `bridge.scheduler.load_playbook` work.
 __all__ = ["Scheduler", "SchedulerEvent", "FireLedger", "load_playbook", "playbook_files",
            "project_dir_for", "next_fires", "as_datetime"]
-
-
-def load_playbook(path: Path) -> Playbook:
-    """Load a playbook through bridge.loader when it exists (plain pydantic until then)."""
-    try:
-        from bridge.loader import load_playbook as load
-    except ModuleNotFoundError as exc:
-        if exc.name != "bridge.loader":
-            raise
-        import yaml
-
-        return Playbook.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    return load(path)
-
-
-def playbook_files(folder: Path) -> list[Path]:
-    """The playbook files of a folder (*.yaml, *.yml), sorted (rehearsal scripts live in rehearsals/)."""
-    return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-
-
-def project_dir_for(folder: Path) -> Path:
-    """The project a playbook folder belongs to: the nearest ancestor with .bridge or .git."""
-    folder = folder.resolve()
-    for candidate in (folder, *folder.parents):
-        if (candidate / ".bridge").is_dir() or (candidate / ".git").exists():
-            return candidate
-    return Path.cwd().resolve()
 
 
 # ---- the loop -----------------------------------------------------------------------------
@@ -89,6 +64,7 @@ class _Fire:
     vars: dict[str, Any]
     scheduled_for: float
     note: str = ""
+    backlog: bool = False  # a missed fire replayed by catch_up: all (later fires queue behind the backlog)
 
 
 @dataclass
@@ -228,29 +204,38 @@ class Scheduler:
             fires, truncated = fires_between(schedule, cursor, now - jitter)
             entry.cursors[key] = fires[-1] if fires else cursor
             late = [f for f in fires if now - (f + jitter) > MISFIRE_GRACE]
-            self._catch_up(name, entry.path, schedule, late, truncated, now)
-            for fire in fires[len(late):]:
-                self._fire(name, _Fire(entry.path, schedule.vars, fire), schedule.overlap, now)
+            on_time = fires[len(late):]
+            covered = self._catch_up(name, entry.path, schedule, late, truncated, bool(on_time), now)
+            for fire in on_time:
+                note = f"also for {covered} missed fire(s); catch_up: last" if covered else ""
+                self._fire(name, _Fire(entry.path, schedule.vars, fire, note), schedule.overlap, now)
         entry.fresh = False
 
     def _catch_up(self, name: str, path: Path, schedule: Schedule, late: list[float],
-                  truncated: bool, now: float) -> None:
+                  truncated: bool, due_now: bool, now: float) -> int:
+        """Run or record the missed fires; returns how many a fire due now stands for (catch_up: last).
+
+        The fire due now is never lost to its own catch-up: under `last` it IS the catch-up (one run
+        for the missed fires and the current one); under `all` it queues behind the missed fires.
+        """
         if not late:
-            return
-        run, dropped = catch_up(schedule.catch_up, late)
+            return 0
+        run, dropped = catch_up(schedule.catch_up, late, due_now)
+        covered = len(dropped) if schedule.catch_up == "last" and due_now else 0
         if dropped:
             more = "more than " if truncated else ""
+            then = "; the fire due now runs for them" if covered else ""
             detail = (f"{more}{len(dropped)} fire(s) missed while the scheduler was not running "
-                      f"({_iso(dropped[0])} .. {_iso(dropped[-1])}); catch_up: {schedule.catch_up}")
+                      f"({_iso(dropped[0])} .. {_iso(dropped[-1])}); catch_up: {schedule.catch_up}{then}")
             self._record(name, dropped[-1], now, "missed", detail)
         elif truncated:
             self._emit("missed", name, f"more than {MAX_CATCH_UP} fires missed; "
                        f"replaying the latest {MAX_CATCH_UP}", now)
         for i, fire in enumerate(run, 1):
-            note = f"catch-up {i}/{len(run)}"
-            # catch_up: all replays every missed fire in order, one after another.
-            overlap = "queue-all" if schedule.catch_up == "all" else schedule.overlap
-            self._fire(name, _Fire(path, schedule.vars, fire, note), overlap, now)
+            backlog = schedule.catch_up == "all"  # replayed in order, one after another, whatever the overlap
+            self._fire(name, _Fire(path, schedule.vars, fire, f"catch-up {i}/{len(run)}", backlog),
+                       "queue-all" if backlog else schedule.overlap, now)
+        return covered
 
     def _fire(self, name: str, fire: _Fire, overlap: str, now: float) -> None:
         queue = self._queued.setdefault(name, deque())
@@ -259,6 +244,13 @@ class Scheduler:
             self._start(name, fire, now)
             return
         running = f"previous run (pid {active.handle.pid}) still running" if active else "a run is queued"
+        if not fire.backlog and ((active is not None and active.fire.backlog) or any(f.backlog for f in queue)):
+            # missed fires being replayed (catch_up: all) and this one are one backlog: it waits its turn
+            queue.append(fire)
+            left = sum(f.backlog for f in queue)
+            self._record(name, fire.scheduled_for, now, "queued",
+                         f"behind the missed fires being caught up ({left} still queued); catch_up: all", fire)
+            return
         if overlap == "skip":
             self._record(name, fire.scheduled_for, now, "skipped", f"{running}; overlap: skip", fire)
         elif overlap == "queue" and queue:

@@ -188,6 +188,8 @@ def test_catch_up_policies() -> None:
     assert catch_up("none", missed) == ([], missed)
     assert catch_up("last", missed) == ([3.0], [1.0, 2.0])
     assert catch_up("all", missed) == (missed, [])
+    assert catch_up("last", missed, due_now=True) == ([], missed)  # the fire due now runs for them
+    assert catch_up("all", missed, due_now=True) == (missed, [])
 
 
 def test_undeclared_schedule_vars_are_a_schedule_error(project: Path) -> None:
@@ -258,6 +260,45 @@ def test_catch_up_from_last_recorded_fire(project: Path, policy: str, started: l
     assert [r.request.scheduled_for for r in starter.runs] == started
     assert [t for t, a in ledger.actions() if a == "missed"] == missed
     assert [t for t, a in ledger.actions() if a == "started"] == started
+
+
+@pytest.mark.parametrize("overlap", ["skip", "cancel"])
+def test_catch_up_all_queues_the_fire_due_now_behind_the_missed_ones(project: Path, overlap: str) -> None:
+    """Back at 10:00:05 after 07:00: 08:00 and 09:00 are replayed, and the 10:00 fire — due now — is
+    neither skipped nor does it cancel them: one backlog, in order, whatever the overlap policy."""
+    write(project, "a.yaml", playbook_yaml("a", f"{{cron: '0 * * * *', catch_up: all, overlap: {overlap}}}"))
+    ledger = FakeLedger(last={"a": ts(2024, 5, 1, 7)})
+    clock, starter = FakeClock(ts(2024, 5, 1, 10, 0, 5)), Starter()
+    sched = make(project, clock, ledger, starter)
+    sched.tick()
+    assert [(t, a) for t, a in ledger.actions()] == [
+        (ts(2024, 5, 1, 8), "started"), (ts(2024, 5, 1, 9), "queued"), (ts(2024, 5, 1, 10), "queued")]
+    assert "behind the missed fires" in ledger.rows[-1][5]
+    for _ in range(4):
+        for run in starter.runs:
+            if run.request.scheduled_for < ts(2024, 5, 1, 10):  # the 10:00 run is still going at 11:00
+                run.code = 0
+        clock.now += 1
+        sched.tick()
+    assert [r.request.scheduled_for for r in starter.runs] == [ts(2024, 5, 1, h) for h in (8, 9, 10)]
+    assert all(r.signals == [] for r in starter.runs)
+    assert "skipped" not in {a for _, a in ledger.actions()}
+    clock.now = ts(2024, 5, 1, 11, 0, 1)  # the backlog is done: the overlap policy applies again
+    sched.tick()
+    assert ledger.actions()[-1] == (ts(2024, 5, 1, 11), "skipped" if overlap == "skip" else "queued")
+    assert starter.runs[-1].signals == ([] if overlap == "skip" else [signal.SIGINT])
+
+
+def test_catch_up_last_and_the_fire_due_now_are_one_run(project: Path) -> None:
+    write(project, "a.yaml", playbook_yaml("a", "{cron: '0 * * * *', catch_up: last}"))
+    ledger = FakeLedger(last={"a": ts(2024, 5, 1, 7)})
+    clock, starter = FakeClock(ts(2024, 5, 1, 10, 0, 5)), Starter()
+    make(project, clock, ledger, starter).tick()
+    assert [r.request.scheduled_for for r in starter.runs] == [ts(2024, 5, 1, 10)]  # the current fire runs
+    assert ledger.actions() == [(ts(2024, 5, 1, 9), "missed"), (ts(2024, 5, 1, 10), "started")]
+    missed, started = ledger.rows[0][5], ledger.rows[1][5]
+    assert "2 fire(s) missed" in missed and "the fire due now runs for them" in missed
+    assert "also for 2 missed fire(s); catch_up: last" in started
 
 
 def test_no_catch_up_without_a_recorded_fire(project: Path) -> None:
