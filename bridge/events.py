@@ -94,7 +94,8 @@ class UnitFinished:
     duration: float = 0.0
     tokens: int = 0
     cost_usd: float = 0.0
-    reused: bool = False  # succeeded in an earlier session of this run (resume)
+    reused: bool = False  # succeeded in an earlier session of this run (resume), or in `reused_from`
+    reused_from: str = ""  # the earlier run whose result --only / --from reused
     t: float = field(default_factory=_now)
 
 

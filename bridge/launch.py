@@ -21,8 +21,8 @@ from typing import Any
 
 from bridge import dag
 from bridge.errors import BridgeError, RunError
-from bridge.events import (Emit, GitNote, RunFinished, RunStarted, Status, TasksUpdated, UnitFinished, UnitRetrying,
-                           UnitWaiting, to_dict)
+from bridge.events import (Emit, GitNote, LoopIteration, RunFinished, RunStarted, Status, TasksUpdated, UnitFinished,
+                           UnitRetrying, UnitWaiting, to_dict)
 from bridge.ledger import Ledger
 from bridge.outputs import ends_early
 from bridge.playbook import Playbook, iter_stages, matrix_items, uses_worktrees
@@ -32,7 +32,7 @@ from bridge.unit import Prior, RunResult
 from bridge.views import Contexts, unit_key
 from bridge.workspace import RunLayout, check_run_id, new_run_id
 
-RECORDED_EVENTS = (RunStarted, RunFinished, UnitFinished, UnitRetrying, UnitWaiting, GitNote)
+RECORDED_EVENTS = (RunStarted, RunFinished, UnitFinished, UnitRetrying, UnitWaiting, GitNote, LoopIteration)
 
 
 @dataclass(frozen=True)
@@ -267,7 +267,7 @@ class Session:
         if not self.playbook.tasks:
             return TaskList().to_dict()
         try:
-            return read_tasks(self.layout.shared / self.playbook.tasks).to_dict()
+            return read_tasks(Path(self.playbook.tasks), self.layout.shared).to_dict()  # safely: agents write it
         except Exception:  # a half-written or unreadable task list must not fail a stage's prompt
             return TaskList().to_dict()
 

@@ -9,11 +9,12 @@ import os
 from pathlib import Path
 
 from bridge.events import Emit
-from bridge.launch import RunSpec, Session, load, playbook_digest, run_lock, selected_stages, stop_leftovers
+from bridge.launch import RunSpec, Session, load, playbook_digest, run_lock, stop_leftovers
 from bridge.ledger import Ledger
 from bridge.ledger_schema import RunRow
 from bridge.errors import RunError
 from bridge.playbook import Playbook, iter_stages
+from bridge.selection import selected_stages
 from bridge.unit import Prior, RunResult
 from bridge.workspace import RunLayout
 

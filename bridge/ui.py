@@ -207,7 +207,8 @@ def describe(event: Any) -> str | None:
         status = _val(event.status)
         mark = _MARKS.get(status, "?")
         if event.reused:
-            return f"{mark} {event.key} {status} (reused from an earlier session)"
+            source = f"run {event.reused_from}" if getattr(event, "reused_from", "") else "an earlier session"
+            return f"{mark} {event.key} {status} (reused from {source})"
         figures = [duration(event.duration)] if event.attempts else []
         if event.tokens:
             figures.append(f"{tokens(event.tokens)} tok")

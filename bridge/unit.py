@@ -39,6 +39,7 @@ class Prior:
     tokens: int = 0  # every attempt of the unit so far (all earlier sessions)
     cost_usd: float = 0.0
     stage_id: str = ""
+    from_run: str = ""  # the earlier run it comes from (--only / --from); "" for this run's own
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class UnitResult:
     tokens: int = 0
     cost_usd: float = 0.0
     reused: bool = False
+    reused_from: str = ""  # the earlier run a reused result comes from; "" for this run's earlier session
 
     @property
     def key(self) -> str:

@@ -71,7 +71,7 @@ class UnitRunner:
         self.emit(UnitFinished(key=unit.key, stage_id=unit.stage_id, status=result.status,
                                reason=result.reason, error=result.error.value if result.error else None,
                                attempts=result.attempts, duration=result.duration, tokens=result.tokens,
-                               cost_usd=result.cost_usd, reused=result.reused))
+                               cost_usd=result.cost_usd, reused=result.reused, reused_from=result.reused_from))
         return result
 
     async def _sleep(self, seconds: float, unit: Unit) -> None:
@@ -86,10 +86,10 @@ class UnitRunner:
         prior = self.prior.get(unit.key)
         if prior is not None and prior.status == "success":
             self.budget.add_settled(unit.stage_id, Spend(prior.tokens, prior.cost_usd))
-            return UnitResult(unit, Status.SUCCESS, reason="reused", attempts=prior.attempts,
-                              final_message=prior.final_message, summary=prior.summary,
-                              session_id=prior.session_id, tokens=prior.tokens, cost_usd=prior.cost_usd,
-                              reused=True)
+            return UnitResult(unit, Status.SUCCESS, reason=f"reused from run {prior.from_run}" if prior.from_run
+                              else "reused", attempts=prior.attempts, final_message=prior.final_message,
+                              summary=prior.summary, session_id=prior.session_id, tokens=prior.tokens,
+                              cost_usd=prior.cost_usd, reused=True, reused_from=prior.from_run)
         if stage.if_ is not None and stage.matrix and not evaluate(stage.if_, context(), f"stages.{unit.stage_id}.if"):
             return UnitResult(unit, Status.SKIPPED, reason=f"condition is false: {stage.if_}")
         n = prior.attempts if prior else 0

@@ -296,3 +296,68 @@ def test_secrets_of_the_profile_and_of_its_args_are_masked_everywhere(project: P
         assert "tok-from-profile-123" not in text and "sk-ant-in-args-456" not in text, where
         assert "***" in text, where
     assert "--api-key" in attempt.argv  # the flag stays, its value is masked
+
+
+def test_only_and_from_reuse_only_the_same_file_with_the_same_vars(project: Path, tmp_path: Path) -> None:
+    from bridge.events import RunStarted, UnitFinished
+
+    body = f"""
+        vars: {{who: C}}
+        stages:
+          a: {{agent: f, prompt: "FAKE: count={tmp_path}/a-{{{{ vars.who }}}}; write={{{{ shared }}}}/a.txt=A for {{{{ vars.who }}}}", outputs: [a.txt]}}
+          b: {{agent: f, needs: a, prompt: "FAKE: message=b got {{{{ stages.a.outputs['a.txt'].text }}}}"}}
+    """
+    pb = write_playbook(project, body, name="same")
+    first, _ = run_inproc(project, pb)
+    assert first.status is Status.SUCCESS, first.reason
+    # the same file and vars: reused, and the output names the run the result comes from
+    second, events = run_inproc(project, pb, from_stage="b")
+    assert second.stages["b"].final_message == "b got A for C"
+    (reused,) = [e for e in events if isinstance(e, UnitFinished) and e.key == "a"]
+    assert reused.reused and reused.reused_from == first.run_id
+    with Ledger(project) as ledger:
+        assert ledger.unit(second.run_id, "a").reason == f"reused from run {first.run_id}"  # type: ignore[union-attr]
+    # other vars: nothing reused (a is skipped as not selected, and the run says why)
+    third, events = run_inproc(project, pb, from_stage="b", vars={"who": "D"})
+    assert third.stages["a"].status is Status.SKIPPED
+    assert not any(isinstance(e, UnitFinished) and e.reused for e in events)
+    (started,) = [e for e in events if isinstance(e, RunStarted)]
+    assert any("no earlier run of" in w and "same --var values" in w for w in started.warnings)
+    assert not (tmp_path / "a-D").exists()
+    # another file that happens to have the same playbook name: nothing reused either
+    other = project / "sub"
+    other.mkdir()
+    twin = other / "same.yaml"
+    twin.write_text(pb.read_text())
+    fourth, events = run_inproc(project, twin, from_stage="b")
+    assert fourth.stages["a"].status is Status.SKIPPED
+    assert not any(isinstance(e, UnitFinished) and e.reused for e in events)
+
+
+def test_only_and_from_reject_what_they_cannot_select(project: Path) -> None:
+    from bridge.errors import RunError
+
+    pb = write_playbook(project, """
+        stages:
+          build: {agent: f, prompt: "FAKE: message=built"}
+          fix:
+            needs: build
+            loop:
+              max_iterations: 2
+              until: "true"
+              stages:
+                impl: {agent: f, prompt: "FAKE: message=impl"}
+        finally:
+          report: {agent: f, prompt: "FAKE: message=report"}
+    """)
+    with pytest.raises(RunError, match=r"'impl' is a member of loop 'fix'.*--only fix"):
+        run_inproc(project, pb, only=("impl",))
+    with pytest.raises(RunError, match=r"'impl' is a member of loop 'fix'"):
+        run_inproc(project, pb, from_stage="impl")
+    with pytest.raises(RunError, match=r"no stage 'biuld' \(did you mean 'build'\?\)"):
+        run_inproc(project, pb, only=("biuld",))
+    with pytest.raises(RunError, match=r"'report' is a `finally` stage"):
+        run_inproc(project, pb, only=("report",))
+    assert not (project / ".bridge" / "runs").exists() or not any((project / ".bridge" / "runs").iterdir())
+    result, _ = run_inproc(project, pb, only=("fix",))  # the loop as a whole runs its members
+    assert result.status is Status.SUCCESS and result.stages["impl"].final_message == "impl"
