@@ -277,3 +277,11 @@ def test_gemini_policy_denial_is_a_failure():
              '{"type":"result","status":"success","stats":{"input_tokens":40,"output_tokens":15}}']
     outcome = feed_all("gemini", lines)
     assert outcome.error is ErrorKind.PERMISSION_DENIED and outcome.permission_denials == ("w1",)
+
+
+def test_codex_refused_patch_is_a_permission_denial():
+    good = (STREAMS / "codex" / "text.jsonl").read_text().splitlines()
+    outcome = feed_all("codex", good, exit_code=0, stderr="ERROR codex_core::tools::router: error=patch rejected: "
+                       "writing is blocked by read-only sandbox; rejected by user approval settings")
+    assert outcome.error is ErrorKind.PERMISSION_DENIED and "patch rejected" in outcome.reason
+    assert feed_all("codex", good, exit_code=0).success

@@ -107,13 +107,15 @@ def test_read_only_denies_writes_elsewhere(cli, world):
     assert not (world / "repo" / "report.md").exists()
 
 
-def test_codex_read_only_blocks_writes_silently(world):
+def test_codex_read_only_refused_write_is_a_permission_denial(world):
     """Documented limit: codex ignores --add-dir under read-only, so it cannot write the shared
-    folder, and it does not report a failure either (bridge's output checks catch the missing file)."""
+    folder; its refused patch (a file_change item that failed) fails the attempt as a denial."""
     result, _, _ = go("codex", world, WRITE, "Write the audit into SHARED as report.md",
                       profile=AgentProfile(cli="codex", sandbox="read-only"))
     assert not (world / "run" / "shared" / "report.md").exists()
     assert not (world / "repo" / "report.md").exists()
+    assert result.outcome.error is ErrorKind.PERMISSION_DENIED, result.outcome
+    assert "patch rejected: writing is blocked by read-only sandbox" in result.outcome.reason
 
 
 @pytest.mark.parametrize("cli", CLIS)

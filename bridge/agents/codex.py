@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
-from bridge.agents.base import (AgentEvent, Command, ErrorKind, EventKind, Invocation, StreamParser,
+from bridge.agents.base import (AgentEvent, Command, ErrorKind, EventKind, Invocation, Outcome,
+                                StreamParser,
                                 Usage, as_int, classify_error, folders, full_prompt, option,
                                 policy_args, prompt_file, too_long)
 
@@ -98,7 +100,10 @@ class CodexParser(StreamParser):
             # cumulative per thread: the last one is the total, never sum them
             self.usage = Usage(as_int(u.get("input_tokens")), as_int(u.get("output_tokens")),
                                as_int(u.get("cached_input_tokens")))
-            if self.success is None:
+            if self.success is None and self.permission_denials:  # Claude's rule too: a refused write fails
+                self.fail(ErrorKind.PERMISSION_DENIED, "permission denied: " + ", ".join(self.permission_denials)
+                          + " (blocked by the sandbox; give the profile a sandbox that allows it)")
+            elif self.success is None:
                 self.success = True
             return [AgentEvent(EventKind.USAGE, "", u), AgentEvent(EventKind.RESULT, self.final_message, obj)]
         if kind == "turn.failed":
@@ -111,6 +116,15 @@ class CodexParser(StreamParser):
             return [AgentEvent(EventKind.ERROR, message, obj)]
         return []
 
+    def finish(self, exit_code: int | None, stderr_tail: str = "") -> Outcome:
+        # a patch the sandbox refused shows only on stderr (`codex exec` reports no item for it)
+        refused = _REJECTED.search(stderr_tail or "")
+        if refused and self.success and not self.malformed:
+            self.success = None
+            why = f"permission denied: {refused.group(0).strip()}"
+            self.fail(ErrorKind.PERMISSION_DENIED, f"{why}; give the profile a sandbox that allows the write")
+        return super().finish(exit_code, stderr_tail)
+
     def _item(self, item: dict[str, Any], done: bool) -> list[AgentEvent]:
         t = item.get("type") or item.get("item_type") or ""
         if t == "agent_message":
@@ -122,12 +136,17 @@ class CodexParser(StreamParser):
             return [AgentEvent(EventKind.COMMAND, str(item.get("command") or ""), item)]
         if t == "file_change" and done:
             paths = ", ".join(str(c.get("path")) for c in item.get("changes") or [])
+            if item.get("status") == "failed":  # the sandbox refused the patch
+                self.permission_denials += (f"write({paths})",)
             return [AgentEvent(EventKind.FILE_CHANGE, paths, item)]
         if t in ("mcp_tool_call", "web_search") and done:
             return [AgentEvent(EventKind.TOOL, str(item.get("tool") or item.get("query") or t), item)]
         if t == "error" and done:  # a non-fatal warning (e.g. unknown model metadata)
             return [AgentEvent(EventKind.ERROR, str(item.get("message") or ""), item)]
         return []
+
+
+_REJECTED = re.compile(r"(?:patch rejected|blocked by (?:the )?(?:read-only )?sandbox)[^\n]*", re.I)
 
 
 def _kind(message: str) -> ErrorKind:
