@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bridge.config import cli_definition
 from bridge.errors import BridgeError
-from bridge.playbook import Playbook
+from bridge.playbook import Playbook, iter_stages
 
 
 def playbook_warnings(playbook: Playbook, project: Path | None = None) -> list[str]:
@@ -33,6 +33,26 @@ def playbook_warnings(playbook: Playbook, project: Path | None = None) -> list[s
         if profile.command and cli.get("adapter") != "command":
             found.append(f"agents.{name}: command is ignored: it is for `cli: command` CLIs; "
                          f"{profile.cli} builds its own argv")
+    found += _unwritable_outputs(playbook, project)
+    return found
+
+
+def _unwritable_outputs(playbook: Playbook, project: Path | None) -> list[str]:
+    """A read-only Codex cannot write the shared folder (it ignores --add-dir under read-only)."""
+    found = []
+    for sid, stage in [*iter_stages(playbook.stages), *iter_stages(playbook.finally_)]:
+        profile = playbook.agents.get(stage.agent or "")
+        if profile is None or profile.sandbox != "read-only" or profile.permission_mode:
+            continue
+        try:
+            adapter = cli_definition(profile.cli, project).get("adapter")
+        except BridgeError:
+            continue
+        written = [o.path for o in stage.outputs if o.from_ == "agent"]
+        if adapter == "codex" and written:
+            found.append(f"stages.{sid}: agent {stage.agent} is a read-only Codex, which cannot write "
+                         f"{', '.join(written)} into the shared folder: give the output `from: final_message` "
+                         "(bridge writes the agent's answer) or the agent `sandbox: workspace-write`")
     return found
 
 

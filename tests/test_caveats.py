@@ -72,3 +72,18 @@ stages:
         "agents.x: permission_mode is ignored: codex has no option for it (no `permission_mode_flag` in its CLI "
         "definition)",
         "agents.x: command is ignored: it is for `cli: command` CLIs; codex builds its own argv"]
+
+
+def test_a_read_only_codex_asked_to_write_an_output_is_warned():
+    text = """version: 1
+name: ro
+agents:
+  auditor: {cli: codex}
+  writer: {cli: codex, sandbox: workspace-write}
+stages:
+  a: {agent: auditor, prompt: hi, outputs: [a.md, {path: b.md, from: final_message}]}
+  b: {agent: writer, prompt: hi, outputs: [c.md]}
+"""
+    assert playbook_warnings(load_playbook_text(text, "ro.yaml")) == [
+        "stages.a: agent auditor is a read-only Codex, which cannot write a.md into the shared folder: give "
+        "the output `from: final_message` (bridge writes the agent's answer) or the agent `sandbox: workspace-write`"]
