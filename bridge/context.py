@@ -24,15 +24,14 @@ asks for a key they lack (bridge.templates.Lookup):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jinja2
 
 from bridge import dag
+from bridge.output_value import OutputValue, StubValue  # noqa: F401 (re-exported: part of the context)
 from bridge.playbook import Playbook, Stage, matrix_items
 from bridge.templates import Lookup, TemplateError, fail, render, suggest
 
@@ -91,80 +90,6 @@ class Conflict(Lookup):
 STUB_CONFLICT = {"stage": "(the conflicting unit)", "strategy": "merge", "files": ["(a conflicting file)"],
                  "branch": "bridge/RUN_ID/(unit)", "into": "bridge/RUN_ID/@integration",
                  "diff": "(the diff with conflict markers)", "how": "(how to resolve it)"}
-
-
-class StubValue(jinja2.ChainableUndefined):
-    """What a stub output answers for any JSON key at validation time: the JSON is unknown, so
-    whatever a template does with it (`.a.b`, `+ 1`, `< 3`, `|int`, `== 'pass'`) renders."""
-
-    __slots__ = ()
-
-    def _same(self, *args: Any, **kwargs: Any) -> StubValue:
-        return self
-
-    def _false(self, other: Any) -> bool:
-        return False
-
-    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __div__ = __rdiv__ = _same
-    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = _same
-    __pow__ = __rpow__ = __pos__ = __neg__ = __call__ = _same
-    __lt__ = __le__ = __gt__ = __ge__ = _false
-
-    def __int__(self) -> int:
-        return 0
-
-    def __float__(self) -> float:
-        return 0.0
-
-    def __complex__(self) -> complex:
-        return 0j
-
-
-class OutputValue(dict):  # type: ignore[type-arg]
-    """One output file. For `.json` outputs the dict holds the parsed JSON (so `.status` works).
-
-    `str()` is the absolute path; `.rel` the path relative to the shared folder; `.text` the content;
-    `.parsed` the parsed JSON whatever its type (None if not JSON). A JSON key that clashes with these
-    attributes is still reachable as `value['text']`. A stub (validation) answers any key with a
-    permissive placeholder, since the JSON is unknown.
-    """
-
-    def __init__(self, path: Path, rel: str, text: str = "", data: Any = None, stub: bool = False) -> None:
-        super().__init__(data if isinstance(data, dict) else {})
-        self.path, self.rel, self.text, self.parsed = str(path), rel, text, data
-        self._stub = stub
-
-    @classmethod
-    def load(cls, shared: Path, rel: str) -> OutputValue:
-        """Read an output file from the shared folder (missing -> empty text; bad JSON -> no keys)."""
-        path = shared / rel
-        try:
-            text = path.read_text(errors="replace")
-        except OSError:
-            text = ""
-        data = None
-        if rel.endswith(".json") and text.strip():
-            try:
-                data = json.loads(text)
-            except ValueError:
-                data = None
-        return cls(path, rel, text, data)
-
-    def __missing__(self, key: Any) -> Any:
-        if self._stub:
-            return StubValue(name=str(key))
-        raise KeyError(key)
-
-    def __str__(self) -> str:
-        return self.path
-
-    def __hash__(self) -> int:  # type: ignore[override]
-        return hash(self.path)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, str):
-            return self.path == other
-        return dict.__eq__(self, other) and getattr(other, "path", None) == self.path  # type: ignore[arg-type]
 
 
 class TasksView:

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import fcntl
 import os
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from bridge.ledger import Ledger
 from bridge.outputs import ends_early
 from bridge.playbook import Playbook, iter_stages, matrix_items, uses_worktrees
 from bridge.runner import Runner, RunnerOptions
+from bridge.selection import Reuse, reuse_earlier, selected_stages
 from bridge.tasks import TaskList, read_tasks
 from bridge.unit import Prior, RunResult
 from bridge.views import Contexts, unit_key
@@ -108,43 +108,6 @@ def stop_leftovers(ledger: Ledger, run_id: str) -> int:
             stopped += 1
             kill_group(os.getpgid(pid), run_id, grace=1.0)
     return stopped
-
-
-def selected_stages(playbook: Playbook, only: tuple[str, ...], from_stage: str | None) -> frozenset[str] | None:
-    if not only and from_stage is None:
-        return None
-    known = {sid for sid, _ in iter_stages(playbook.stages)}
-    for sid in (*only, *([from_stage] if from_stage else [])):
-        if sid not in known:
-            raise RunError(f"there is no stage {sid!r}; stages: {', '.join(sorted(known))}")
-    chosen = set(only)
-    if from_stage is not None:
-        needs = dag.needs_of(playbook.stages)
-        chosen |= {from_stage} | {s for s in playbook.stages if from_stage in dag.upstream(needs, s)}
-    for sid, stage in iter_stages(playbook.stages):
-        if sid in chosen and stage.loop is not None:
-            chosen |= {m for m, _ in iter_stages(stage.loop.stages)}
-    return frozenset(chosen | set(playbook.finally_))
-
-
-def _earlier(ledger: Ledger, playbook: Playbook, layout: RunLayout, selected: frozenset[str]) -> dict[str, Prior]:
-    """For --only / --from: reuse the latest earlier run's successful units outside the selection."""
-    runs = [r for r in ledger.runs(200) if r.playbook == playbook.name and r.id != layout.run_id]
-    if not runs:
-        return {}
-    prev = runs[0]
-    prior = {}
-    prev_shared = RunLayout(layout.project, prev.id).shared
-    for row in ledger.units(prev.id):
-        if row.status != "success" or row.stage_id in selected:
-            continue
-        prior[row.key] = Prior("success", row.attempts, row.final_message, row.summary, row.session_id)
-        for art in ledger.artifacts(prev.id, row.key):
-            src, dst = prev_shared / art["path"], layout.shared / art["path"]
-            if src.is_file():
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, dst)
-    return prior
 
 
 class Session:
@@ -345,8 +308,10 @@ def start_run(spec: RunSpec, emit: Emit) -> RunResult:
         ledger.start_run(layout.run_id, playbook.name, spec.playbook_path, project, vars=spec.vars,
                          options=run_options(spec, base_json), pid=os.getpid(),
                          trigger=str(spec.trigger) if spec.trigger else None)
-        prior = _earlier(ledger, playbook, layout, selected) if selected is not None else {}
-        return Session(playbook, spec, layout, ledger, emit, prior, selected, resumed=False, base=base).drive()
+        reuse = Reuse() if selected is None else reuse_earlier(ledger, spec.playbook_path, spec.vars, layout,
+                                                                 selected)
+        return Session(playbook, spec, layout, ledger, emit, reuse.prior, selected, resumed=False, base=base,
+                       notes=() if selected is None else reuse.note(spec.playbook_path)).drive()
 
 
 def run_options(spec: RunSpec, base_json: Any) -> dict[str, Any]:

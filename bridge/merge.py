@@ -18,6 +18,7 @@ import git
 
 from bridge.branchguard import clobbered_by_landing
 from bridge.errors import BridgeError
+from bridge.shared_files import open_regular
 from bridge.worktrees import (
     BRANCH_PREFIX, BaseInfo, WorktreeInfo, commit_env, git_argv, open_repo, prune_stale,
     registered_worktrees, run_git, status_entries, worktree_lock, worktree_path,
@@ -383,8 +384,9 @@ def abandon_resolution(path: Path, tip: str) -> None:
 
 
 def _has_markers(file: Path) -> bool:
+    """Conflict markers in a file the resolver left (never through a link, never a FIFO's endless open)."""
     try:
-        with file.open("rb") as fh:
+        with open_regular(file) as fh:
             return any(line.startswith(m.encode()) for line in fh for m in MARKERS)
-    except OSError:
-        return False
+    except (OSError, BridgeError):
+        return False  # not a regular file: its committed content is checked (committed_markers)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 from bridge.errors import BridgeError
 from bridge.playbook import OutputSpec
+from bridge.shared_files import JSON_CAP, UnsafeFile, read_regular, unsafe
 
 
 def resolve_output(shared: Path, rel: str) -> Path:
@@ -81,20 +81,27 @@ def check_output(shared: Path, spec: OutputSpec) -> OutputCheck:
         return OutputCheck(True, path, None, rel=rel, required=False)
     except OSError as exc:
         return bad(f"cannot be read ({exc.strerror})", exists=False)
-    if stat.S_ISLNK(st.st_mode):
-        return bad("is a symlink; write a regular file instead")
-    if not stat.S_ISREG(st.st_mode):
-        return bad("is not a regular file")
+    why = unsafe(st)  # a symlink, a FIFO, a hard link to a file outside: never read, never an output
+    if why:
+        return bad(why)
     if st.st_size == 0:
         return bad("is empty")
     if path.suffix.lower() != ".json":
         return OutputCheck(True, path, None, rel=rel, required=required, exists=True)
+    if st.st_size > JSON_CAP:
+        return bad(f"is {st.st_size:,} bytes of JSON, more than the {JSON_CAP:,} bridge parses; write a smaller "
+                   "JSON file (and put bulk data in a file that is not .json)")
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        read = read_regular(path, JSON_CAP + 1)
+        if read.truncated:
+            return bad(f"grew past the {JSON_CAP:,} bytes of JSON bridge parses")
+        data = json.loads(read.data.decode("utf-8"))
     except UnicodeDecodeError:
         return bad("is not UTF-8 text")
     except json.JSONDecodeError as exc:
         return bad(f"is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})")
+    except UnsafeFile as exc:
+        return bad(str(exc).removeprefix(f"{path} "))
     except OSError as exc:
         return bad(f"cannot be read ({exc.strerror})")
     if spec.schema_ is not None:

@@ -9,8 +9,10 @@ if the agent still talks), and reports back an AttemptReport.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +33,7 @@ from bridge.unit_runner import AttemptControl
 from bridge.views import Contexts, handed_bytes, handed_pieces
 from bridge.handoff import cap_summary, transcript_bytes
 from bridge.outputs import check_outputs, ends_early, missing_outputs_message, resolve_output
+from bridge.shared_files import TEXT_CAP, decode_capped, read_regular
 from bridge.workspace import RunLayout, atomic_write_text
 
 
@@ -40,7 +43,8 @@ Workdir = Callable[[Unit], Path]  # unit -> the folder the agent works in (proje
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # an agent's file: no link, no FIFO wait
+    with os.fdopen(fd, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -190,7 +194,8 @@ class StageExecutor:
             parts = []
             for c in checks:
                 if c.ok and c.path is not None and c.exists:
-                    parts.append(f"## {c.rel}\n{c.path.read_text(errors='replace')}")
+                    with contextlib.suppress(OSError, BridgeError):  # safe and capped, as templates read it
+                        parts.append(f"## {c.rel}\n{decode_capped(read_regular(c.path, TEXT_CAP), c.path)}")
             text = "\n\n".join(parts)
         return cap_summary(self.redact(text), stage.summary.max_lines, stage.summary.max_bytes)
 
@@ -199,8 +204,9 @@ class StageExecutor:
         outcome, process = res.outcome, res.process
         for spec in specs:
             path = self.layout.shared / spec.path
-            if path.is_file():
-                self.ledger.add_artifact(self.run_id, unit.key, spec.path, path.stat().st_size, _sha256(path))
+            if path.is_file() and not path.is_symlink():
+                with contextlib.suppress(OSError):  # swapped for a link or a FIFO meanwhile: no record
+                    self.ledger.add_artifact(self.run_id, unit.key, spec.path, path.stat().st_size, _sha256(path))
         self.ledger.finish_attempt(
             attempt_id, report.status.value, argv=[res.redact(a) for a in res.argv],
             session_id=outcome.session_id, pid=process and process.pid, pgid=process and process.pid,

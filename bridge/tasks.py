@@ -9,7 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from bridge.errors import BridgeError
+from bridge.outputs import resolve_output
+from bridge.shared_files import read_regular
 from bridge.workspace import atomic_write_text
+
+TASKS_CAP = 1 << 20  # a task list is read up to 1 MiB (whole lines)
 
 # "- [ ] text", "* [x] text", "1. [X] text", indented for nesting
 _ITEM = re.compile(r"^(?P<indent>[ \t]*)(?:[-*+]|\d+[.)])[ \t]+\[(?P<mark>[ xX])\](?:[ \t]+(?P<text>.*?))?[ \t]*$")
@@ -92,12 +96,19 @@ def parse_tasks(text: str) -> TaskList:
     return TaskList(tuple(items))
 
 
-def read_tasks(path: Path) -> TaskList:
-    """The task list at `path`; a missing or unreadable file is an empty list."""
+def read_tasks(path: Path, shared: Path | None = None) -> TaskList:
+    """The task list at `path` (relative to the shared folder `shared` when given); a missing file is an
+    empty list. It is read as agents' outputs are (bridge.shared_files): never through a symlink (one
+    could point at a checklist outside the shared folder), never a FIFO (its open would block for
+    good), never a hard link, at most TASKS_CAP bytes; UnsafeFile says why one is refused."""
     try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
+        target = resolve_output(shared, str(path)) if shared is not None else Path(path)
+        read = read_regular(target, TASKS_CAP)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return TaskList()
+    text = read.data[:TASKS_CAP].decode("utf-8", errors="replace")
+    if read.truncated:
+        text = text.rsplit("\n", 1)[0]  # whole lines only
     return parse_tasks(text)
 
 
@@ -105,10 +116,12 @@ def tick(path: Path, which: str | int, *, done: bool = True) -> Task:
     """Mark one item done (or open again) in place, atomically; `which` is its text or 0-based index."""
     path = Path(path)
     try:
-        with open(path, encoding="utf-8", newline="") as fh:  # keep the file's own line endings
-            text = fh.read()
+        read = read_regular(path, TASKS_CAP + 1)
     except FileNotFoundError:
         raise BridgeError(f"cannot tick {which!r}: the task list {path} does not exist") from None
+    if read.truncated:
+        raise BridgeError(f"cannot tick {which!r}: the task list {path} is larger than {TASKS_CAP:,} bytes")
+    text = read.data.decode("utf-8", errors="replace")  # the file's own line endings are kept
     task = _find(parse_tasks(text), which, path)
     lines = text.splitlines(keepends=True)
     line = lines[task.line - 1]

@@ -36,7 +36,8 @@ def handed_pieces(context: dict[str, Any]) -> list[str]:
     for view in views:
         pieces += [view.summary, view.final_message]
         for out in view.outputs.values():
-            pieces += [out.text, str(out)]
+            # an output the template never read (only its path) is not read now either
+            pieces += [out.text if getattr(out, "loaded", True) else "", str(out)]
     return pieces
 
 

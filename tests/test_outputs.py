@@ -124,3 +124,24 @@ def test_optional_outputs_and_the_missing_message(shared: Path) -> None:
     assert "opt.md" not in message
     assert output_problems(checks) == [str(checks[0]), str(checks[2])]
     assert missing_outputs_message(checks[1:2]) == ""
+
+
+def test_check_output_rejects_hard_links_fifos_and_oversized_json(shared: Path, tmp_path: Path) -> None:
+    import os
+
+    outside = tmp_path / "secret.txt"
+    outside.write_text("SECRET=outside\n")
+    os.link(outside, shared / "out.txt")  # `ln /outside/secret.txt $shared/out.txt`
+    check = check_output(shared, spec("out.txt"))
+    assert not check.ok and "has 2 hard links" in check.problem and "write a new file" in check.problem
+    os.mkfifo(shared / "pipe.md")
+    assert "is a FIFO" in check_output(shared, spec("pipe.md")).problem
+    os.mkfifo(shared / "pipe.json")  # never opened: it would block until a writer came
+    assert "is a FIFO" in check_output(shared, spec("pipe.json")).problem
+    from bridge.shared_files import JSON_CAP
+
+    big = shared / "big.json"
+    with big.open("w") as fh:
+        fh.write('{"a": "' + "x" * JSON_CAP + '"}')
+    check = check_output(shared, spec("big.json"))
+    assert not check.ok and f"more than the {JSON_CAP:,} bridge parses" in check.problem

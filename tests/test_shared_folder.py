@@ -152,3 +152,72 @@ def test_ledger_json_of_task_snapshot_is_plain(project: Path) -> None:
                                                       "total": 1, "open": 0}
     assert list(view) == [{"text": "x", "done": True}] and len(view) == 1 and view["open"] == 0
     assert not TasksView() and TasksView().open == 0
+
+
+# agent-written files are read safely ------------------------------------------------------------
+SH = '  sh: {cli: command, command: [sh, -c, "{{ prompt }}"], sandbox: workspace-write}\n'
+
+
+def sh_playbook(project: Path, body: str, name: str = "pb") -> Path:
+    path = write_playbook(project, body, name=name)
+    path.write_text(path.read_text().replace("agents:\n", "agents:\n" + SH, 1))
+    return path
+
+
+def prompt_of(project: Path, run_id: str, key: str) -> str:
+    return (project / ".bridge" / "runs" / run_id / "stages" / key / "attempt-1" / "prompt.md").read_text()
+
+
+def test_links_out_of_the_shared_folder_never_reach_a_prompt(project: Path, tmp_path: Path) -> None:
+    """A hard link fails its own stage; a symlinked output of a failed stage reads as missing in a
+    dependent of a continue_on_error stage and in a finally stage."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET=outside-the-shared-folder\n")
+    pb = sh_playbook(project, f"""
+        stages:
+          hard:
+            agent: sh
+            continue_on_error: true
+            prompt: "ln {secret} {{{{ shared }}}}/hard.txt"
+            outputs: [hard.txt]
+          soft:
+            agent: sh
+            continue_on_error: true
+            prompt: "ln -s {secret} {{{{ shared }}}}/soft.txt"
+            outputs: [soft.txt]
+          use:
+            agent: sh
+            needs: [hard, soft]
+            prompt: "echo [{{{{ stages.hard.outputs['hard.txt'].text }}}}:{{{{ stages.soft.outputs['soft.txt'].text }}}}]"
+        finally:
+          wrap:
+            agent: sh
+            prompt: "echo [{{{{ stages.hard.outputs['hard.txt'].text }}}}:{{{{ stages.soft.outputs['soft.txt'].text }}}}]"
+    """)
+    result, _ = run_inproc(project, pb)
+    hard, soft = result.stages["hard"], result.stages["soft"]
+    assert hard.status is Status.FAILURE and "hard.txt: has 2 hard links" in hard.reason, hard.reason
+    assert soft.status is Status.FAILURE and "symlink" in soft.reason, soft.reason
+    for key in ("use", "wrap"):
+        assert result.stages[key].status is Status.SUCCESS, result.stages[key].reason
+        prompt = prompt_of(project, result.run_id, key)
+        assert "SECRET" not in prompt and "echo [:]" in prompt, prompt
+
+
+def test_a_fifo_at_the_task_list_does_not_freeze_the_run(project: Path) -> None:
+    pb = sh_playbook(project, """
+        tasks: tasks.md
+        stages:
+          swap:
+            agent: sh
+            prompt: "printf -- '- [ ] one\\\\n' > {{ shared }}/tasks.md; rm {{ shared }}/tasks.md; mkfifo {{ shared }}/tasks.md"
+          after:
+            agent: sh
+            needs: swap
+            prompt: "echo {{ tasks.total }} tasks"
+    """)
+    done = bridge(project, "run", str(pb), timeout=60)  # before: blocked for good in open(), deaf to signals
+    assert done.returncode == 0, done.stdout + done.stderr
+    with Ledger(project) as ledger:
+        run = ledger.find_run("last").id
+        assert ledger.unit(run, "after").final_message.strip() == "0 tasks"

@@ -92,3 +92,37 @@ def test_list_of_dicts_and_the_workspace_alias(tmp_path: Path) -> None:
     assert len(tasks) == 2
     assert list(tasks) == [t.to_dict() for t in tasks.items]
     assert list(tasks)[1]["owner"] == "claude"
+
+
+def test_the_task_list_is_read_safely(tmp_path: Path) -> None:
+    """tasks.md is agent-written: never followed outside the shared folder, never a blocking FIFO."""
+    import os
+
+    from bridge.shared_files import UnsafeFile
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    outside = tmp_path / "private-checklist.md"
+    outside.write_text("- [ ] the user's private plan\n")
+    (shared / "tasks.md").symlink_to(outside)
+    with pytest.raises(BridgeError, match="points outside the shared folder"):
+        read_tasks(Path("tasks.md"), shared)
+    with pytest.raises(UnsafeFile, match="symlink"):  # without the folder: never through a link either
+        read_tasks(shared / "tasks.md")
+    (shared / "sub").symlink_to(tmp_path)  # a folder link out of the shared folder
+    with pytest.raises(BridgeError, match="outside the shared folder"):
+        read_tasks(Path("sub/private-checklist.md"), shared)
+    (shared / "tasks.md").unlink()
+    os.mkfifo(shared / "tasks.md")  # no writer ever comes: a plain open() would wait for good
+    with pytest.raises(UnsafeFile, match="FIFO"):
+        read_tasks(Path("tasks.md"), shared)
+    with pytest.raises(UnsafeFile, match="FIFO"):
+        tick(shared / "tasks.md", 0)
+    (shared / "tasks.md").unlink()
+    os.link(outside, shared / "tasks.md")
+    with pytest.raises(UnsafeFile, match="hard links"):
+        read_tasks(Path("tasks.md"), shared)
+    (shared / "tasks.md").unlink()
+    (shared / "tasks.md").write_text("- [ ] ours\n")
+    assert [t.text for t in read_tasks(Path("tasks.md"), shared).items] == ["ours"]
+    assert read_tasks(Path("absent.md"), shared) == TaskList()

@@ -125,3 +125,44 @@ def test_stub_context_shape(tmp_path: Path) -> None:
     assert list(stub_context(pb, "fix", tmp_path, until=True)["stages"]) == ["audit", "impl", "verify"]
     assert list(stub_context(pb, "done", tmp_path)["stages"]) == ["audit", "fix", "impl", "verify"]
     assert stub_context(pb, "audit", tmp_path)["loop"] is None
+
+
+def test_output_value_is_read_lazily_safely_and_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import bridge.output_value as ov
+    from bridge.shared_files import TEXT_CAP
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    reads: list[Path] = []
+    real = ov.read_regular
+    monkeypatch.setattr(ov, "read_regular", lambda path, limit: reads.append(path) or real(path, limit))
+
+    (shared / "notes.md").write_text("hello")
+    notes = OutputValue.load(shared, "notes.md")
+    ctx = _ctx(tmp_path, a=StageView("a", "success", {"notes.md": notes}))
+    assert render("{{ stages.a.outputs['notes.md'] }}", ctx, "w") == str(shared / "notes.md")
+    assert reads == [] and not notes.loaded  # naming the path reads nothing
+    assert render("{{ stages.a.outputs['notes.md'].text }}", ctx, "w") == "hello"
+    render("{{ stages.a.outputs['notes.md'].text }}", ctx, "w")
+    assert len(reads) == 1 and notes.loaded  # read once, when first used
+
+    outside = tmp_path / "secret.txt"
+    outside.write_text("SECRET=outside")
+    (shared / "link.txt").symlink_to(outside)
+    os.link(outside, shared / "hard.txt")
+    os.mkfifo(shared / "fifo.json")
+    for rel, why in (("link.txt", "symlink"), ("hard.txt", "hard links"), ("fifo.json", "FIFO")):
+        value = OutputValue.load(shared, rel)
+        assert value.text == "" and dict(value) == {} and value.parsed is None, rel
+        assert why in value.problem, rel
+    assert OutputValue.load(shared, "absent.json").problem is None
+
+    big = shared / "big.md"
+    with big.open("wb") as fh:
+        fh.truncate(300 << 20)  # 300 MB (sparse): reading it all took 630 MB
+    text = OutputValue.load(shared, "big.md").text
+    assert len(text) < TEXT_CAP + 200
+    assert text.endswith(f"bridge read the first {TEXT_CAP:,} of {300 << 20:,} bytes of this file; the rest "
+                         f"is in {big}]")
