@@ -137,21 +137,23 @@ class _Stream:
             self.on_line(line)
 
     async def pump(self) -> None:
-        buf = b""
+        buf = bytearray()  # the unfinished line: appended to in place, so a 100 MB line stays linear
         while True:
             chunk = await self.reader.read(65536)
             if not chunk:
                 break
             self.touch()
             buf += chunk
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                self._emit(line)
+            if b"\n" in chunk:
+                *lines, rest = bytes(buf).split(b"\n")
+                for line in lines:
+                    self._emit(line)
+                buf = bytearray(rest)
             if len(buf) > MAX_LINE:
-                self._emit(buf)
-                buf = b""
+                self._emit(bytes(buf))
+                buf = bytearray()
         if buf:
-            self._emit(buf)
+            self._emit(bytes(buf))
 
 
 def _open_log(path: Path | None) -> IO[str] | None:

@@ -273,3 +273,13 @@ def test_which(tmp_path):
     (tmp_path / "codex").write_text("#!/bin/sh\n")
     (tmp_path / "codex").chmod(0o755)
     assert which("codex", extra_path=tmp_path) == str(tmp_path / "codex")
+
+
+def test_a_huge_line_and_many_small_ones_arrive_whole(tmp_path):
+    # one 30 MB line (read in 64 KiB chunks) and 100,000 short ones: each line once, nothing cut
+    code = "import sys; sys.stdout.write('x' * 30_000_000 + '\\n' + 'y\\n' * 100_000 + 'tail')"
+    got: list[int] = []
+    result = asyncio.run(supervise(ProcessSpec(argv=(sys.executable, "-c", code), cwd=tmp_path, timeout=120,
+                                               run_id="huge", stage="s"), lambda line: got.append(len(line))))
+    assert result.exit_code == 0
+    assert got[0] == 30_000_000 and got[1:-1] == [1] * 100_000 and got[-1] == 4 and len(got) == 100_002
