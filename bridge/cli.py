@@ -116,7 +116,9 @@ def run(
     var: Optional[List[str]] = VarOpt,
     only: Optional[List[str]] = typer.Option(None, "--only", help="Run only these stages."),
     from_stage: Optional[str] = typer.Option(None, "--from", help="Start at this stage (earlier ones reused)."),
-    max_parallel: Optional[int] = typer.Option(None, "--max-parallel", help="Global parallelism cap."),
+    max_parallel: Optional[int] = typer.Option(None, "--max-parallel", min=1,
+                                               help="Agents running at once (default: the playbook's max_parallel, "
+                                               "else 4)."),
     rehearse: bool = typer.Option(False, "--rehearse", help="Run the real CLIs against the scripted local model."),
     script: Optional[Path] = typer.Option(None, "--script", help="Rehearsal script (default: the playbook's own)."),
     json_out: bool = typer.Option(False, "--json", help="One JSON event per line on stdout."),

@@ -44,14 +44,15 @@ def resume_run(project: Path, ref: str, emit: Emit) -> RunResult:
         with run_lock(layout):
             stop_leftovers(ledger, row.id)
             opts = row.options
+            parallel, bad_parallel = _stored_parallel(opts.get("max_parallel"))
             spec = RunSpec(Path(row.playbook_path), project, row.vars, tuple(opts.get("only") or ()),
-                           opts.get("from_stage"), opts.get("max_parallel"), bool(opts.get("rehearse")),
+                           opts.get("from_stage"), parallel, bool(opts.get("rehearse")),
                            Path(opts["script"]) if opts.get("script") else None,
                            Path(row.trigger) if row.trigger else None)
             playbook = load(spec.playbook_path, spec.vars, project)
             layout.create()
             prior = _prior_sessions(ledger, row.id)
-            notes = _edited(spec.playbook_path, opts.get("playbook_sha256"), playbook, prior)
+            notes = _edited(spec.playbook_path, opts.get("playbook_sha256"), playbook, prior) + bad_parallel
             selected = selected_stages(playbook, spec.only, spec.from_stage)
             _check_resume_clis(playbook, selected, prior, project, row.id)  # before the run is touched
             ledger.reopen_run(row.id, os.getpid())
@@ -60,6 +61,15 @@ def resume_run(project: Path, ref: str, emit: Emit) -> RunResult:
             return Session(playbook, spec, layout, ledger, emit, prior, selected, resumed=True,
                            base=base_from_json(opts.get("base")) or take_base(project, playbook),
                            notes=notes).drive()
+
+
+def _stored_parallel(value: object) -> tuple[int | None, tuple[str, ...]]:
+    """The run's --max-parallel as recorded; a value no run can use (an older bridge accepted -3) is
+    dropped, with a note, so the resume runs with the playbook's or the default limit."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value, ()  # type: ignore[return-value]
+    return None, (f"the run's recorded --max-parallel {value!r} is not a usable limit (at least 1): "
+                  "the resume uses the playbook's max_parallel, else 4",)
 
 
 def _check_resume_clis(playbook: Playbook, selected: frozenset[str] | None, prior: dict[str, Prior],

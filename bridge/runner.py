@@ -19,15 +19,26 @@ from typing import Any
 from bridge import dag
 from bridge.agents.base import ErrorKind
 from bridge.budget import BudgetTracker, Spend
+from bridge.errors import RunError
 from bridge.events import Emit, LoopIteration, RunCancelling, Status, UnitFinished
 from bridge.playbook import Playbook, Stage, iter_stages, matrix_items
 from bridge.unit import Prior, Resolve, RunResult, StageResult, Unit, UnitResult
 from bridge.unit_runner import Execute, RetryOptions, UnitRunner
 from bridge.views import Contexts, evaluate, unit_key
 
+# agents running at once when neither --max-parallel nor the playbook says: each is a CLI process
+# (a Node runtime, often hundreds of MB) and all draw on the same vendor accounts' rate limits
 DEFAULT_MAX_PARALLEL = 4
 # an `if:` that looks at statuses replaces the default "needs went well" gate, as in GitHub Actions
 _STATUS_AWARE = re.compile(r"\bstatus\b")
+
+
+def parallel_limit(option: int | None, playbook: Playbook) -> int:
+    """How many agents run at once: --max-parallel, else the playbook's max_parallel, else the default."""
+    limit = option if option is not None else playbook.max_parallel or DEFAULT_MAX_PARALLEL
+    if limit < 1:
+        raise RunError(f"--max-parallel must be at least 1 (got {limit}): it is how many agents run at once")
+    return limit
 
 
 @dataclass(frozen=True)
@@ -80,8 +91,7 @@ class Runner:
         self.resolvers = {rid: dag.places(playbook)[rid].stage for rid in dag.resolvers(playbook)
                           if rid in dag.places(playbook)}
         self.resolutions: dict[str, list[UnitResult]] = {rid: [] for rid in self.resolvers}
-        limit = options.max_parallel or playbook.max_parallel or DEFAULT_MAX_PARALLEL
-        self.slots = asyncio.Semaphore(limit)
+        self.slots = asyncio.Semaphore(parallel_limit(options.max_parallel, playbook))
         self.budget = BudgetTracker(playbook)
         for earlier in self.prior.values():  # a resumed run's spend includes its earlier sessions'
             if earlier.status != "success" and (earlier.tokens or earlier.cost_usd):

@@ -361,3 +361,30 @@ def test_only_and_from_reject_what_they_cannot_select(project: Path) -> None:
     assert not (project / ".bridge" / "runs").exists() or not any((project / ".bridge" / "runs").iterdir())
     result, _ = run_inproc(project, pb, only=("fix",))  # the loop as a whole runs its members
     assert result.status is Status.SUCCESS and result.stages["impl"].final_message == "impl"
+
+
+def test_max_parallel_below_one_is_refused_before_the_run_exists(project: Path, tmp_path: Path) -> None:
+    from bridge.errors import RunError
+    from bridge.resume import resume_run
+    from tests.runhelp import bridge
+
+    pb = write_playbook(project, f"""
+        stages:
+          a: {{agent: f, prompt: "FAKE: count={tmp_path}/a; fail_first=1; message=a done"}}
+    """)
+    for bad in ("-3", "0"):
+        refused = bridge(project, "run", str(pb), "--max-parallel", bad)
+        assert refused.returncode == 2 and "--max-parallel" in refused.stderr, refused.stderr
+    with pytest.raises(RunError, match="--max-parallel must be at least 1"):
+        run_inproc(project, pb, max_parallel=0)  # a caller other than the CLI (watch, schedules)
+    assert not (project / ".bridge" / "ledger.db").exists() or not Ledger(project).runs()
+    # a run an older bridge recorded with -3: its resume uses the default limit, and says so
+    failed, _ = run_inproc(project, pb)
+    assert failed.status is Status.FAILURE
+    with Ledger(project) as ledger:
+        ledger._exec("UPDATE runs SET options_json = json_set(options_json, '$.max_parallel', -3) WHERE id = ?",
+                     (failed.run_id,))
+    events: list = []
+    resumed = resume_run(project, failed.run_id, events.append)
+    assert resumed.status is Status.SUCCESS, resumed.reason
+    assert any("recorded --max-parallel -3 is not a usable limit" in w for w in events[0].warnings)
