@@ -25,7 +25,7 @@ from bridge.events import (Emit, GitNote, LoopIteration, RunFinished, RunStarted
 from bridge.ledger import Ledger
 from bridge.outputs import ends_early
 from bridge.playbook import Playbook, iter_stages, matrix_items, uses_worktrees
-from bridge.runner import Runner, RunnerOptions
+from bridge.runner import Runner, RunnerOptions, parallel_limit
 from bridge.selection import Reuse, reuse_earlier, selected_stages
 from bridge.tasks import TaskList, read_tasks
 from bridge.unit import Prior, RunResult
@@ -186,7 +186,9 @@ class Session:
                             trigger=str(self.spec.trigger) if self.spec.trigger else None)
         from bridge.caveats import playbook_warnings
 
-        warnings = (*self.notes, *(() if self.spec.rehearse else playbook_warnings(playbook, self.spec.project)))
+        foreign = self._foreign_rehearsal()
+        warnings = (*self.notes, *(() if self.spec.rehearse else playbook_warnings(playbook, self.spec.project)),
+                    *((foreign,) if foreign else ()))
         self.emit(RunStarted(layout.run_id, playbook.name, str(layout.run_dir), self._all_keys(), self.resumed,
                              warnings))
         git = None
@@ -194,6 +196,8 @@ class Session:
             from bridge.mergeback import Integration
 
             git = Integration(self.spec.project, playbook, layout, self.ledger, self.emit, self.base)
+            if foreign:  # the demo's scripted fixes never land on the user's branch
+                git.blocked = "this rehearsal plays the demo's script on a repository that is not the demo's sample"
             git.announce()
         with contextlib.ExitStack() as stack:
             watcher = None
@@ -233,6 +237,15 @@ class Session:
             return read_tasks(Path(self.playbook.tasks), self.layout.shared).to_dict()  # safely: agents write it
         except Exception:  # a half-written or unreadable task list must not fail a stage's prompt
             return TaskList().to_dict()
+
+    def _foreign_rehearsal(self) -> str | None:
+        """The warning when bridge's shipped rehearsal script, written for the demo's sample, would write
+        its files into a repository that is not that sample (bridge.demo.foreign_rehearsal)."""
+        if not self.spec.rehearse:
+            return None
+        from bridge.demo import foreign_rehearsal
+
+        return foreign_rehearsal(rehearsal_script(self.spec.playbook_path, self.spec.script), self.spec.project)
 
     def _rehearsal(self, stack: contextlib.ExitStack) -> Any:
         if not self.spec.rehearse:
@@ -283,6 +296,7 @@ def start_run(spec: RunSpec, emit: Emit) -> RunResult:
     try:
         playbook = load(spec.playbook_path, spec.vars, project)
         selected = selected_stages(playbook, spec.only, spec.from_stage)
+        parallel_limit(spec.max_parallel, playbook)  # a bad --max-parallel fails before the run exists
         if spec.rehearse:
             rehearsal_script(spec.playbook_path, spec.script)  # fail before anything is created
         from bridge.preflight import check_clis

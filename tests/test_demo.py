@@ -122,3 +122,81 @@ def test_the_demo_needs_only_the_clis_its_playbook_uses(tmp_path: Path, monkeypa
     assert _ensure_clis(yes=False) == {"codex": str(folder / "codex"), "claude": str(folder / "claude")}
     assert install_argv(tmp_path, ("claude",))[-1].startswith("@anthropic-ai/claude-code@")
     assert len([a for a in install_argv(tmp_path) if a.startswith("@")]) == 3  # all of them by default
+
+
+# ---- the shipped rehearsal scripts on a repository that is not the sample -----------------------
+
+def test_foreign_rehearsal_names_the_files_only_off_the_sample(tmp_path: Path) -> None:
+    from bridge.demo import foreign_rehearsal, is_sample
+
+    scripts = data_dir("playbooks") / "rehearsals"
+    mine = tmp_path / "mine"
+    (mine / "src").mkdir(parents=True)
+    (mine / "README.md").write_text("my project\n")
+    sample = build_sample(tmp_path / "sample")
+    assert is_sample(sample) and not is_sample(mine)
+    warning = foreign_rehearsal(scripts / "audit-then-implement.yaml", mine)
+    assert warning is not None
+    assert "inventory/store.py, inventory/util.py, tests/test_store.py" in warning
+    assert "nothing this run merges lands on your branch" in warning and "--script" in warning
+    assert foreign_rehearsal(scripts / "audit-then-implement.yaml", sample) is None  # the demo itself
+    assert foreign_rehearsal(scripts / "nightly-verify.yaml", mine) is None  # writes no repository file
+    own = tmp_path / "own.yaml"
+    (own).write_text((scripts / "audit-then-implement.yaml").read_text())
+    assert foreign_rehearsal(own, mine) is None  # a script of the user's own: theirs to decide
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_rehearsing_the_demo_script_on_another_repo_leaves_its_branch_alone(tmp_path: Path, real_clis: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """audit-then-implement --rehearse on a repo that is not the sample: warned at the start, the
+    scripted demo fixes never land on the user's branch, and a test command that ran no test is a fail
+    (the repo has no Python tests: `python3 -m unittest` says "Ran 0 tests" and exits 0 on 3.11)."""
+    from bridge.events import RunStarted, Status
+    from bridge.launch import RunSpec, start_run
+    from bridge.ledger import Ledger
+    from bridge.workspace import RunLayout
+    from tests.runhelp import git
+
+    monkeypatch.setenv("PATH", f"{real_clis}{os.pathsep}{os.environ['PATH']}")
+    repo = tmp_path / "mine"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "README.md").write_text("# my service\n")
+    (repo / "main.go").write_text("package main\n\nfunc main() {}\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "mine")
+    head = git(repo, "rev-parse", "HEAD")
+    events: list = []
+    result = start_run(RunSpec(playbook_path=data_dir("playbooks") / "audit-then-implement.yaml", project=repo,
+                               rehearse=True), events.append)
+    [started] = [e for e in events if isinstance(e, RunStarted)]
+    assert any("written for the demo's sample" in w for w in started.warnings), started.warnings
+    assert git(repo, "rev-parse", "HEAD") == head and git(repo, "branch", "--show-current") == "main"
+    assert not (repo / "inventory").exists() and not (repo / "tests").exists()
+    assert result.status is Status.FAILURE  # no test ran, so verify never passed
+    verdict = (RunLayout(repo, result.run_id).shared / "verify" / "result.json").read_text()
+    assert '"fail"' in verdict and '"failed": 0' in verdict
+    with Ledger(repo) as ledger:
+        landing = ledger.landing(result.run_id)
+    assert landing is not None and not landing["landed"] and "not the demo's sample" in landing["message"]
+
+
+def test_the_closing_advice_says_how_to_use_it_on_your_repo(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from bridge.commands.demo import _story
+    from bridge.demo import playbook_path
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "200")
+    repo = build_sample(tmp_path / "repo")
+    result = SimpleNamespace(run_id="20240501-100000-abcd", stages={"fix": SimpleNamespace(iterations=2)})
+    _story(repo, result, {"codex": "/x/codex", "claude": "/x/claude"}, playbook_path())
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"bridge run {playbook_path()} --dir YOUR_REPO --var test_command='npm test'" in out
+    assert "runs no test at all counts as a fail" in out
+    assert f"cp {playbook_path().parent / 'nightly-verify.yaml'} YOUR_REPO/playbooks/" in out
+    assert "bridge schedule export --crontab --dir YOUR_REPO" in out

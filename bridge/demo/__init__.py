@@ -38,6 +38,32 @@ def build_sample(dest: Path) -> Path:
     return dest
 
 
+def is_sample(project: Path) -> bool:
+    """Is `project` a copy of the sample repository (every file of it there, fixed or not)?"""
+    files = [p.relative_to(SAMPLE) for p in SAMPLE.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    return bool(files) and all((project / rel).is_file() for rel in files)
+
+
+def foreign_rehearsal(script: Path, project: Path) -> str | None:
+    """A warning when one of bridge's shipped rehearsal scripts — written for the sample repository —
+    writes repository files and the project is not that sample; None otherwise. The run then keeps
+    what it merges off the user's branch (bridge.launch sets the landing aside)."""
+    from bridge.rehearsal import load_script
+
+    shipped = (data_dir("playbooks") / "rehearsals").resolve()
+    if script.resolve().parent != shipped or is_sample(project):
+        return None
+    writes = sorted({step.write_file.path for reply in load_script(script).replies for step in reply.steps
+                     if step.write_file is not None and not step.write_file.path.startswith("$")})
+    if not writes:
+        return None
+    return (f"this rehearsal plays bridge's shipped script {script.name}, written for the demo's sample "
+            f"repository (`bridge demo`): its scripted agents write the sample's files ({', '.join(writes)}), "
+            f"whatever {project} holds. So nothing this run merges lands on your branch: it stays on the run's "
+            "integration branch (delete it with `bridge clean`). To rehearse your own repository, write a "
+            "script for it (docs/rehearsal.md) and pass --script.")
+
+
 def pinned_clis() -> dict[str, str]:
     """{npm package: version} of the agent CLIs, from the shipped package.json."""
     path = data_dir("clis") / "package.json"
