@@ -70,6 +70,7 @@ def _story(repo: Path, result: object, clis: dict[str, str], playbook: Path) -> 
     from bridge.process import cli_dirs
     from bridge.workspace import RunLayout
 
+    nightly = playbook.parent / "nightly-verify.yaml"
     layout = RunLayout(repo, result.run_id)  # type: ignore[attr-defined]
     shared = layout.shared
     verdict = {}
@@ -100,8 +101,17 @@ def _story(repo: Path, result: object, clis: dict[str, str], playbook: Path) -> 
         "",
         "Run it for real (your credentials, your repo):",
         "  bridge doctor",
-        f"  bridge run {playbook} --dir YOUR_REPO",
+        f"  bridge run {playbook} --dir YOUR_REPO --var test_command='npm test'",
+        "  test_command is how the verifier runs YOUR tests: the default, `python3 -m unittest -q`, suits a",
+        "  Python repo with unittest tests only; give yours (pytest -q, npm test, go test ./..., cargo test).",
+        "  A test command that runs no test at all counts as a fail, never as a pass.",
         f"  (`bridge plan {playbook}` shows every prompt; copy it next to your repo to adapt it)",
+        "",
+        "Leave nightly-verify scheduled on your repo (the tests every night at 03:00 UTC, failures triaged):",
+        "  mkdir -p YOUR_REPO/playbooks",
+        f"  cp {nightly} YOUR_REPO/playbooks/     # then set vars.test_command in the copy",
+        "  bridge schedule export --crontab --dir YOUR_REPO     # paste the lines into `crontab -e`",
+        "  (or --systemd for systemd user units, or keep `bridge schedule run --dir YOUR_REPO` running)",
     ]
     ui.print_text("\n".join(lines))
 
