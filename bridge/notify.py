@@ -62,6 +62,7 @@ class RunSummary:
     errors: tuple[str, ...] = ()
     landing: str | None = None  # what happened to the user's branch (worktree stages), if anything
     resumed_at: float | None = None  # when the latest `bridge resume` of the run started
+    loops: tuple[str, ...] = ()  # per loop stage, how each round ended ("fix: round 1 until not met; ...")
     notify_failures: tuple[str, ...] = ()  # notifications that did not arrive (redacted)
 
     @property
@@ -256,6 +257,9 @@ def render_summary(summary: RunSummary, base: Path) -> str:
         for rel, ids in reports.items():
             last = " (as the last of them left it; each round's verdict is in its Note)" if len(ids) > 1 else ""
             lines.append(f"- {', '.join(ids)}: [{rel}]({_link(summary.shared_dir, rel, base)}){last}")
+    if summary.loops:
+        lines += ["", "## Loops", ""]
+        lines += [f"- {line}" for line in summary.loops]
     branches = [s for s in summary.stages if s.branch]
     if branches:
         lines += ["", "## Branches", ""]

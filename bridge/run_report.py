@@ -54,6 +54,17 @@ def stage_rows(ledger: Ledger, run_id: str) -> tuple[StageSummary, ...]:
     return tuple(out)
 
 
+def loop_rounds(ledger: Ledger, run_id: str) -> tuple[str, ...]:
+    """'fix: round 1 until not met, round 2 until held' per loop stage, from the recorded iterations."""
+    rounds: dict[str, dict[int, bool]] = {}
+    for name, data in ledger.events(run_id):
+        if name == "loop_iteration":
+            rounds.setdefault(data["stage_id"], {})[data["iteration"]] = data["done"]
+    return tuple(f"{sid}: " + ", ".join(f"round {i} {'until held' if held else 'until not met'}"
+                                        for i, held in sorted(its.items()))
+                 for sid, its in rounds.items())
+
+
 def tell(ledger: Ledger, layout: RunLayout, *, playbook: str, notifies: Sequence[Notify], status: str,
          reason: str, started: float, ended: float, tokens: int, cost_usd: float, emit: Emit,
          resumed_at: float | None = None) -> Path:
@@ -63,7 +74,8 @@ def tell(ledger: Ledger, layout: RunLayout, *, playbook: str, notifies: Sequence
     summary = RunSummary(run_id, playbook, status, started, ended, stage_rows(ledger, run_id),
                          cost_usd or None, tokens or None, str(layout.shared),
                          (reason,) if reason and status != "success" else (),
-                         landing=landing["message"] if landing else None, resumed_at=resumed_at)
+                         landing=landing["message"] if landing else None, resumed_at=resumed_at,
+                         loops=loop_rounds(ledger, run_id))
     path = write_run_summary(layout.summary, summary)
     if not notifies:
         return path

@@ -78,6 +78,7 @@ def test_summary_tells_each_loop_round(project: Path) -> None:
     # the one file both rounds wrote is listed once, saying whose it is
     [report] = [line for line in text.splitlines() if "verdict.json](" in line]
     assert report.startswith("- verify@1, verify@2: ") and "last of them" in report
+    assert "- fix: round 1 until not met, round 2 until held" in text.split("## Loops")[1]
 
 
 def test_summary_of_a_resumed_run_starts_at_the_first_start(project: Path) -> None:
