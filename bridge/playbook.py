@@ -315,7 +315,9 @@ class Playbook(Model):
     stages: dict[str, Stage] = Field(description="The stages, keyed by id: a DAG through `needs`.")
     finally_: dict[str, Stage] = Field(default_factory=dict, alias="finally",
                                        description="Stages that always run at the end, whatever happened.")
-    max_parallel: int | None = Field(None, ge=1)
+    max_parallel: int | None = Field(None, ge=1, description="Agents running at once, run-wide. Unset: 4, "
+                                     "bridge's default (each agent is a CLI process, and all share the vendor "
+                                     "accounts' rate limits); `bridge run --max-parallel N` overrides it.")
     max_cost_usd: float | None = Field(None, gt=0, description="Stop the run past this cost (USD).")
     max_tokens: int | None = Field(None, gt=0, description="Stop the run past this many tokens.")
     tasks: str | None = Field(None, description="Shared task list file (Markdown checklist) in the shared folder.")

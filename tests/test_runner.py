@@ -188,6 +188,31 @@ def test_matrix_max_parallel(project: Path, tmp_path: Path) -> None:
     assert peak == 2
 
 
+def test_the_default_run_wide_limit_is_4(project: Path) -> None:
+    """docs/playbooks.md and the schema say so: unset max_parallel means 4 agents at once, not unlimited."""
+    from bridge.loader import load_playbook
+    from bridge.runner import DEFAULT_MAX_PARALLEL, parallel_limit
+
+    pb = write_playbook(project, """
+        stages:
+          m:
+            agent: f
+            matrix: {x: [1, 2, 3, 4, 5, 6]}
+            prompt: "FAKE: sleep=1"
+    """)
+    assert DEFAULT_MAX_PARALLEL == 4 and parallel_limit(None, load_playbook(pb)) == 4
+    result, events = run_inproc(project, pb)
+    assert result.status is Status.SUCCESS
+    running, peak = 0, 0
+    for e in events:
+        if isinstance(e, UnitStarted):
+            running += 1
+            peak = max(peak, running)
+        elif type(e).__name__ == "UnitFinished":
+            running -= 1
+    assert peak == 4
+
+
 def test_loop_until_sees_previous_iteration(project: Path) -> None:
     pb = write_playbook(project, """
         stages:
