@@ -359,8 +359,14 @@ class Runner:
         return result
 
     def _upstream_keys(self, unit: Unit, scope: Scope) -> tuple[str, ...]:
+        """The units whose transcripts this one's hand-off stands in for: its needs' and, inside a loop,
+        the needs of every loop around it (what its templates can see from outside the loop)."""
         results = scope.all_results()
-        return tuple(u.key for need in unit.stage.needs if need in results for u in results[need].units)
+        needs, loop = list(unit.stage.needs), self.home.get(unit.stage_id)
+        while loop is not None:
+            needs += self.contexts.places[loop].stage.needs
+            loop = self.home.get(loop)
+        return tuple(u.key for need in dict.fromkeys(needs) if need in results for u in results[need].units)
 
     # template context ------------------------------------------------------------------------
     def _context(self, sid: str, scope: Scope, matrix: dict[str, Any],

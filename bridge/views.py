@@ -41,18 +41,39 @@ def handed_pieces(context: dict[str, Any]) -> list[str]:
     return pieces
 
 
-def handed_bytes(prompt: str, pieces: list[str]) -> int:
-    """UTF-8 bytes of `prompt` that are upstream pieces (see handed_pieces), quoted verbatim.
+MIN_LINE = 12  # a line of a piece counts on its own (not verbatim with the rest) from this many characters
 
-    Overlapping occurrences (a summary inside the final message it caps) count once; the prompt's
-    own wording counts not at all. This is what the ledger records as an attempt's hand-off.
+
+def handed_bytes(prompt: str, pieces: list[str]) -> int:
+    """UTF-8 bytes of `prompt` that are upstream pieces (see handed_pieces), quoted in it.
+
+    A piece counts where it occurs verbatim; one a filter re-laid out (`| indent`, `| trim`, a
+    `{% for %}` over its lines) counts line by line: each of its lines found in the prompt, in order,
+    if it has at least MIN_LINE characters or directly follows a line already found (so short lines
+    of the prompt's own wording do not count). Overlaps count once (a capped summary inside the final
+    message it was cut from); the prompt's own wording counts not at all. This is what the ledger
+    records as an attempt's hand-off; a filter that changes the text itself (`| upper`) is not seen.
     """
     covered = bytearray(len(prompt))
     for piece in {p for p in pieces if p and p.strip()}:
         start = prompt.find(piece)
-        while start != -1:
-            covered[start:start + len(piece)] = b"\x01" * len(piece)
-            start = prompt.find(piece, start + len(piece))
+        if start != -1:
+            while start != -1:
+                covered[start:start + len(piece)] = b"\x01" * len(piece)
+                start = prompt.find(piece, start + len(piece))
+            continue
+        at, previous = 0, None  # where to search next; the end of the last line found
+        for line in (ln.strip() for ln in piece.splitlines()):
+            if not line:
+                continue
+            pos = prompt.find(line, at)
+            follows = previous is not None and pos != -1 and prompt.count("\n", previous, pos) <= 1 \
+                and not prompt[previous:pos].strip()
+            if pos == -1 or (len(line) < MIN_LINE and not follows):
+                previous = None
+                continue
+            covered[pos:pos + len(line)] = b"\x01" * len(line)
+            at = previous = pos + len(line)
     return sum(len(ch.encode("utf-8")) for ch, hit in zip(prompt, covered) if hit)
 
 

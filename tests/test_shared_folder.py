@@ -221,3 +221,39 @@ def test_a_fifo_at_the_task_list_does_not_freeze_the_run(project: Path) -> None:
     with Ledger(project) as ledger:
         run = ledger.find_run("last").id
         assert ledger.unit(run, "after").final_message.strip() == "0 tasks"
+
+
+def test_handoff_figures_of_a_loop_member_and_a_filtered_summary(project: Path) -> None:
+    """A loop member's transcripts are those of the stages its loop needs; a summary re-laid out by
+    `| indent` still counts as handed (line by line)."""
+    pb = sh_playbook(project, """
+        stages:
+          a:
+            agent: sh
+            prompt: "for i in $(seq 0 29); do echo finding $i: the check at line $i of store.py is wrong; done"
+          work:
+            needs: [a]
+            loop:
+              max_iterations: 1
+              until: "true"
+              stages:
+                plan:
+                  agent: f
+                  prompt: |
+                    Fix these:
+                      {{ stages.a.summary | indent(2) }}
+                    FAKE: message=planned
+    """)
+    result, _ = run_inproc(project, pb)
+    assert result.status is Status.SUCCESS, result.reason
+    with Ledger(project) as ledger:
+        (a,) = ledger.attempts(result.run_id, "a")
+        (plan,) = ledger.attempts(result.run_id, "plan@1")
+        summary = ledger.unit(result.run_id, "a").summary
+    assert summary.count("\n") >= 10  # a many-line summary, so `| indent` changed it
+    prompt = prompt_of(project, result.run_id, "plan@1")
+    assert summary not in prompt and "\n  finding 29" in prompt
+    lines = [ln for ln in summary.splitlines() if ln.strip()]
+    assert plan.handoff_bytes >= sum(len(ln.encode()) for ln in lines)  # every line of it counted
+    assert plan.handoff_bytes < len(prompt.encode())  # but not the prompt's own wording
+    assert plan.upstream_transcript_bytes == Path(a.stdout_path).stat().st_size > 0
