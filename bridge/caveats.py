@@ -33,23 +33,27 @@ def playbook_warnings(playbook: Playbook, project: Path | None = None) -> list[s
         if profile.command and cli.get("adapter") != "command":
             found.append(f"agents.{name}: command is ignored: it is for `cli: command` CLIs; "
                          f"{profile.cli} builds its own argv")
-    found += _unwritable_outputs(playbook, project)
+    found += _stage_warnings(playbook, project)
     return found
 
 
-def _unwritable_outputs(playbook: Playbook, project: Path | None) -> list[str]:
-    """A read-only Codex cannot write the shared folder (it ignores --add-dir under read-only)."""
+def _stage_warnings(playbook: Playbook, project: Path | None) -> list[str]:
+    """What a stage asks of its agent's CLI that the CLI cannot do."""
     found = []
     for sid, stage in [*iter_stages(playbook.stages), *iter_stages(playbook.finally_)]:
         profile = playbook.agents.get(stage.agent or "")
-        if profile is None or profile.sandbox != "read-only" or profile.permission_mode:
-            continue
         try:
-            adapter = cli_definition(profile.cli, project).get("adapter")
+            adapter = cli_definition(profile.cli, project).get("adapter") if profile else None
         except BridgeError:
             continue
+        if profile is None or adapter is None:
+            continue
+        if stage.output_schema is not None and adapter not in ("codex", "claude"):
+            found.append(f"stages.{sid}: output_schema is not enforced by {profile.cli} (only Codex and Claude "
+                         "Code take one); its answer is still checked against an output's own `schema`")
         written = [o.path for o in stage.outputs if o.from_ == "agent"]
-        if adapter == "codex" and written:
+        # Codex ignores --add-dir under its read-only sandbox
+        if adapter == "codex" and written and profile.sandbox == "read-only" and not profile.permission_mode:
             found.append(f"stages.{sid}: agent {stage.agent} is a read-only Codex, which cannot write "
                          f"{', '.join(written)} into the shared folder: give the output `from: final_message` "
                          "(bridge writes the agent's answer) or the agent `sandbox: workspace-write`")

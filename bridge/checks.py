@@ -374,6 +374,9 @@ class _Templates:
             self.expression(path + ("loop", "until"), stage.loop.until, ctx)
             return
         in_loop = dag.places(self.playbook)[sid].loop is not None
+        bad = invalid_schema(stage.output_schema) if stage.output_schema is not None else None
+        if bad:
+            self.add_at(path + ("output_schema",), f"this JSON Schema is itself invalid: {bad}")
         for i, spec in enumerate(stage.outputs):
             bad = invalid_schema(spec.schema_) if spec.schema_ is not None else None
             if bad:

@@ -216,6 +216,10 @@ class Stage(Model):
     outputs: list[Output] = Field(default_factory=list, description="Files the stage must leave in the shared "
                                   "folder; the stage is done once they exist and are valid.")
     summary: Summary = Field(default_factory=Summary, description="Caps on what is handed downstream.")
+    output_schema: dict[str, Any] | None = Field(
+        None, description="JSON Schema the agent's final answer must match, enforced by the CLI (Codex "
+        "--output-schema, Claude Code --json-schema; Gemini CLI has no such option). Keep the answer as a file "
+        "with an output `from: final_message`.")
     timeout: Duration | None = Field(None, gt=0, description="Wall-clock limit of one attempt (e.g. 20m).")
     idle_timeout: Duration | None = Field(
         None, gt=0, description="Stop an attempt that prints nothing for this long (e.g. 5m).")

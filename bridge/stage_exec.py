@@ -95,7 +95,7 @@ class StageExecutor:
         cwd = self.workdir(unit)  # the project, the unit's worktree, or the merged work's checkout
         inv = Invocation(prompt=prompt, cwd=cwd, shared_dir=self.layout.shared,
                          extra_dirs=(self.layout.inbox,), resume_session=control.resume_session,
-                         stage_dir=paths.dir, env=dict(stage.env))
+                         stage_dir=paths.dir, env=dict(stage.env), output_schema=stage.output_schema)
         attempt_id = self.ledger.start_attempt(self.run_id, unit.key, n, dir=paths.dir)
         complete = threading.Event()
         watch_key = f"{unit.key}#{n}"
@@ -226,6 +226,6 @@ class StageExecutor:
             "usage": {"input_tokens": outcome.usage.input_tokens, "output_tokens": outcome.usage.output_tokens,
                       "cached_tokens": outcome.usage.cached_tokens},
             "cost_usd": outcome.cost_usd, "exit_code": process and process.exit_code,
-            "ended_by": process and process.ended_by,
+            "signal": process and process.signal, "ended_by": process and process.ended_by,
             "duration": report.duration, "handoff_bytes": report.handoff_bytes,
         }, indent=2))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -25,11 +26,11 @@ CLIS = ("codex", "claude", "gemini")
 
 def go(cli: str, world: Path, script: str, prompt: str = "Do the rehearsal task.", *, profile=None,
        timeout: float = 90, idle_timeout: float | None = None, cancel_after: float | None = None,
-       run_id: str = RUN_E2E):
+       run_id: str = RUN_E2E, output_schema: dict | None = None):
     shared = world / "run" / "shared"
     script = script.replace("SHARED", str(shared))
     inv = Invocation(prompt=prompt.replace("SHARED", str(shared)), cwd=world / "repo", shared_dir=shared,
-                     stage_dir=world / "run" / "stages" / cli / "attempt-1")
+                     stage_dir=world / "run" / "stages" / cli / "attempt-1", output_schema=output_schema)
     profile = profile or AgentProfile(cli=cli, sandbox="workspace-write")
     events: list = []
 
@@ -161,3 +162,16 @@ def test_cancellation(cli, world):
     result, _, _ = go(cli, world, "replies:\n  - steps:\n      - hang: true\n", cancel_after=4)
     assert result.outcome.error is ErrorKind.CANCELLED
     assert result.process.ended_by == "cancelled"
+
+
+@pytest.mark.parametrize("cli", ["codex", "claude"])
+def test_output_schema_is_enforced_by_the_cli(cli, world):
+    # a stage's output_schema reaches the CLI (Codex --output-schema, Claude --json-schema) and the
+    # answer comes back as that JSON
+    schema = {"type": "object", "properties": {"status": {"type": "string"}, "failures": {"type": "integer"}},
+              "required": ["status", "failures"], "additionalProperties": False}
+    script = "replies:\n  - steps:\n      - structured: {status: pass, failures: 0}\n"
+    result, _, requests = go(cli, world, script, output_schema=schema)
+    assert result.outcome.success, (result.outcome, result.stderr_path.read_text()[-2000:])
+    assert json.loads(result.outcome.final_message) == {"status": "pass", "failures": 0}
+    assert ("--output-schema" if cli == "codex" else "--json-schema") in result.argv

@@ -373,3 +373,12 @@ def test_hostile_yaml_is_a_located_problem_not_a_crash(tmp_path: Path) -> None:
             load_playbook_text(text, "hostile.yaml")
         [p] = info.value.problems
         assert (p.line, p.column) == (1, 1) and p.message.startswith(message), p.message
+
+
+def test_an_invalid_output_schema_is_reported_at_it() -> None:
+    text = "version: 1\nname: t\nagents: {a: {cli: codex}}\nstages:\n  s:\n    agent: a\n    prompt: x\n" \
+           "    output_schema: {type: objekt}\n"
+    with pytest.raises(PlaybookError) as info:
+        load_playbook_text(text, "b.yaml")
+    [p] = info.value.problems
+    assert (p.line, p.path) == (8, "stages.s.output_schema") and "is itself invalid" in p.message

@@ -116,7 +116,8 @@ class _Plan:
         key = unit_key(sid, item, 1 if dag.places(self.pb)[sid].loop else None)
         cwd = worktree_path(self.project, RUN_ID, key.replace("@", ".")) if stage.worktree else self.project
         inv = Invocation(prompt=prompt, cwd=cwd, shared_dir=self.layout.shared, extra_dirs=(self.layout.inbox,),
-                         stage_dir=self.layout.attempt(key, 1).dir, env=dict(stage.env))
+                         stage_dir=self.layout.attempt(key, 1).dir, env=dict(stage.env),
+                         output_schema=stage.output_schema)
         try:
             cmd = build_command(self.pb.agents[stage.agent or ""], inv, project=self.project)
         except Exception as exc:  # plan still shows everything else when an adapter cannot say
