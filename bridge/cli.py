@@ -122,7 +122,9 @@ def run(
     rehearse: bool = typer.Option(False, "--rehearse", help="Run the real CLIs against the scripted local model."),
     script: Optional[Path] = typer.Option(None, "--script", help="Rehearsal script (default: the playbook's own)."),
     json_out: bool = typer.Option(False, "--json", help="One JSON event per line on stdout."),
-    trigger: Optional[Path] = typer.Option(None, "--trigger", hidden=True, help="File that triggered this run."),
+    trigger: Optional[List[Path]] = typer.Option(None, "--trigger", hidden=True,
+                                                 help="File that triggered this run (repeated: every file of "
+                                                 "the burst, the last changed last)."),
     run_id: Optional[str] = typer.Option(None, "--run-id", hidden=True,
                                          help="Use this (new) run id; the scheduler and `bridge watch` choose it."),
     directory: Optional[Path] = DirOpt,
@@ -131,7 +133,7 @@ def run(
     _call(
         "run", playbook=playbook, var=var or [], only=only or [], from_stage=from_stage,
         max_parallel=max_parallel, rehearse=rehearse, script=script, json_out=json_out,
-        trigger=trigger, run_id=run_id, directory=directory,
+        trigger=trigger or [], run_id=run_id, directory=directory,
     )
 
 
@@ -191,15 +193,19 @@ def resume(
 def watch(
     playbook: Path = typer.Argument(...),
     on: str = typer.Option(..., "--on", help="Glob of files that trigger a run, e.g. 'audit/*.md'."),
-    watch_dir: Optional[Path] = typer.Option(None, "--watch-dir", help="Folder to watch (default: .bridge/inbox)."),
+    watch_dir: Optional[Path] = typer.Option(None, "--watch-dir", hidden=True,
+                                             help="Old name: a folder to watch, relative to the project."),
     queue: bool = typer.Option(False, "--queue", help="Queue every trigger instead of coalescing them."),
     debounce: float = typer.Option(1.0, "--debounce", help="Seconds of quiet before a trigger fires."),
     var: Optional[List[str]] = VarOpt,
-    directory: Optional[Path] = DirOpt,
+    directory: Optional[Path] = typer.Option(None, "--dir", help="Folder to watch (default: the project's "
+                                             ".bridge/inbox)."),
+    project: Optional[Path] = typer.Option(None, "--project", "-C", help="Project folder (default: the nearest "
+                                           "folder at or above --dir, else the current one, holding .bridge or .git)."),
 ) -> None:
-    """Run a playbook whenever files matching a glob appear or change."""
+    """Run a playbook whenever files matching a glob appear or change in a folder."""
     _call("watch", playbook=playbook, on=on, watch_dir=watch_dir, queue=queue, debounce=debounce,
-          var=var or [], directory=directory)
+          var=var or [], directory=directory, project=project)
 
 
 @app.command()

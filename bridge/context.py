@@ -14,7 +14,8 @@ asks for a key they lack (bridge.templates.Lookup):
               inside a loop (previous is None on iteration 1), else None
     tasks     the shared task list: tasks.items (dicts: text, done, owner, line, depth), tasks.done,
               tasks.total, tasks.open; iterating it yields the items (empty without a task list)
-    trigger   the file that triggered the run under `bridge watch` (str), else None
+    trigger   the file that triggered the run under `bridge watch` (str; the last to change), else None
+    triggers  every file of the burst that triggered the run (list of str, `trigger` last), else []
     stages    {id: StageView} of the stages upstream of this one (only those: referencing any
               other stage is an error that names the stage and says to add it to `needs`)
     conflict  only in a resolution stage (one named by a worktree's `on_conflict`): the merge
@@ -152,6 +153,7 @@ def build_context(
     loop_iteration: int | None = None, loop_max: int | None = None,
     loop_previous: Mapping[str, StageView] | None = None, tasks: Any = None,
     trigger: Path | str | None = None, known: Iterable[str] = (), conflict: Mapping[str, Any] | None = None,
+    triggers: Iterable[Path | str] = (),
 ) -> dict[str, Any]:
     """The context of one stage's templates, from plain values (see the module docstring).
 
@@ -174,6 +176,7 @@ def build_context(
         "tasks": tasks if isinstance(tasks, TasksView) else TasksView(
             tasks if isinstance(tasks, Mapping) else {"items": list(tasks or [])}),
         "trigger": None if trigger is None else str(trigger),
+        "triggers": [str(t) for t in triggers] or ([] if trigger is None else [str(trigger)]),
         "stages": Stages(stages, stage_id, known),
         **extra,
     }

@@ -49,6 +49,7 @@ class RunSpec:
     script: Path | None = None
     trigger: Path | None = None
     run_id: str | None = None  # chosen by the caller (the scheduler, `bridge watch`); else a new one
+    triggers: tuple[Path, ...] = ()  # under `bridge watch`: every file of the burst (`trigger` is the last)
 
 
 def rehearsal_script(playbook_path: Path, script: Path | None) -> Path:
@@ -183,7 +184,8 @@ class Session:
         started = time.time()
         contexts = Contexts(playbook, shared=layout.shared.resolve(), inbox=layout.inbox.resolve(),
                             run_id=layout.run_id, vars=dict(playbook.vars), tasks=self._tasks,
-                            trigger=str(self.spec.trigger) if self.spec.trigger else None)
+                            trigger=str(self.spec.trigger) if self.spec.trigger else None,
+                            triggers=tuple(str(t) for t in self.spec.triggers))
         from bridge.caveats import playbook_warnings
 
         foreign = self._foreign_rehearsal()
@@ -332,7 +334,8 @@ def run_options(spec: RunSpec, base_json: Any) -> dict[str, Any]:
     """The run's options as the ledger keeps them (what `bridge resume` reads back)."""
     return {"only": list(spec.only), "from_stage": spec.from_stage, "max_parallel": spec.max_parallel,
             "rehearse": spec.rehearse, "script": str(spec.script) if spec.script else None,
-            "base": base_json, "playbook_sha256": playbook_digest(spec.playbook_path)}
+            "base": base_json, "playbook_sha256": playbook_digest(spec.playbook_path),
+            "triggers": [str(t) for t in spec.triggers]}
 
 
 def _check_new_id(project: Path, run_id: str) -> None:

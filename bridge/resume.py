@@ -48,7 +48,8 @@ def resume_run(project: Path, ref: str, emit: Emit) -> RunResult:
             spec = RunSpec(Path(row.playbook_path), project, row.vars, tuple(opts.get("only") or ()),
                            opts.get("from_stage"), parallel, bool(opts.get("rehearse")),
                            Path(opts["script"]) if opts.get("script") else None,
-                           Path(row.trigger) if row.trigger else None)
+                           Path(row.trigger) if row.trigger else None,
+                           triggers=tuple(Path(t) for t in opts.get("triggers") or ()))
             playbook = load(spec.playbook_path, spec.vars, project)
             layout.create()
             prior = _prior_sessions(ledger, row.id)

@@ -82,9 +82,9 @@ class Contexts:
 
     def __init__(self, playbook: Playbook, *, shared: Path, inbox: Path, run_id: str,
                  vars: dict[str, Any], tasks: Callable[[], dict[str, Any]] = dict,
-                 trigger: str | None = None) -> None:
+                 trigger: str | None = None, triggers: tuple[str, ...] = ()) -> None:
         self.playbook, self.shared, self.inbox, self.run_id = playbook, shared, inbox, run_id
-        self.vars, self.tasks, self.trigger = vars, tasks, trigger
+        self.vars, self.tasks, self.trigger, self.triggers = vars, tasks, trigger, triggers
         self.places = dag.places(playbook)
         self._visible: dict[tuple[str, bool], list[str]] = {}
         self._views: dict[int, StageView] = {}
@@ -155,5 +155,5 @@ class Contexts:
             playbook=self.playbook.name, stage_id=sid, stage_name=place.stage.name, stages=stages,
             matrix=matrix or {}, loop_iteration=iteration if loop_id is not None else None,
             loop_max=loop_max, loop_previous=None if previous is None else self.views(previous),
-            tasks=self.tasks(), trigger=self.trigger, known=self.places, conflict=conflict,
+            tasks=self.tasks(), trigger=self.trigger, known=self.places, conflict=conflict, triggers=self.triggers,
         )

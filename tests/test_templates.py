@@ -111,7 +111,9 @@ finally:
 def test_stub_context_shape(tmp_path: Path) -> None:
     pb = load_playbook_text(PB, "pb.yaml")
     ctx = stub_context(pb, "verify", tmp_path / "shared")
-    assert set(ctx) == {"vars", "matrix", "shared", "inbox", "run", "stage", "loop", "tasks", "trigger", "stages"}
+    assert set(ctx) == {"vars", "matrix", "shared", "inbox", "run", "stage", "loop", "tasks", "trigger", "triggers",
+                        "stages"}
+    assert ctx["triggers"] == [ctx["trigger"]]  # validation: `triggers` holds the stub trigger
     assert list(ctx["stages"]) == ["audit", "impl"]
     audit = ctx["stages"]["audit"]
     assert [i.matrix["area"] for i in audit.items] == ["s", "p"]

@@ -76,40 +76,87 @@ def test_debounce_waits_for_quiet() -> None:
     assert q.pop() == trigger and q.pop() is None
 
 
-def test_coalesce_keeps_only_the_latest_pending() -> None:
+def test_debounce_is_per_burst_and_a_burst_is_one_trigger_with_every_file() -> None:
+    q = TriggerQueue(0.5)
+    for i in range(10):  # ten files, each written 0.2 s after the one before: one burst
+        q.notice(Path(f"f{i + 1}.md"), i * 0.2)
+    assert q.due(1.9) == [] and q.next_deadline() == pytest.approx(2.3)  # quiet 0.5 s after the LAST one
+    [(trigger, absorbed)] = q.due(2.3)
+    assert absorbed is None and trigger.seq == 1
+    assert [p.name for p in trigger.paths] == [f"f{i}.md" for i in range(1, 11)]
+    assert trigger.path == Path("f10.md")  # `trigger`: the last to change
+    assert q.pop() == trigger
+    q.notice(Path("f1.md"), 3.0)
+    q.notice(Path("f2.md"), 3.1)
+    q.notice(Path("f1.md"), 3.2)  # changed again: it is now the latest
+    [(again, _)] = q.due(3.7)
+    assert [p.name for p in again.paths] == ["f2.md", "f1.md"]
+
+
+def test_coalesce_merges_bursts_while_a_run_is_going_and_drops_no_file() -> None:
     q = TriggerQueue(0.5)
     q.notice(Path("1.md"), 0.0)
     q.due(0.5)
     running = q.pop()  # run 1 starts
-    assert running is not None
+    assert running is not None and running.paths == (Path("1.md"),)
     q.notice(Path("2.md"), 1.0)
-    q.notice(Path("3.md"), 1.2)
     first = q.due(1.5)
-    second = q.due(1.7)
-    assert [t.path for t, _ in first] == [Path("2.md")] and first[0][1] is None
-    assert second[0][1] is not None and second[0][1].path == Path("2.md")
-    assert [t.path for t in q.pending] == [Path("3.md")]
-    assert q.pop().path == Path("3.md") and q.pop() is None
+    q.notice(Path("3.md"), 2.0)
+    q.notice(Path("2.md"), 2.1)  # 2.md again, in a later burst
+    second = q.due(2.6)
+    assert [t.paths for t, _ in first] == [(Path("2.md"),)] and first[0][1] is None
+    (merged, absorbed), = second
+    assert absorbed is not None and absorbed.seq == first[0][0].seq
+    assert merged.paths == (Path("3.md"), Path("2.md")) and merged.path == Path("2.md")
+    assert q.pending == (merged,)
+    assert q.pop() == merged and q.pop() is None
 
 
-def test_queue_keeps_every_trigger_in_order() -> None:
+def test_queue_keeps_every_burst_in_order() -> None:
     q = TriggerQueue(0.5, queue_all=True)
     for i, at in enumerate([0.0, 0.1, 0.2]):
         q.notice(Path(f"{i}.md"), at)
-    q.notice(Path("0.md"), 0.3)  # 0.md changed again: it becomes ready last
-    assert [t.path.name for t, _ in q.due(10.0)] == ["1.md", "2.md", "0.md"]
-    assert [q.pop().seq for _ in range(3)] == [1, 2, 3]
+    q.notice(Path("0.md"), 0.3)  # 0.md changed again: it is the burst's last file
+    q.due(10.0)
+    q.notice(Path("3.md"), 11.0)
+    q.due(12.0)
+    assert [[p.name for p in t.paths] for t in q.pending] == [["1.md", "2.md", "0.md"], ["3.md"]]
+    assert [q.pop().seq for _ in range(2)] == [1, 2]
     with pytest.raises(ValueError):
         TriggerQueue(-1)
 
 
+@pytest.mark.parametrize("glob, message", [
+    ("[", "never closed with ']'"),
+    ("audit/[!x.md", "never closed"),
+    ("", "needs a glob"),
+    ("/abs/*.md", "is absolute"),
+    ("../up/*.md", "climbs out"),
+    (".hidden/*.md", "hidden"),
+])
+def test_bad_globs_are_refused_up_front(glob: str, message: str) -> None:
+    from bridge.triggers import check_glob
+
+    with pytest.raises(BridgeError, match=re.escape(message)):
+        check_glob(glob)
+
+
 # -- the command, end to end with a recording stand-in for `bridge run` ----------------------------
+
+VALID = textwrap.dedent("""\
+    version: 1
+    name: implement
+    vars: {focus: all}
+    agents: {a: {cli: claude}}
+    stages:
+      go: {agent: a, prompt: "{{ trigger }} {{ triggers | join(' ') }} {{ vars.focus }}"}
+""")
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     proj = tmp_path / "proj"
     proj.mkdir()
-    (proj / "implement.yaml").write_text("version: 1\n")
+    (proj / "implement.yaml").write_text(VALID)
     script = tmp_path / "recorder.py"
     script.write_text(RECORDER)
     records = tmp_path / "records"
@@ -150,7 +197,7 @@ class Watching:
         self.stop = threading.Event()
         self.ready = threading.Event()
         kwargs = dict(playbook=Path("implement.yaml"), on="audit/*.md", watch_dir=None, queue=False,
-                      debounce=0.05, var=["focus=security"], directory=project)
+                      debounce=0.05, var=["focus=security"], directory=None, project=project)
         kwargs.update(options)
         self.result: list[int] = []
         self.thread = threading.Thread(target=lambda: self.result.append(watch_cmd.run(**kwargs, stop=self.stop,
@@ -183,25 +230,41 @@ def test_a_file_dropped_in_the_inbox_starts_exactly_one_run(project: Path, capsy
     assert "trigger #1: audit/report.md" in out and "run #1 ended: exit 0" in out
 
 
-def test_coalesce_runs_only_the_latest_pending_trigger(project: Path, monkeypatch: pytest.MonkeyPatch,
-                                                       tmp_path: Path) -> None:
+def test_coalesce_hands_the_next_run_every_file_that_came_meanwhile(project: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path) -> None:
     lines: list[str] = []
     monkeypatch.setattr(watch_cmd, "say", lines.append)
     gate = tmp_path / "gate"
     monkeypatch.setenv("REC_GATE", str(gate))
     inbox = project / "drop"
     inbox.mkdir()
-    with Watching(project, watch_dir=Path("drop"), on="*.md"):
-        drop(inbox / "1.md", "one")
+    with Watching(project, directory=inbox, on="*.md"):  # --dir: the folder to watch
+        drop(inbox / "f1.md", "one")
         assert wait_for(lambda: len(records(project)) == 1)
-        for n in (2, 3, 4):
-            drop(inbox / f"{n}.md", "x")
-            assert wait_for(lambda: any(f"trigger #{n}:" in line for line in lines))  # its own trigger
-        gate.touch()  # run 1 ends; only the latest pending trigger runs next
+        for n in range(2, 11):  # nine more, each its own burst, while run 1 is going
+            drop(inbox / f"f{n}.md", "x")
+            assert wait_for(lambda: any(f"trigger #{n}:" in line for line in lines))
+        assert any("trigger #10: f10.md and 8 more files (joins pending #9" in line for line in lines), lines
+        gate.touch()  # run 1 ends; the one pending trigger runs next, with all nine files
         assert wait_for(lambda: len(records(project)) == 2)
         time.sleep(0.3)
-    triggers = [Path(argv[argv.index("--trigger") + 1]).name for argv in records(project)]
-    assert triggers == ["1.md", "4.md"]
+    handed = [[Path(argv[i + 1]).name for i, a in enumerate(argv) if a == "--trigger"] for argv in records(project)]
+    assert handed == [["f1.md"], [f"f{n}.md" for n in range(2, 11)]]  # none dropped, the latest last
+    assert records(project)[1][records(project)[1].index("--dir") + 1] == str(project)  # the project, still
+
+
+def test_a_burst_of_files_is_one_run(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines: list[str] = []
+    monkeypatch.setattr(watch_cmd, "say", lines.append)
+    inbox = project / ".bridge" / "inbox"
+    with Watching(project, on="*.md", debounce=1.0):
+        for n in range(1, 11):  # ten files written one after another, well within the debounce
+            drop(inbox / f"f{n}.md", "x")
+        assert wait_for(lambda: len(records(project)) == 1)
+        time.sleep(1.3)  # past the debounce: no second run follows
+    [argv] = records(project)
+    assert [Path(argv[i + 1]).name for i, a in enumerate(argv) if a == "--trigger"] == [f"f{n}.md" for n in range(1, 11)]
+    assert any("trigger #1: f10.md and 9 more files" in line for line in lines), lines
 
 
 def test_queue_runs_every_trigger_in_order(project: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -235,14 +298,59 @@ def test_stopping_interrupts_the_running_child(project: Path, monkeypatch: pytes
 
 
 def test_bad_arguments(project: Path) -> None:
+    def run(*args: object, **kw: object) -> int:
+        return watch_cmd.run(*args, project=project, **kw)  # type: ignore[arg-type]
+
     with pytest.raises(BridgeError, match="not found"):
-        watch_cmd.run(Path("nope.yaml"), "*.md", None, False, 1.0, [], project)
+        run(Path("nope.yaml"), "*.md", None, False, 1.0, [], None)
     with pytest.raises(BridgeError, match="not a folder"):
-        watch_cmd.run(Path("implement.yaml"), "*.md", Path("missing"), False, 1.0, [], project)
+        run(Path("implement.yaml"), "*.md", None, False, 1.0, [], project / "missing")
     with pytest.raises(BridgeError, match="key=value"):
-        watch_cmd.run(Path("implement.yaml"), "*.md", None, False, 1.0, ["novalue"], project)
+        run(Path("implement.yaml"), "*.md", None, False, 1.0, ["novalue"], None)
     with pytest.raises(BridgeError, match="debounce"):
-        watch_cmd.run(Path("implement.yaml"), "*.md", None, False, -1.0, [], project)
+        run(Path("implement.yaml"), "*.md", None, False, -1.0, [], None)
+    with pytest.raises(BridgeError, match="never closed"):
+        run(Path("implement.yaml"), "[", None, False, 1.0, [], None)
+
+
+def test_a_broken_playbook_is_refused_before_watching(project: Path) -> None:
+    """Before: bridge watch started, and every trigger consumed its file and then failed validation."""
+    from bridge.errors import PlaybookError
+
+    (project / "broken.yaml").write_text(VALID.replace("prompt:", "promt:"))
+    inbox = project / ".bridge" / "inbox"
+    with pytest.raises(PlaybookError, match="promt"):
+        watch_cmd.run(Path("broken.yaml"), "*.md", None, False, 0.05, [], None, project=project)
+    with pytest.raises(PlaybookError, match="focus"):  # validated with the --var values a run would get
+        (project / "vars.yaml").write_text(VALID.replace("vars: {focus: all}", "vars: {}"))
+        watch_cmd.run(Path("vars.yaml"), "*.md", None, False, 0.05, ["focus=x"], None, project=project)
+    assert records(project) == [] and not list(inbox.glob("*")) if inbox.exists() else True
+
+
+def test_the_command_line_checks_before_watching(project: Path) -> None:
+    bad_glob = subprocess.run([sys.executable, "-m", "bridge", "watch", "implement.yaml", "--on", "[", "-C",
+                               str(project)], cwd=project, capture_output=True, text=True, timeout=WAIT,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert bad_glob.returncode != 0 and "never closed with ']'" in bad_glob.stdout + bad_glob.stderr
+    assert "watching" not in bad_glob.stdout
+    (project / "broken.yaml").write_text("version: 1\nname: x\nstages: {a: {agent: nobody, prompt: x}}\n")
+    broken = subprocess.run([sys.executable, "-m", "bridge", "watch", "broken.yaml", "--on", "*.md", "-C",
+                             str(project)], cwd=project, capture_output=True, text=True, timeout=WAIT,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert broken.returncode != 0 and "nobody" in broken.stdout + broken.stderr
+    assert "watching" not in broken.stdout
+
+
+def test_dir_is_the_folder_and_the_project_is_found_above_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    proj = tmp_path / "repo"
+    (proj / "incoming" / "deep").mkdir(parents=True)
+    (proj / ".bridge").mkdir()
+    assert watch_cmd._places(proj / "incoming" / "deep", None, None) == (proj.resolve(), (proj / "incoming" / "deep").resolve())
+    monkeypatch.chdir(proj / "incoming")
+    assert watch_cmd._places(None, None, None) == (proj.resolve(), (proj / ".bridge" / "inbox").resolve())
+    assert watch_cmd._places(Path("deep"), None, None)[1] == (proj / "incoming" / "deep").resolve()
+    # the old form: --watch-dir FOLDER (relative to the project) --dir PROJECT
+    assert watch_cmd._places(proj, Path("incoming"), None) == (proj.resolve(), (proj / "incoming").resolve())
 
 
 def test_ctrl_c_stops_watching_and_the_child(project: Path, tmp_path: Path) -> None:
@@ -254,7 +362,7 @@ def test_ctrl_c_stops_watching_and_the_child(project: Path, tmp_path: Path) -> N
         from bridge.commands import watch
         real = watch.child_argv
         watch.child_argv = lambda *a: [sys.executable, {str(tmp_path / 'recorder.py')!r}, *real(*a)[1:]]
-        sys.exit(watch.run(Path("implement.yaml"), "*.md", None, False, 0.05, [], Path({str(project)!r})))
+        sys.exit(watch.run(Path("implement.yaml"), "*.md", None, False, 0.05, [], None, project=Path({str(project)!r})))
     """)
     env = {**os.environ, "REC_GATE": str(gate), "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-c", driver], cwd=project, env=env,
@@ -333,28 +441,31 @@ def test_a_dropped_file_runs_the_playbook_for_real(real_project: Path, monkeypat
 
 def test_drops_during_a_run_coalesce_into_one_pending_run(real_project: Path, monkeypatch: pytest.MonkeyPatch,
                                                          tmp_path: Path) -> None:
-    """While run #1 (held open by a gate file) is going, two drops coalesce into ONE pending run, for
-    the latest file: two runs in all."""
+    """While run #1 (held open by a gate file) is going, two drops coalesce into ONE pending run that
+    gets both files (`triggers`), the latest as `trigger`: two runs in all."""
     gate = tmp_path / "gate"  # no quoting needed: pytest's tmp paths have no spaces
-    book = real_project / "on-audit.yaml"
-    book.write_text(ON_AUDIT.replace(
-        "command: [sh, -c, 'printf", f"command: [sh, -c, 'while [ ! -e {gate} ]; do sleep 0.05; done; printf"))
+    says = f"""'while [ ! -e {gate} ]; do sleep 0.05; done; printf "%s" "$1"'"""
+    (real_project / "all.yaml").write_text(ON_AUDIT.replace(  # says `trigger`, then every file of `triggers`
+        """'printf "from %s: " "$(basename "$1")"; cat "$1"'""", says).replace(
+        'prompt: "{{ trigger }}"', 'prompt: "{{ trigger }}|{{ triggers | join(\',\') }}"'))
     lines: list[str] = []
     monkeypatch.setattr(watch_cmd, "say", lines.append)
     inbox = real_project / ".bridge" / "inbox"
-    with Watching(real_project, playbook=Path("on-audit.yaml"), var=[]):
+    with Watching(real_project, playbook=Path("all.yaml"), var=[]):
         drop(inbox / "audit" / "1.md", "one\n")
         assert wait_for(lambda: any("run #1 started" in line for line in lines)), lines
         drop(inbox / "audit" / "2.md", "two\n")
         assert wait_for(lambda: any("trigger #2: audit/2.md (queued" in line for line in lines)), lines
         drop(inbox / "audit" / "3.md", "three\n")
-        assert wait_for(lambda: any("trigger #3: audit/3.md (replaces pending #2" in line for line in lines)), lines
-        gate.touch()  # run 1 ends; the one pending trigger (3.md) runs next
+        assert wait_for(lambda: any("trigger #3: audit/3.md and 1 more file (joins pending #2" in line
+                                    for line in lines)), lines
+        gate.touch()  # run 1 ends; the one pending trigger (2.md and 3.md) runs next
         assert wait_for(lambda: len(finished_runs(real_project)) == 2, 60), lines
         assert wait_for(lambda: any("run #3 ended: exit 0" in line for line in lines))
         time.sleep(0.3)  # well past the debounce: nothing else is pending
     runs = sorted(finished_runs(real_project), key=lambda r: r.started)
     assert [Path(r.trigger).name for r in runs] == ["1.md", "3.md"]
     assert [r.status for r in runs] == ["success", "success"]
-    assert (RunLayout(real_project, runs[1].id).shared / "seen.txt").read_text().strip() == "from 3.md: three"
+    two, three = (str((inbox / "audit" / f"{n}.md").resolve()) for n in (2, 3))
+    assert (RunLayout(real_project, runs[1].id).shared / "seen.txt").read_text().strip() == f"{three}|{two},{three}"
     assert sum("started (pid" in line for line in lines) == 2

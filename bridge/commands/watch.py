@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,7 +24,9 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from bridge.errors import BridgeError
-from bridge.triggers import Trigger, TriggerQueue, glob_regex, matches
+from bridge.loader import load_playbook, parse_vars
+from bridge.playbook_folder import project_dir_for
+from bridge.triggers import Trigger, TriggerQueue, check_glob, glob_regex, matches
 from bridge.workspace import BRIDGE_DIR, exclude_from_git, new_run_id
 
 GRACE_INT = 10.0  # the child is a `bridge run`: give it time to stop its own agents cleanly
@@ -32,11 +34,13 @@ GRACE_TERM = 5.0
 _EVENTS = [FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileClosedEvent]
 
 
-def child_argv(playbook: Path, trigger: Path, project: Path, var: list[str], run_id: str) -> list[str]:
-    """The `bridge run` started for one trigger, with the run id chosen here (tests swap this for a
-    recorder script)."""
-    argv = [sys.executable, "-m", "bridge", "run", str(playbook), "--trigger", str(trigger), "--dir", str(project),
-            "--run-id", run_id]
+def child_argv(playbook: Path, triggers: Sequence[Path], project: Path, var: list[str], run_id: str) -> list[str]:
+    """The `bridge run` started for one trigger — every file of its burst as a `--trigger`, the last
+    changed last — with the run id chosen here (tests swap this for a recorder script)."""
+    argv = [sys.executable, "-m", "bridge", "run", str(playbook)]
+    for path in triggers:
+        argv += ["--trigger", str(path)]
+    argv += ["--dir", str(project), "--run-id", run_id]
     for item in var:
         argv += ["--var", item]
     return argv
@@ -50,7 +54,7 @@ class WatchLoop:
     """Feeds file events to a TriggerQueue and runs one child at a time until `stop` is set."""
 
     def __init__(self, folder: Path, pattern: str, triggers: TriggerQueue,
-                 argv_for: Callable[[Path, str], list[str]], *, cwd: Path | None = None,
+                 argv_for: Callable[[Sequence[Path], str], list[str]], *, cwd: Path | None = None,
                  out: Callable[[str], None] | None = None,
                  grace: tuple[float, float] = (GRACE_INT, GRACE_TERM)) -> None:
         self.folder = folder
@@ -107,22 +111,30 @@ class WatchLoop:
                     stop_child(child[0], self.grace, self.hurry)
                     self.out(f"run #{child[1].seq} stopped: exit {child[0].returncode}")
 
-    def _report_trigger(self, trigger: Trigger, replaced: Trigger | None, busy: bool) -> None:
+    def _report_trigger(self, trigger: Trigger, absorbed: Trigger | None, busy: bool) -> None:
         rel = trigger.path.relative_to(self.folder).as_posix()
-        if replaced is not None:
-            self.out(f"trigger #{trigger.seq}: {rel} (replaces pending #{replaced.seq}; a run is in progress)")
+        n = len(trigger.paths)
+        more = f" and {n - 1} more file{'s' * (n != 2)}" if n > 1 else ""
+        if absorbed is not None:
+            self.out(f"trigger #{trigger.seq}: {rel}{more} (joins pending #{absorbed.seq}; a run is in progress: "
+                     f"the next run gets all {n} files)")
         elif busy:
-            self.out(f"trigger #{trigger.seq}: {rel} (queued; a run is in progress)")
+            self.out(f"trigger #{trigger.seq}: {rel}{more} (queued; a run is in progress)")
         else:
-            self.out(f"trigger #{trigger.seq}: {rel}")
+            self.out(f"trigger #{trigger.seq}: {rel}{more}")
 
     def _start_next(self) -> tuple[subprocess.Popen[bytes], Trigger, float] | None:
         while (trigger := self.triggers.pop()) is not None:
-            if not trigger.path.is_file():
-                self.out(f"trigger #{trigger.seq} skipped: {trigger.path} is gone")
+            there = [p for p in trigger.paths if p.is_file()]
+            gone = [p for p in trigger.paths if p not in there]
+            if not there:
+                self.out(f"trigger #{trigger.seq} skipped: {', '.join(map(str, gone))} "
+                         f"{'is' if len(gone) == 1 else 'are'} gone")
                 continue
+            if gone:
+                self.out(f"trigger #{trigger.seq}: {', '.join(map(str, gone))} gone meanwhile, left out")
             run_id = new_run_id()  # chosen here, so the trigger's line names the run it started
-            argv = self.argv_for(trigger.path, run_id)
+            argv = self.argv_for(there, run_id)
             try:
                 # Own session (and so process group): Ctrl-C in the terminal reaches only bridge
                 # watch, which then stops the run on purpose, in order.
@@ -130,7 +142,8 @@ class WatchLoop:
             except OSError as exc:
                 raise BridgeError(f"could not start {argv[0]}: {exc.strerror or exc}") from None
             self.runs += 1
-            self.out(f"run #{trigger.seq} started (pid {proc.pid}, run {run_id}) for {trigger.path}")
+            more = f" and {len(there) - 1} more" if len(there) > 1 else ""
+            self.out(f"run #{trigger.seq} started (pid {proc.pid}, run {run_id}) for {there[-1]}{more}")
             return proc, trigger, time.monotonic()
         return None
 
@@ -212,40 +225,57 @@ def _signals_stop(stop: threading.Event, hurry: threading.Event) -> Iterator[Non
             signal.signal(sig, old)
 
 
-def run(playbook: Path, on: str, watch_dir: Path | None, queue: bool, debounce: float, var: list[str],
-        directory: Path | None, *, stop: threading.Event | None = None,
-        ready: threading.Event | None = None) -> int:
-    """Watch until Ctrl-C / SIGTERM (or `stop`); `ready` is set once watching. Returns 130 (interrupted)."""
-    project = Path(directory or ".").resolve()
+def _places(directory: Path | None, watch_dir: Path | None, project: Path | None) -> tuple[Path, Path]:
+    """(the project, the folder to watch). `--dir DIR` is the folder (default: the project's
+    .bridge/inbox); the project is `--project`, else the nearest folder at or above DIR (or the current
+    folder) holding .bridge or .git. The old form `--watch-dir D --dir PROJECT` still works."""
+    if watch_dir is not None and directory is not None and project is None:
+        project, directory = directory, None  # before, --dir named the project and --watch-dir the folder
+    cwd = Path.cwd()
+    folder = None if directory is None else (directory if directory.is_absolute() else cwd / directory)
+    if folder is not None and not folder.is_dir():
+        raise BridgeError(f"--dir {folder} is not a folder; give the folder to watch")
+    if project is None:
+        project = project_dir_for(folder or cwd)
+    project = project.resolve()
     if not project.is_dir():
         raise BridgeError(f"project folder {project} does not exist")
+    if folder is None and watch_dir is not None:
+        folder = watch_dir if watch_dir.is_absolute() else project / watch_dir
+        if not folder.is_dir():
+            raise BridgeError(f"--watch-dir {folder} is not a folder")
+    if folder is None:
+        folder = project / BRIDGE_DIR / "inbox"
+        folder.mkdir(parents=True, exist_ok=True)
+        exclude_from_git(project)
+    return project, folder.resolve()
+
+
+def run(playbook: Path, on: str, watch_dir: Path | None, queue: bool, debounce: float, var: list[str],
+        directory: Path | None, *, project: Path | None = None, stop: threading.Event | None = None,
+        ready: threading.Event | None = None) -> int:
+    """Watch until Ctrl-C / SIGTERM (or `stop`); `ready` is set once watching. Returns 130 (interrupted).
+
+    Everything that would make every run fail is checked first: the playbook (validated with the
+    --var values), the glob, --debounce.
+    """
+    if debounce < 0:
+        raise BridgeError(f"--debounce must be 0 or more seconds, got {debounce}")
+    check_glob(on)
+    values = parse_vars(var)
+    project, folder = _places(directory, watch_dir, project)
     book = Path(playbook)
     if not book.is_absolute() and not book.exists() and (project / book).exists():
         book = project / book
     if not book.is_file():
         raise BridgeError(f"playbook {playbook} not found")
     book = book.resolve()
-    if debounce < 0:
-        raise BridgeError(f"--debounce must be 0 or more seconds, got {debounce}")
-    if not on.strip():
-        raise BridgeError("--on needs a glob, e.g. 'audit/*.md' or '**/*.json'")
-    for item in var:
-        if "=" not in item:
-            raise BridgeError(f"--var {item!r} is not key=value")
-    if watch_dir is None:
-        folder = project / BRIDGE_DIR / "inbox"
-        folder.mkdir(parents=True, exist_ok=True)
-        exclude_from_git(project)
-    else:
-        folder = watch_dir if watch_dir.is_absolute() else project / watch_dir
-        if not folder.is_dir():
-            raise BridgeError(f"--watch-dir {folder} is not a folder")
-    folder = folder.resolve()
+    load_playbook(book, values, project=project)  # a broken playbook: every problem now, no watching
 
     loop = WatchLoop(folder, on, TriggerQueue(debounce, queue_all=queue),
-                     lambda trigger, run_id: child_argv(book, trigger, project, var, run_id), cwd=project)
-    mode = "queue every trigger" if queue else "coalesce triggers"
-    say(f"running {book} per trigger ({mode}, debounce {debounce:g}s)")
+                     lambda triggers, run_id: child_argv(book, triggers, project, var, run_id), cwd=project)
+    mode = "queue every burst" if queue else "coalesce bursts"
+    say(f"running {book} per trigger ({mode}, debounce {debounce:g}s after the last change), project {project}")
     stop = stop or threading.Event()
     with _signals_stop(stop, loop.hurry):
         loop.run(stop, ready)
