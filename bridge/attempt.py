@@ -176,10 +176,7 @@ async def run_attempt(
     for path, text in cmd.files.items():
         write_private(path, text)
     asked: list[Stop] = []
-    asked_at: list[float] = []
     terminal_at: list[float] = []
-    quiet_before_terminal: list[float] = []  # how long the CLI had been silent when its result came
-    last_line = [time.monotonic()]
 
     def stop() -> str | None:
         if should_stop is not None and (why := should_stop()):
@@ -190,7 +187,6 @@ async def run_attempt(
             asked.append(Stop(StopKind.AFTER_RESULT, "terminal event seen; the CLI did not exit"))
         else:
             return None
-        asked_at.append(time.monotonic())
         return asked[-1].reason
 
     if cmd.interactive:
@@ -215,8 +211,6 @@ async def run_attempt(
         now = time.monotonic()
         if parser.terminal and not terminal_at:
             terminal_at.append(now)
-            quiet_before_terminal.append(now - last_line[0])
-        last_line[0] = now
         for event in events:
             if event.kind is EventKind.SESSION and event.text and session_file is not None:
                 session_file.start(event.text)  # Codex: the record is named by the thread id
@@ -230,8 +224,6 @@ async def run_attempt(
     spec = ProcessSpec(argv=cmd.argv, cwd=cmd.cwd or inv.cwd, env=cmd.env, stdout_log=out_path,
                        stderr_log=err_path, timeout=timeout, idle_timeout=idle_timeout, grace=grace,
                        run_id=run_id, stage=stage_key, stdin_file=cmd.stdin, inherit_env=cmd.inherit_env)
-    started = time.monotonic()
-    last_line[0] = started
     try:
         async with following(session_file, on_record):
             proc = await supervise(spec, on_line, should_stop=stop, cancel=cancel, on_spawn=on_spawn)
@@ -246,11 +238,7 @@ async def run_attempt(
     if not outcome.final_message and (stage_dir / LAST_MESSAGE).is_file():
         outcome = replace(outcome, final_message=(stage_dir / LAST_MESSAGE).read_text().strip())
     halt = stop_of(proc, asked[-1] if asked else None)
-    late = bool(terminal_at) and halt is not None and (
-        (halt.kind is StopKind.TIMEOUT and timeout is not None and terminal_at[0] - started >= timeout)
-        or (halt.kind is StopKind.IDLE_TIMEOUT and idle_timeout is not None
-            and quiet_before_terminal[0] >= idle_timeout)
-        or (halt.kind in (StopKind.REQUESTED, StopKind.OUTPUTS_COMPLETE) and bool(asked_at)
-            and terminal_at[0] > asked_at[-1]))
+    # its result came only once bridge began to stop it (a CLI answering SIGTERM)
+    late = bool(terminal_at) and proc.stopping_at is not None and terminal_at[0] >= proc.stopping_at
     outcome = adjust(outcome, halt, terminal=parser.terminal, late=late)
     return AttemptResult(outcome, proc, cmd.argv, out_path, err_path, halt, redact)

@@ -60,6 +60,7 @@ class ProcessResult:
     stop_reason: str = ""
     stderr_tail: str = ""
     leftovers: int = 0  # processes of the group still found (and killed) after the leader ended
+    stopping_at: float | None = None  # time.monotonic() when bridge began to stop it (None: it exited)
 
 
 CLI_PATH_VAR = "BRIDGE_CLI_PATH"
@@ -187,6 +188,7 @@ async def supervise(
     stdin = open(spec.stdin_file, "rb") if spec.stdin_file else open(os.devnull, "rb")  # noqa: SIM115
     proc: asyncio.subprocess.Process | None = None
     ended_by, reason = "exit", ""
+    stopping_at: float | None = None
     leftovers = 0
     pipes = _Pipes()
     try:
@@ -227,6 +229,7 @@ async def supervise(
                 ended_by, reason = "stopped", why
             else:
                 continue
+            stopping_at = now
             await _stop(proc.pid, waiter, spec.grace)
             break
         # the leader is gone: stop whatever of its group (or run/stage) remains, then drain the pipes
@@ -240,7 +243,7 @@ async def supervise(
         return ProcessResult(
             pid=proc.pid, exit_code=rc if rc >= 0 else None, signal=-rc if rc < 0 else None,
             duration=time.monotonic() - start, ended_by=ended_by, stop_reason=reason,
-            stderr_tail=redact(err.tail), leftovers=leftovers,
+            stderr_tail=redact(err.tail), leftovers=leftovers, stopping_at=stopping_at,
         )
     except BaseException:
         if proc is not None:  # cancelled, interrupted or a bug: never leave the group behind

@@ -175,3 +175,16 @@ def test_output_schema_is_enforced_by_the_cli(cli, world):
     assert result.outcome.success, (result.outcome, result.stderr_path.read_text()[-2000:])
     assert json.loads(result.outcome.final_message) == {"status": "pass", "failures": 0}
     assert ("--output-schema" if cli == "codex" else "--json-schema") in result.argv
+
+
+@pytest.mark.parametrize("cli", CLIS)
+@pytest.mark.parametrize("limit", ["timeout", "idle_timeout"])
+def test_a_limit_hit_during_a_running_tool(cli, limit, world):
+    # the agent's shell tool is still running (sleep 100) when the limit strikes: a timeout failure,
+    # never the "success" result Claude Code prints when it gets SIGTERM, and no sleep left behind
+    script = "replies:\n  - steps:\n      - shell: 'sleep 100'\n      - text: 'finished'\n"
+    result, _, _ = go(cli, world, script, profile=AgentProfile(cli=cli, sandbox="full-access"),
+                      **({"timeout": 8} if limit == "timeout" else {"idle_timeout": 5}))
+    expected = ErrorKind.TIMEOUT if limit == "timeout" else ErrorKind.IDLE_TIMEOUT
+    assert not result.outcome.success and result.outcome.error is expected, result.outcome
+    assert result.process.ended_by == limit
