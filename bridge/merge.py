@@ -69,9 +69,10 @@ def integration_tip(repo_path: Path, run_id: str, base: BaseInfo | str) -> str:
 
 def merge_order(infos: Iterable[WorktreeInfo], order: Mapping[str, int] | None = None
                 ) -> list[WorktreeInfo]:
-    """The stated merge order: the `order` field (lower first), then the stage key."""
+    """The stated merge order: the `order` field (lower first), then the order given — a matrix
+    stage's items as the playbook declares them (`[zeta, alpha, mid]` merges zeta first), not sorted."""
     order = order or {}
-    return sorted(infos, key=lambda i: (order.get(i.stage_key, 0), i.stage_key))
+    return sorted(infos, key=lambda i: order.get(i.stage_key, 0))  # stable: ties keep the given order
 
 
 @contextlib.contextmanager

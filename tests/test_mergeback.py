@@ -264,3 +264,21 @@ def test_a_branch_committing_ignored_files_is_not_merged(project: Path, agent_cm
     with Ledger(project) as ledger:
         rows = {r["key"]: r for r in ledger.worktrees(run)}
         assert rows["impl-b"]["status"] == "kept" and rows["impl-a"]["status"] == "merged"
+
+
+def test_matrix_items_merge_in_declaration_order(project: Path) -> None:
+    pb = write_playbook(project, """
+        stages:
+          impl:
+            agent: f
+            matrix: {part: [zeta, alpha, mid]}
+            worktree: true
+            prompt: "FAKE: write={{ matrix.part }}.txt=from {{ matrix.part }}"
+    """)
+    result, events = run_inproc(project, pb)
+    assert result.status is Status.SUCCESS, result.reason
+    run = result.run_id
+    merged = [n.key for n in notes(events, "merged")]
+    assert merged == ["impl-zeta", "impl-alpha", "impl-mid"]
+    subjects = git(project, "log", "--reverse", "--merges", "--format=%s", "main").splitlines()
+    assert subjects == [f"bridge: impl-{p} (run {run}): merge bridge/{run}/impl-{p}" for p in ("zeta", "alpha", "mid")]

@@ -134,7 +134,7 @@ def test_two_implementers_on_different_files_both_land(repo: Path) -> None:
     a, _ = implement(repo, "impl-a", {"a.py": "a\n"}, base)
     b, _ = implement(repo, "impl-b", {"b.py": "b\n"}, base)
     results = merge_back(repo, merge_order([b, a]), "merge", run_id=RUN, base=base)
-    assert [(r.stage_key, r.ok) for r in results] == [("impl-a", True), ("impl-b", True)]
+    assert [(r.stage_key, r.ok) for r in results] == [("impl-b", True), ("impl-a", True)]
     landing = land(repo, RUN, base)
     assert landing.landed and landing.branch == "main"
     assert (repo / "a.py").read_text() == "a\n" and (repo / "b.py").read_text() == "b\n"
@@ -142,10 +142,10 @@ def test_two_implementers_on_different_files_both_land(repo: Path) -> None:
     assert len(git(repo, "rev-list", "--merges", f"{base.commit}..main").split()) == 2
 
 
-def test_merge_order_uses_order_then_key(repo: Path) -> None:
+def test_merge_order_uses_order_then_the_given_order(repo: Path) -> None:
     base = base_commit(repo)
     infos = [add_worktree(repo, RUN, k, base) for k in ("b", "a", "c")]
-    assert [i.stage_key for i in merge_order(infos, {"c": -1})] == ["c", "a", "b"]
+    assert [i.stage_key for i in merge_order(infos, {"c": -1})] == ["c", "b", "a"]
 
 
 def test_same_lines_conflict_is_aborted_reported_and_branch_kept(repo: Path) -> None:
