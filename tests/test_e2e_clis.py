@@ -120,7 +120,7 @@ def test_codex_read_only_refused_write_is_a_permission_denial(world):
 
 
 @pytest.mark.parametrize("cli", CLIS)
-@pytest.mark.parametrize("status,kind", [(401, ErrorKind.AUTH), (400, ErrorKind.API)])
+@pytest.mark.parametrize("status,kind", [(401, ErrorKind.AUTH), (400, ErrorKind.API), (500, ErrorKind.API)])
 def test_api_error(cli, world, status, kind):
     script = f"replies:\n  - steps:\n      - error: {{status: {status}, message: 'rehearsal error'}}\n"
     result, _, _ = go(cli, world, script)
