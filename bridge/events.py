@@ -46,9 +46,10 @@ class UnitStarted:
     key: str
     stage_id: str
     agent: str
-    attempt: int
+    attempt: int  # every run of the agent counts, each has its own folder (attempt-<n>)
     iteration: int | None = None
     matrix: dict[str, Any] = field(default_factory=dict)
+    after_wait: bool = False  # the previous attempt met a usage limit (not a failure: no retry used)
     t: float = field(default_factory=_now)
 
 
@@ -101,9 +102,15 @@ class UnitFinished:
 
 @dataclass(frozen=True)
 class LoopIteration:
+    """An iteration of a loop has ended, and with it maybe the loop."""
+
     stage_id: str
     iteration: int
-    done: bool  # `until` held (or max_iterations reached) after this iteration
+    done: bool  # the loop ends after this iteration (how: `status`)
+    # the loop's status after it: running (until not met, it goes on), success (until held), failure
+    # (a member failed, or max_iterations reached without until holding) or cancelled
+    status: str = ""
+    reason: str = ""
     t: float = field(default_factory=_now)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from bridge import dag
 from bridge.errors import BridgeError, RunError
-from bridge.events import (Emit, GitNote, LoopIteration, RunFinished, RunStarted, Status, TasksUpdated, UnitFinished,
+from bridge.events import (Emit, GitNote, LoopIteration, RunFinished, RunStarted, TasksUpdated, UnitFinished,
                            UnitRetrying, UnitWaiting, to_dict)
 from bridge.ledger import Ledger
 from bridge.outputs import ends_early
@@ -228,7 +228,7 @@ class Session:
         summary_path = self._summarise(result, started)
         self.emit(RunFinished(layout.run_id, result.status, result.reason, result.duration, result.tokens,
                               result.cost_usd, str(summary_path),
-                              resumable=result.status is not Status.SUCCESS))
+                              resumable=result.resumable))
         return result
 
     def _tasks(self) -> dict[str, Any]:

@@ -177,6 +177,12 @@ class Ledger:
                          (run_id,))
         return {r["key"]: (int(r["n"]), int(r["tokens"] or 0), float(r["cost"] or 0.0)) for r in rows}
 
+    def attempt_time(self, run_id: str) -> dict[str, float]:
+        """Per unit key: the time its ended attempts ran, all of them (retries and resumed sessions too)."""
+        rows = self._all("SELECT key, SUM(ended - started) AS t FROM attempts WHERE run_id = ? AND ended IS NOT NULL"
+                         " GROUP BY key", (run_id,))
+        return {r["key"]: float(r["t"] or 0.0) for r in rows}
+
     def open_attempts(self, run_id: str) -> list[AttemptRow]:
         """Attempts still marked running: after a crash, their process groups may have survived."""
         rows = self._all("SELECT * FROM attempts WHERE run_id = ? AND status = 'running' ORDER BY id",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2  # 2: worktrees and landings (new tables only)
+SCHEMA_VERSION = 3  # 2: worktrees and landings (new tables only); 3: stages.loop_id and stages.iterations
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -51,6 +51,8 @@ CREATE TABLE IF NOT EXISTS stages (
     summary TEXT NOT NULL DEFAULT '',
     session_id TEXT,
     handoff_bytes INTEGER NOT NULL DEFAULT 0,
+    loop_id TEXT,
+    iterations INTEGER,
     PRIMARY KEY (run_id, key)
 );
 CREATE TABLE IF NOT EXISTS attempts (
@@ -135,6 +137,13 @@ CREATE TABLE IF NOT EXISTS landings (
 """
 
 
+# columns added to tables of an older ledger when it is opened (table, column, declaration)
+ADDED_COLUMNS = (
+    ("stages", "loop_id", "TEXT"),  # a loop member's unit: the loop's id (3)
+    ("stages", "iterations", "INTEGER"),  # a loop's own row: the iterations it ran; NULL for a unit (3)
+)
+
+
 @dataclass(frozen=True)
 class RunRow:
     id: str
@@ -180,10 +189,16 @@ class UnitRow:
     summary: str
     session_id: str | None
     handoff_bytes: int
+    loop_id: str | None = None  # the loop a member's unit belongs to
+    iterations: int | None = None  # set on a loop stage's own row only: the iterations it ran
 
     @property
     def matrix(self) -> dict[str, Any]:
         return json.loads(self.matrix_json)
+
+    @property
+    def is_loop(self) -> bool:
+        return self.iterations is not None
 
 
 @dataclass(frozen=True)
@@ -241,7 +256,9 @@ def _setup(db: sqlite3.Connection, timeout: float) -> None:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
             if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+                db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")
+                _add_columns(db)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             return
         except sqlite3.OperationalError as exc:
             if db.in_transaction:
@@ -249,3 +266,15 @@ def _setup(db: sqlite3.Connection, timeout: float) -> None:
             if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    """ADDED_COLUMNS a ledger written by an older bridge lacks (another bridge may add them meanwhile)."""
+    for table, column, decl in ADDED_COLUMNS:
+        if column in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
+            continue
+        try:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):
+                raise

@@ -56,12 +56,15 @@ def stage_rows(ledger: Ledger, run_id: str) -> tuple[StageSummary, ...]:
 
 def loop_rounds(ledger: Ledger, run_id: str) -> tuple[str, ...]:
     """'fix: round 1 until not met, round 2 until held' per loop stage, from the recorded iterations."""
-    rounds: dict[str, dict[int, bool]] = {}
+    rounds: dict[str, dict[int, str]] = {}
+    words = {"running": "until not met", "success": "until held", "failure": "failed", "cancelled": "cancelled"}
     for name, data in ledger.events(run_id):
-        if name == "loop_iteration":
-            rounds.setdefault(data["stage_id"], {})[data["iteration"]] = data["done"]
-    return tuple(f"{sid}: " + ", ".join(f"round {i} {'until held' if held else 'until not met'}"
-                                        for i, held in sorted(its.items()))
+        if name == "loop_iteration":  # `status` says how the round ended (older records: `done` = held)
+            status = data.get("status") or ("success" if data["done"] else "running")
+            reason = data.get("reason") or ""
+            what = "until never held" if reason.startswith("until never held") else words.get(status, status)
+            rounds.setdefault(data["stage_id"], {})[data["iteration"]] = what
+    return tuple(f"{sid}: " + ", ".join(f"round {i} {what}" for i, what in sorted(its.items()))
                  for sid, its in rounds.items())
 
 

@@ -85,7 +85,12 @@ class Runner:
         finals = {sid for sid, _ in iter_stages(playbook.finally_)}
         self.prior = {key: replace(p, status="rerun") if p.stage_id in finals and p.status == "success" else p
                       for key, p in (prior or {}).items()}
-        self.record = record or (lambda *a, **k: None)
+        base_record = record or (lambda *a, **k: None)
+
+        def record_unit(key: str, stage_id: str, **values: Any) -> None:  # a member's row names its loop
+            base_record(key, stage_id, loop_id=self.home.get(stage_id), **values)
+
+        self.record = record_unit
         self.stage_done = stage_done  # the merge step of worktree stages (bridge.mergeback)
         # resolution stages run only when the merge step asks (a conflict), never in the DAG
         self.resolvers = {rid: dag.places(playbook)[rid].stage for rid in dag.resolvers(playbook)
@@ -136,7 +141,7 @@ class Runner:
         status, reason = self._verdict(results)
         spend = self.budget.run_spend()
         return RunResult(self.run_id, status, reason, dict(results), time.monotonic() - start,
-                         spend.tokens, spend.cost_usd, resumable=status is Status.CANCELLED)
+                         spend.tokens, spend.cost_usd, resumable=self._resumable(status, results))
 
     def _verdict(self, results: dict[str, StageResult]) -> tuple[Status, str]:
         if self.cancel_reason is not None:
@@ -150,6 +155,16 @@ class Runner:
             if res.status is Status.CANCELLED:
                 return Status.FAILURE, f"stage {sid} was stopped: {res.reason}"
         return Status.SUCCESS, ""
+
+    def _resumable(self, status: Status, results: dict[str, StageResult]) -> bool:
+        """Could `bridge resume` change how the run ended? Only by running again a unit that failed or
+        was stopped: not when every unit succeeded (a loop whose `until` never held), nor past a budget."""
+        if status is Status.SUCCESS or self.budget.run_exceeded():
+            return False
+        if self.cancel_reason is not None:
+            return True
+        return any(u.status in (Status.FAILURE, Status.CANCELLED) and u.error is not ErrorKind.BUDGET
+                   for res in results.values() for u in res.units)
 
     # stop conditions -------------------------------------------------------------------------
     def _cancelled(self) -> str | None:
@@ -236,10 +251,11 @@ class Runner:
     def _skip(self, sid: str, stage: Stage, scope: Scope, reason: str, by_condition: bool) -> StageResult:
         status = Status.CANCELLED if reason.startswith("not started") else Status.SKIPPED
         units = tuple(self._units(sid, stage, scope)) if stage.loop is None else ()
+        loop = {"iterations": 0} if stage.loop is not None else {}  # a loop's own row: none ran
         for unit in units or (Unit(unit_key(sid, {}, scope.iteration), sid, stage,
                                    iteration=scope.iteration, loop_id=scope.loop_id),):
             self.record(unit.key, sid, status=status.value, reason=reason, iteration=unit.iteration,
-                        matrix=unit.matrix)
+                        matrix=unit.matrix, **loop)
             self.emit(UnitFinished(key=unit.key, stage_id=sid, status=status, reason=reason))
         results = tuple(UnitResult(u, status, reason=reason) for u in units)
         return StageResult(sid, status, reason, results, by_condition=by_condition,
@@ -273,6 +289,18 @@ class Runner:
         return result
 
     async def _run_loop(self, sid: str, stage: Stage, scope: Scope) -> StageResult:
+        """Run the loop, its own ledger row (status, reason, iterations) kept up to date as it goes."""
+        self.record(sid, sid, status=Status.RUNNING.value, reason="", started=time.time(), ended=None, iterations=0)
+        result = await self._iterate(sid, stage, scope)
+        self.record(sid, sid, status=result.status.value, reason=result.reason, ended=time.time(),
+                    iterations=result.iterations)
+        return result
+
+    def _iteration_done(self, sid: str, i: int, status: Status, reason: str = "") -> None:
+        self.emit(LoopIteration(sid, i, done=status is not Status.RUNNING, status=status.value, reason=reason))
+        self.record(sid, sid, status=Status.RUNNING.value, iterations=i)  # _run_loop records how it ends
+
+    async def _iterate(self, sid: str, stage: Stage, scope: Scope) -> StageResult:
         assert stage.loop is not None
         previous: dict[str, StageResult] | None = None
         units: list[UnitResult] = []
@@ -286,9 +314,10 @@ class Runner:
                    and not r.ok_for_dependents]
             if bad:
                 status = Status.CANCELLED if all(r.status is Status.CANCELLED for r in bad) else Status.FAILURE
-                self.emit(LoopIteration(sid, i, done=True))
-                return StageResult(sid, status, f"iteration {i}: {bad[0].stage_id}: {bad[0].reason}",
-                                   tuple(units), iterations=i, continue_on_error=stage.continue_on_error)
+                reason = f"iteration {i}: {bad[0].stage_id}: {bad[0].reason}"
+                self._iteration_done(sid, i, status, reason)
+                return StageResult(sid, status, reason, tuple(units), iterations=i,
+                                   continue_on_error=stage.continue_on_error)
             if self._went_past(stage, i):
                 # an earlier session went on to iteration i+1, so `until` did not hold; judged again
                 # now it could hold wrongly: reused outputs are read back as later iterations left them
@@ -296,14 +325,18 @@ class Runner:
             else:
                 ctx = self.contexts.context(sid, inner.all_results(), iteration=i, previous=previous, until=True)
                 held = evaluate(stage.loop.until, ctx, f"stages.{sid}.loop.until")
-            self.emit(LoopIteration(sid, i, done=held))
             if held:
+                self._iteration_done(sid, i, Status.SUCCESS, "until held")
                 return StageResult(sid, Status.SUCCESS, f"until held after iteration {i}", tuple(units),
                                    iterations=i, continue_on_error=stage.continue_on_error)
+            if i == stage.loop.max_iterations:
+                reason = f"until never held in {i} iteration{'s' * (i != 1)}"
+                self._iteration_done(sid, i, Status.FAILURE, reason)
+                return StageResult(sid, Status.FAILURE, reason, tuple(units), iterations=i,
+                                   continue_on_error=stage.continue_on_error)
+            self._iteration_done(sid, i, Status.RUNNING, "until not met")
             previous = dict(inner.results)
-        n = stage.loop.max_iterations
-        return StageResult(sid, Status.FAILURE, f"until never held in {n} iteration{'s' * (n != 1)}",
-                           tuple(units), iterations=n, continue_on_error=stage.continue_on_error)
+        raise AssertionError("unreachable: a loop has at least one iteration")
 
     # resolution stages -----------------------------------------------------------------------
     async def _resolve(self, scope: Scope, resolver: str, key: str, conflict: Mapping[str, Any],

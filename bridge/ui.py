@@ -189,6 +189,15 @@ class JsonLines(_Lines):
         pass
 
 
+def loop_line(event: Any) -> str:
+    """How an iteration ended: it continues, the loop is done, or it failed / was cancelled (with why)."""
+    status = getattr(event, "status", "") or ("success" if event.done else "running")
+    words = {"running": "continues", "success": "done", "failure": "failed", "cancelled": "cancelled"}
+    what = words.get(status, status)
+    why = f": {event.reason}" if getattr(event, "reason", "") and status != "running" else ""
+    return f"⟳ {event.stage_id} iteration {event.iteration} {what}{why}"
+
+
 def describe(event: Any) -> str | None:
     """One plain line for an event (None for events too chatty for plain output)."""
     kind = _name(event)
@@ -198,6 +207,8 @@ def describe(event: Any) -> str | None:
                                      *getattr(event, "warnings", ())])
     if kind == "unit_started":
         again = f", attempt {event.attempt}" if event.attempt > 1 else ""
+        if getattr(event, "after_wait", False):
+            return f"▶ {event.key} started again after the usage-limit wait ({event.agent}{again}; not a retry)"
         return f"▶ {event.key} started ({event.agent}{again})"
     if kind == "unit_waiting":
         return f"… {event.key} waiting until {clock(event.until)}: {event.reason}"
@@ -218,7 +229,7 @@ def describe(event: Any) -> str | None:
         why = f": {event.reason}" if event.reason and status != "success" else ""
         return f"{mark} {event.key} {status}{tail}{why}"
     if kind == "loop_iteration":
-        return f"⟳ {event.stage_id} iteration {event.iteration} {'done' if event.done else 'continues'}"
+        return loop_line(event)
     if kind == "tasks_updated":
         after = f" (after {event.after})" if event.after else ""
         return f"☑ tasks {event.done}/{event.total} done{after}"

@@ -95,6 +95,7 @@ class UnitRunner:
         n = prior.attempts if prior else 0
         resume = prior.session_id if prior and prior.status in ("running", "waiting") else None
         failures = waits = 0
+        after_wait = False  # the next attempt follows a usage-limit wait, not a failure
         # an earlier session's attempts count towards the unit (the budget has them already)
         spend = Spend(prior.tokens, prior.cost_usd) if prior else Spend()
         start = time.monotonic()
@@ -114,7 +115,8 @@ class UnitRunner:
                 if stop:
                     return done(stop[0], stop[1], f"not started: {stop[2]}" if n == 0 else stop[2])
                 n += 1
-                report = await self._attempt(unit, n, context(), upstream, resume)
+                report = await self._attempt(unit, n, context(), upstream, resume, after_wait)
+            after_wait = False
             spend = spend + Spend(report.usage.total, report.cost_usd)
             stop = self.stop_reason(unit)
             # a budget overrun fails even a finished attempt (the run must say so); a cancel or a
@@ -131,6 +133,7 @@ class UnitRunner:
                 # go on with the session only if it got anywhere: a limit hit on its first model
                 # call leaves nothing to resume (and Gemini CLI has not even saved it)
                 resume = report.session_id if report.session_id and report.usage.total else resume
+                after_wait = True
                 continue
             failures += 1
             if failures > stage.retry.limit or report.error in NOT_RETRIED:
@@ -150,11 +153,11 @@ class UnitRunner:
         await self._sleep(until - now, unit)
 
     async def _attempt(self, unit: Unit, n: int, context: dict[str, Any], upstream: tuple[str, ...],
-                       resume: str | None) -> AttemptReport:
+                       resume: str | None, after_wait: bool = False) -> AttemptReport:
         self.record(unit.key, unit.stage_id, status=Status.RUNNING.value, reason="", attempts=n,
                     started=time.time(), iteration=unit.iteration, matrix=unit.matrix)
         self.emit(UnitStarted(unit.key, unit.stage_id, unit.stage.agent or "", n, unit.iteration,
-                              dict(unit.matrix)))
+                              dict(unit.matrix), after_wait=after_wait))
         live = [Spend()]
 
         def on_event(event: AgentEvent) -> None:

@@ -436,3 +436,31 @@ def test_a_killed_run_cancelled_later_keeps_its_cost_and_its_end(project: Path, 
         assert (stored["tokens"], stored["cost_usd"]) == (120, pytest.approx(0.25))  # the row itself too
     listed = bridge(project, "runs")
     assert "$0.25" in listed.stdout
+
+
+def test_an_interrupted_loop_iteration_is_cancelled_not_done(project: Path, tmp_path: Path) -> None:
+    pb = write_playbook(project, f"""
+        stages:
+          fix:
+            loop:
+              max_iterations: 3
+              until: "true"
+              stages:
+                impl: {{agent: f, prompt: "FAKE: pidfile={tmp_path}/impl.pid; sleep_first=1:60; count={tmp_path}/impl.count"}}
+    """)
+    proc = popen(project, "run", str(pb))
+    wait_for(lambda: (tmp_path / "impl.pid").exists(), what="impl's agent to start")
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out
+    assert "fix iteration 1 cancelled" in out and "iteration 1 done" not in out
+    assert "continue with: bridge resume" in out  # a resume runs the cancelled iteration again
+    with Ledger(project) as ledger:
+        run_id = ledger.find_run("last").id
+        loop = ledger.unit(run_id, "fix")
+        assert loop is not None and loop.status == "cancelled" and loop.iterations == 1
+    done = bridge(project, "resume", run_id)
+    assert done.returncode == 0 and "fix iteration 1 done: until held" in done.stdout, done.stdout
+    with Ledger(project) as ledger:
+        loop = ledger.unit(run_id, "fix")
+        assert loop is not None and (loop.status, loop.iterations) == ("success", 1)

@@ -95,3 +95,29 @@ def test_unreadable_ledger_is_a_user_error(tmp_path: Path) -> None:
     (tmp_path / ".bridge" / "ledger.db").write_bytes(b"not a database at all" * 100)
     with pytest.raises(RunError, match="Move the file aside"):
         Ledger(tmp_path)
+
+
+def test_a_ledger_of_an_older_bridge_gets_the_new_columns(tmp_path: Path) -> None:
+    """A version-2 ledger (no stages.loop_id / iterations) is upgraded in place when opened, rows kept."""
+    import sqlite3
+
+    from bridge.ledger_schema import SCHEMA, SCHEMA_VERSION
+
+    path = tmp_path / ".bridge" / "ledger.db"
+    path.parent.mkdir(parents=True)
+    old = SCHEMA.replace("    loop_id TEXT,\n    iterations INTEGER,\n", "")
+    assert old != SCHEMA
+    db = sqlite3.connect(path)
+    db.executescript(old + "PRAGMA user_version = 2;")
+    db.execute("INSERT INTO runs (id, playbook, playbook_path, project, status, started) "
+               "VALUES ('r1', 'pb', '/pb.yaml', '/p', 'success', 1.0)")
+    db.execute("INSERT INTO stages (run_id, key, stage_id, status) VALUES ('r1', 'a', 'a', 'success')")
+    db.commit()
+    db.close()
+    with Ledger(tmp_path) as ledger:
+        (unit,) = ledger.units("r1")
+        assert unit.key == "a" and unit.loop_id is None and not unit.is_loop
+        ledger.upsert_unit("r1", "fix", "fix", status="failure", iterations=2)
+        ledger.upsert_unit("r1", "impl@1", "impl", status="success", iteration=1, loop_id="fix")
+        assert ledger.unit("r1", "fix").is_loop and ledger.unit("r1", "impl@1").loop_id == "fix"  # type: ignore
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

@@ -121,6 +121,16 @@ def test_rate_limit_wait_is_not_an_attempt(project: Path, tmp_path: Path) -> Non
     waits = [e for e in events if isinstance(e, UnitWaiting)]
     assert len(waits) == 1 and "usage limit" in waits[0].reason
     assert len(count.read_text().splitlines()) == 2
+    # the second run of the agent is attempt 2 (its own folder), said to follow a wait, not a failure
+    from bridge.ui import describe
+
+    started = [e for e in events if isinstance(e, UnitStarted)]
+    assert [(e.attempt, e.after_wait) for e in started] == [(1, False), (2, True)]
+    assert "after the usage-limit wait" in (describe(started[1]) or "") and "not a retry" in (describe(started[1]) or "")
+    from tests.runhelp import bridge
+
+    shown = bridge(project, "show", result.run_id, "a").stdout
+    assert "attempts  2 (1 stopped by a usage limit and run again after the wait: not failures)" in shown
 
 
 def test_budget_exceeded_stops_the_run(project: Path, tmp_path: Path) -> None:
@@ -413,3 +423,69 @@ def test_max_parallel_below_one_is_refused_before_the_run_exists(project: Path, 
     resumed = resume_run(project, failed.run_id, events.append)
     assert resumed.status is Status.SUCCESS, resumed.reason
     assert any("recorded --max-parallel -3 is not a usable limit" in w for w in events[0].warnings)
+
+
+def test_a_loop_is_in_the_ledger_and_in_show_with_its_iterations(project: Path, tmp_path: Path) -> None:
+    """A loop whose until never holds: its own row says so (status, reason, iterations), its members'
+    rows name it, `bridge show RUN fix` lists the iterations, and the end suggests no resume (a resume
+    would reuse every unit and end the same)."""
+    from bridge.events import LoopIteration
+    from tests.runhelp import bridge
+
+    pb = write_playbook(project, """
+        stages:
+          fix:
+            loop:
+              max_iterations: 2
+              until: "stages.impl.final_message == 'fixed'"
+              stages:
+                impl: {agent: f, prompt: "FAKE: message=still broken {{ loop.iteration }}; cost=0.01; sleep=0.3"}
+    """)
+    result, events = run_inproc(project, pb)
+    assert result.status is Status.FAILURE and "until never held in 2 iterations" in result.reason
+    assert not result.resumable
+    rounds = [(e.iteration, e.done, e.status) for e in events if isinstance(e, LoopIteration)]
+    assert rounds == [(1, False, "running"), (2, True, "failure")]
+    with Ledger(project) as ledger:
+        loop = ledger.unit(result.run_id, "fix")
+        assert loop is not None and loop.is_loop
+        assert (loop.status, loop.reason, loop.iterations) == ("failure", "until never held in 2 iterations", 2)
+        assert {u.key: u.loop_id for u in ledger.units(result.run_id) if not u.is_loop} == \
+            {"impl@1": "fix", "impl@2": "fix"}
+        ran = ledger.attempt_time(result.run_id)
+    shown = bridge(project, "show", result.run_id, "fix")
+    assert shown.returncode == 0, shown.stderr
+    assert "fix (loop)" in shown.stdout and "until never held in 2 iterations" in shown.stdout
+    assert "iterations 2" in shown.stdout and "$0.02" in shown.stdout
+    assert [line.split()[:3] for line in shown.stdout.splitlines() if line.startswith("impl@")] == \
+        [["impl@1", "1", "success"], ["impl@2", "2", "success"]]
+    table = bridge(project, "show", result.run_id).stdout
+    (row,) = [line for line in table.splitlines() if line.startswith("fix ")]
+    assert "failure" in row and "until never held" in row and "2 it." in row
+    from bridge.ui import duration
+
+    assert duration(ran["impl@1"] + ran["impl@2"]) in row  # the loop's time: its iterations'
+    plain = bridge(project, "run", str(pb))
+    assert plain.returncode == 1 and "until never held" in plain.stdout
+    assert "bridge resume" not in plain.stdout  # nothing a resume could change
+
+
+def test_a_units_duration_in_show_is_every_attempts(project: Path, tmp_path: Path) -> None:
+    from bridge.ui import duration
+    from tests.runhelp import bridge
+
+    pb = write_playbook(project, f"""
+        stages:
+          a:
+            agent: f
+            retry: {{limit: 1, backoff: 0s}}
+            prompt: "FAKE: count={tmp_path}/a; fail_first=1; sleep=1"
+    """)
+    result, _ = run_inproc(project, pb)
+    assert result.status is Status.SUCCESS, result.reason
+    with Ledger(project) as ledger:
+        rows = ledger.attempts(result.run_id, "a")
+    total = sum((a.ended or 0) - a.started for a in rows)
+    assert len(rows) == 2 and duration(total) != duration((rows[-1].ended or 0) - rows[-1].started)
+    (line,) = [x for x in bridge(project, "show", result.run_id).stdout.splitlines() if x.startswith("a ")]
+    assert duration(total) in line.split()

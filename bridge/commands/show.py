@@ -48,13 +48,30 @@ def _run(ledger: Ledger, run: RunRow, project: Path) -> None:
         lines.append(f"summary   {layout.summary}")
     lines += _git_lines(ledger, run)
     print_text("\n".join(lines))
+    units = ledger.units(run.id)
+    ran = _time(ledger, run.id, units)
     rows = []
-    for u in ledger.units(run.id):
-        took = duration(u.ended - u.started) if u.ended and u.started else ""
-        rows.append([u.key, u.status, str(u.attempts or ""), took, tokens(u.tokens), money(u.cost_usd),
-                     u.reason[:80]])
+    for u in units:
+        spent = _members(units, u) if u.is_loop else [u]  # a loop's figures: its iterations'
+        rows.append([u.key, u.status, f"{u.iterations} it." if u.is_loop else str(u.attempts or ""),
+                     duration(ran[u.key]) if ran.get(u.key) else "", tokens(sum(m.tokens for m in spent)),
+                     money(sum(m.cost_usd for m in spent)), u.reason[:80]])
     if rows:
         print_run_table("stages", ["stage", "status", "attempts", "duration", "tokens", "cost", "reason"], rows)
+
+
+def _members(units: list[UnitRow], loop: UnitRow) -> list[UnitRow]:
+    """A loop's iterations' units, in order."""
+    return sorted((u for u in units if u.loop_id == loop.key), key=lambda u: (u.iteration or 0, u.key))
+
+
+def _time(ledger: Ledger, run_id: str, units: list[UnitRow]) -> dict[str, float]:
+    """Per unit key: how long its agents ran, every attempt of it (a loop: its iterations')."""
+    ran = ledger.attempt_time(run_id)
+    for u in units:
+        if u.is_loop:
+            ran[u.key] = sum(ran.get(m.key, 0.0) for m in _members(units, u))
+    return ran
 
 
 def _git_lines(ledger: Ledger, run: RunRow) -> list[str]:
@@ -75,16 +92,50 @@ def _git_lines(ledger: Ledger, run: RunRow) -> list[str]:
     return lines
 
 
-def _unit(ledger: Ledger, run: RunRow, unit: UnitRow) -> None:
-    from bridge.ui import money, print_text, tokens
+def _loop(ledger: Ledger, run: RunRow, loop: UnitRow) -> None:
+    """A loop stage: how it ended, and each iteration's units."""
+    from bridge.ui import duration, money, print_run_table, print_text, tokens
 
+    units = ledger.units(run.id)
+    members = _members(units, loop)
+    ran = _time(ledger, run.id, units)
+    print_text("\n".join([
+        f"stage     {loop.key} (loop)",
+        f"status    {loop.status}" + (f": {loop.reason}" if loop.reason else ""),
+        f"iterations {loop.iterations}",
+        f"usage     {tokens(sum(m.tokens for m in members))} tokens, {money(sum(m.cost_usd for m in members))}"
+        f" in {duration(ran.get(loop.key, 0.0))} of agent time"]))
+    rows = [[m.key, str(m.iteration or ""), m.status, str(m.attempts or ""),
+             duration(ran[m.key]) if ran.get(m.key) else "", tokens(m.tokens), money(m.cost_usd), m.reason[:80]]
+            for m in members]
+    if rows:
+        print_run_table("iterations", ["stage", "iteration", "status", "attempts", "duration", "tokens", "cost",
+                                       "reason"], rows)
+
+
+def _attempts_line(attempts: list[AttemptRow], count: int) -> str:
+    """How many attempts, and how many of them only met a usage limit (run again; not failures)."""
+    waited = sum(1 for a in attempts if a.error == "rate_limit")
+    note = f" ({waited} stopped by a usage limit and run again after the wait: not failures)" if waited else ""
+    return f"attempts  {count}{note}"
+
+
+def _unit(ledger: Ledger, run: RunRow, unit: UnitRow) -> None:
+    from bridge.ui import duration, money, print_text, tokens
+
+    if unit.is_loop:
+        _loop(ledger, run, unit)
+        return
     attempts: list[AttemptRow] = ledger.attempts(run.id, unit.key)
     last = attempts[-1] if attempts else None
+    ran = ledger.attempt_time(run.id).get(unit.key)
     lines = [f"stage     {unit.key}" + (f" (matrix {unit.matrix})" if unit.matrix else "")
              + (f" (iteration {unit.iteration})" if unit.iteration else ""),
              f"status    {unit.status}" + (f" [{unit.error}]" if unit.error else "")
              + (f": {unit.reason}" if unit.reason else ""),
-             f"attempts  {unit.attempts}", f"usage     {tokens(unit.tokens)} tokens, {money(unit.cost_usd)}"]
+             _attempts_line(attempts, unit.attempts),
+             f"usage     {tokens(unit.tokens)} tokens, {money(unit.cost_usd)}"
+             + (f" in {duration(ran)} of agent time (every attempt)" if ran else "")]
     if unit.session_id:
         lines.append(f"session   {unit.session_id}")
     if last is not None:
