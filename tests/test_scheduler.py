@@ -193,11 +193,17 @@ def test_catch_up_policies() -> None:
 
 
 def test_undeclared_schedule_vars_are_a_schedule_error(project: Path) -> None:
-    write(project, "a.yaml", playbook_yaml("a", "{cron: '@daily', vars: {nope: 1}}"))
+    import yaml
+
+    from bridge.errors import PlaybookError
+    from bridge.playbook import Playbook
     from bridge.scheduler import load_playbook
 
-    with pytest.raises(ScheduleError, match="nope not declared"):
-        validate_schedules(load_playbook(project / "playbooks" / "a.yaml"))
+    path = write(project, "a.yaml", playbook_yaml("a", "{cron: '@daily', vars: {nope: 1}}"))
+    with pytest.raises(PlaybookError, match="schedule\\[0\\].vars.nope"):  # the loader says where
+        load_playbook(path)
+    with pytest.raises(ScheduleError, match="nope not declared"):  # and the scheduler's own check, too
+        validate_schedules(Playbook.model_validate(yaml.safe_load(path.read_text())))
 
 
 def test_run_argv_passes_vars() -> None:
