@@ -158,7 +158,25 @@ def missing_outputs_message(checks: Sequence[OutputCheck]) -> str:
     return "\n".join(lines)
 
 
+WORKTREE_GRACE = 30.0  # an interactive worktree agent's time to end its turn once its outputs are complete
+
+
 def ends_early(specs: Sequence[OutputSpec]) -> bool:
     """Whether these outputs, once complete, may end the attempt before the agent exits: the agent
     writes them (an output bridge writes from the final message needs the agent's end) and one is required."""
     return not any(s.from_ == "final_message" for s in specs) and any(s.required for s in specs)
+
+
+def early_stop_grace(specs: Sequence[OutputSpec], *, worktree: bool, interactive: bool) -> float | None:
+    """How long after its outputs are complete an attempt is stopped; None: never (it ends by itself).
+
+    In a worktree, what the agent leaves is committed and merged, so stopping it the moment its report
+    exists could commit a half-made edit: a headless agent there is never stopped early (it ends with
+    its own result), and an interactive one — a TUI never exits by itself — gets WORKTREE_GRACE
+    seconds to end its turn (its done pattern / title) before it is stopped. Elsewhere: at once.
+    """
+    if not ends_early(specs):
+        return None
+    if not worktree:
+        return 0.0
+    return WORKTREE_GRACE if interactive else None

@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -32,7 +31,7 @@ from bridge.unit import AttemptReport, Unit
 from bridge.unit_runner import AttemptControl
 from bridge.views import Contexts, handed_bytes, handed_pieces
 from bridge.handoff import cap_summary, transcript_bytes
-from bridge.outputs import check_outputs, ends_early, missing_outputs_message, resolve_output
+from bridge.outputs import check_outputs, early_stop_grace, missing_outputs_message, resolve_output
 from bridge.shared_files import TEXT_CAP, decode_capped, read_regular
 from bridge.workspace import RunLayout, atomic_write_text
 
@@ -97,14 +96,18 @@ class StageExecutor:
                          extra_dirs=(self.layout.inbox,), resume_session=control.resume_session,
                          stage_dir=paths.dir, env=dict(stage.env), output_schema=stage.output_schema)
         attempt_id = self.ledger.start_attempt(self.run_id, unit.key, n, dir=paths.dir)
-        complete = threading.Event()
+        completed: list[float] = []  # when the watcher found every output complete and valid
         watch_key = f"{unit.key}#{n}"
         by_bridge = [s for s in specs if s.from_ == "final_message"]  # written at the agent's end
-        if self.watcher is not None and ends_early(specs):
+        grace = early_stop_grace(specs, worktree=stage.worktree is not None, interactive=profile.interactive)
+        if self.watcher is not None and grace is not None:
             # off the loop: a new output folder waits for its inotify watch (ms, up to 2 s), and 64
             # units registering one after another delayed the last agents' start
             await asyncio.to_thread(self.watcher.watch, watch_key, specs,
-                                    lambda key, checks: complete.set())
+                                    lambda key, checks: completed.append(time.monotonic()))
+
+        def outputs_complete() -> bool:  # in a worktree, only after a grace to end by itself (outputs.py)
+            return bool(completed) and time.monotonic() - completed[0] >= (grace or 0.0)
 
         runner_stop: list[str] = []
 
@@ -122,7 +125,7 @@ class StageExecutor:
         try:
             res = await run_attempt(
                 profile, inv, timeout=stage.timeout, idle_timeout=stage.idle_timeout,
-                on_event=control.on_event, should_stop=should_stop, outputs_complete=complete.is_set,
+                on_event=control.on_event, should_stop=should_stop, outputs_complete=outputs_complete,
                 on_spawn=spawned, cancel=control.cancel,
                 wiring=self.wiring(profile), run_id=self.run_id, stage_key=unit.key, project=self.project,
             )

@@ -282,3 +282,36 @@ def test_matrix_items_merge_in_declaration_order(project: Path) -> None:
     assert merged == ["impl-zeta", "impl-alpha", "impl-mid"]
     subjects = git(project, "log", "--reverse", "--merges", "--format=%s", "main").splitlines()
     assert subjects == [f"bridge: impl-{p} (run {run}): merge bridge/{run}/impl-{p}" for p in ("zeta", "alpha", "mid")]
+
+
+def test_a_worktree_agent_is_not_stopped_mid_edit_once_its_report_exists(project: Path) -> None:
+    """Its report is complete (renamed into place) while it still edits code: in a worktree it runs to its
+    own end, so what is committed and merged is its finished work, not a half-made edit."""
+    pb = write_playbook(project, """
+        stages:
+          impl:
+            agent: sh
+            worktree: true
+            prompt: "printf done > {{ shared }}/.r && mv {{ shared }}/.r {{ shared }}/report.md && sleep 2 && echo finished > code.txt"
+            outputs: [report.md]
+    """)
+    pb.write_text(pb.read_text().replace(
+        "agents:\n", 'agents:\n  sh: {cli: command, command: [sh, -c, "{{ prompt }}"], sandbox: workspace-write}\n'))
+    result, _ = run_inproc(project, pb)
+    assert result.status is Status.SUCCESS, result.reason
+    assert result.stages["impl"].units[0].reason != "outputs complete; agent stopped"
+    assert (project / "code.txt").read_text() == "finished\n"  # its last edit landed with the rest
+    with Ledger(project) as ledger:
+        (attempt,) = ledger.attempts(result.run_id, "impl")
+    assert attempt.ended_by == "exit"
+
+
+def test_the_early_stop_rule() -> None:
+    from bridge.outputs import WORKTREE_GRACE, early_stop_grace
+    from bridge.playbook import OutputSpec
+
+    specs = [OutputSpec(path="r.md")]
+    assert early_stop_grace(specs, worktree=False, interactive=False) == 0.0
+    assert early_stop_grace(specs, worktree=True, interactive=False) is None
+    assert early_stop_grace(specs, worktree=True, interactive=True) == WORKTREE_GRACE
+    assert early_stop_grace([OutputSpec(path="r.md", required=False)], worktree=False, interactive=False) is None
