@@ -48,6 +48,7 @@ def playbook_lock(project_dir: Path, name: str) -> Iterator[int]:
     try:
         if not _try_lock(fd):
             raise LockHeld(f"playbook {name!r} is already running elsewhere ({path} is locked)")
+        os.ftruncate(fd, 0)  # the previous holder's pid is no one's to stop now
         yield fd
     finally:
         os.close(fd)
@@ -106,6 +107,7 @@ def fire_lock(project_dir: Path, name: str, overlap: str, *, stop_grace: float =
                 else:
                     note(f"the previous run of {name!r} is still going; waiting for it (overlap: queue)")
                     fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)  # the previous holder's pid is no one's to stop now
         yield fd
     finally:
         os.close(fd)

@@ -129,6 +129,8 @@ def test_cancel_stops_the_holder_in_stages_then_takes_the_lock(tmp_path: Path) -
         proc.wait()
     assert [n.split(": ")[1].split()[0] for n in notes] == ["SIGINT", "SIGTERM"], notes
     assert f"pid {proc.pid}" in notes[0]
+    with playbook_lock(tmp_path, "tick"):  # a new holder: the old pid (ours, written above) is gone at once
+        assert read_holder(tmp_path, "tick") is None
 
 
 def test_queue_waits_for_the_holder_and_only_one_fire_waits(tmp_path: Path) -> None:
