@@ -25,6 +25,8 @@ app.add_typer(model_app, name="model")
 app.add_typer(schedule_app, name="schedule")
 
 VarOpt = typer.Option(None, "--var", help="Override a playbook variable: --var key=value (repeatable).")
+RUN_HELP = "A run id (a unique prefix is enough), or `last`."
+DIR_HELP = "Folder of playbooks (default: the project's playbooks/)."
 DirOpt = typer.Option(None, "--dir", "-C", help="Project folder (default: the current folder).")
 
 
@@ -138,15 +140,16 @@ def run(
 
 
 @app.command()
-def runs(directory: Optional[Path] = DirOpt, limit: int = typer.Option(20, "--limit", "-n")) -> None:
+def runs(directory: Optional[Path] = DirOpt,
+         limit: int = typer.Option(20, "--limit", "-n", help="Show at most this many runs, newest first.")) -> None:
     """List runs: id, playbook, status, started, duration, cost."""
     _call("runs", directory=directory, limit=limit)
 
 
 @app.command()
 def show(
-    run_id: str = typer.Argument(..., metavar="RUN"),
-    stage: Optional[str] = typer.Argument(None),
+    run_id: str = typer.Argument(..., metavar="RUN", help=RUN_HELP),
+    stage: Optional[str] = typer.Argument(None, help="A stage id (or unit key, e.g. audit-security): its details."),
     directory: Optional[Path] = DirOpt,
 ) -> None:
     """Show a run, or one stage of it: status, prompt, final message, usage, where the logs are."""
@@ -163,8 +166,8 @@ LOGS_HELP = (
 
 @app.command(help=LOGS_HELP)
 def logs(
-    run_id: str = typer.Argument(..., metavar="RUN"),
-    stage: str = typer.Argument(...),
+    run_id: str = typer.Argument(..., metavar="RUN", help=RUN_HELP),
+    stage: str = typer.Argument(..., help="The stage id or unit key whose agent output to show."),
     follow: bool = typer.Option(False, "--follow", "-f",
                                 help="Keep printing until the stage ends; wait for it to start while the run is live."),
     directory: Optional[Path] = DirOpt,
@@ -174,15 +177,16 @@ def logs(
 
 
 @app.command()
-def cancel(run_id: str = typer.Argument(..., metavar="RUN"), directory: Optional[Path] = DirOpt) -> None:
+def cancel(run_id: str = typer.Argument(..., metavar="RUN", help=RUN_HELP),
+           directory: Optional[Path] = DirOpt) -> None:
     """Cancel a running run: its agents are stopped and its state saved (resumable)."""
     _call("cancel", run_id=run_id, directory=directory)
 
 
 @app.command()
 def resume(
-    run_id: str = typer.Argument(..., metavar="RUN"),
-    json_out: bool = typer.Option(False, "--json"),
+    run_id: str = typer.Argument(..., metavar="RUN", help=RUN_HELP),
+    json_out: bool = typer.Option(False, "--json", help="One JSON event per line on stdout."),
     directory: Optional[Path] = DirOpt,
 ) -> None:
     """Continue an interrupted run; finished stages are never run again."""
@@ -191,7 +195,7 @@ def resume(
 
 @app.command()
 def watch(
-    playbook: Path = typer.Argument(...),
+    playbook: Path = typer.Argument(..., help="The playbook file."),
     on: str = typer.Option(..., "--on", help="Glob of files that trigger a run, e.g. 'audit/*.md'."),
     watch_dir: Optional[Path] = typer.Option(None, "--watch-dir", hidden=True,
                                              help="Old name: a folder to watch, relative to the project."),
@@ -212,7 +216,7 @@ def watch(
 def clean(
     run_id: Optional[str] = typer.Argument(None, metavar="[RUN]",
                                            help="Only this run: its id, a unique prefix of it, or 'last'."),
-    dry_run: bool = typer.Option(False, "--dry-run"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be removed and kept; remove nothing."),
     directory: Optional[Path] = DirOpt,
 ) -> None:
     """Remove worktrees and branches of finished runs; never deletes unmerged commits."""
@@ -244,7 +248,7 @@ ScheduleDirOpt = typer.Option(None, "--dir", "-C",
 
 @schedule_app.command("run")
 def schedule_run(
-    directory: Optional[Path] = typer.Argument(None, metavar="[DIR]"),
+    directory: Optional[Path] = typer.Argument(None, metavar="[DIR]", help=DIR_HELP),
     rehearse: bool = typer.Option(False, "--rehearse", help="Start every run with --rehearse (scripted local model)."),
     project: Optional[Path] = ScheduleDirOpt,
 ) -> None:
@@ -254,7 +258,7 @@ def schedule_run(
 
 @schedule_app.command("list")
 def schedule_list(
-    directory: Optional[Path] = typer.Argument(None, metavar="[DIR]"),
+    directory: Optional[Path] = typer.Argument(None, metavar="[DIR]", help=DIR_HELP),
     count: int = typer.Option(3, "--count", "-n", help="How many next fire times to show."),
     project: Optional[Path] = ScheduleDirOpt,
 ) -> None:
@@ -264,9 +268,9 @@ def schedule_list(
 
 @schedule_app.command("export")
 def schedule_export(
-    directory: Optional[Path] = typer.Argument(None, metavar="[DIR]"),
-    systemd: bool = typer.Option(False, "--systemd"),
-    crontab: bool = typer.Option(False, "--crontab"),
+    directory: Optional[Path] = typer.Argument(None, metavar="[DIR]", help=DIR_HELP),
+    systemd: bool = typer.Option(False, "--systemd", help="Print a systemd .service and .timer per schedule."),
+    crontab: bool = typer.Option(False, "--crontab", help="Print crontab lines (with the PATH the CLIs need)."),
     project: Optional[Path] = ScheduleDirOpt,
 ) -> None:
     """Print systemd units or crontab lines for the OS scheduler."""
@@ -275,7 +279,7 @@ def schedule_export(
 
 @schedule_app.command("fire", hidden=True)
 def schedule_fire(
-    playbook: Path = typer.Argument(...),
+    playbook: Path = typer.Argument(..., help="The playbook file."),
     number: int = typer.Option(1, "--schedule", help="Which of the playbook's schedules fired (1-based)."),
     directory: Optional[Path] = DirOpt,
 ) -> None:

@@ -178,3 +178,19 @@ finally:
     assert "s1: agent a (cli codex); idle_timeout 90s" in out
     assert "skipped: `if` is false here" in out
     assert "f1: agent a (cli codex); needs s1" in out and "| success" in out
+
+
+def test_every_option_and_argument_says_what_it_is_for() -> None:
+    from typer.main import get_command
+
+    missing = []
+
+    def walk(command, path: str) -> None:
+        for param in command.params:
+            if param.name != "help" and not getattr(param, "help", None) and not getattr(param, "hidden", False):
+                missing.append(f"{path} {param.name}")
+        for name, sub in (getattr(command, "commands", None) or {}).items():
+            walk(sub, f"{path} {name}")
+
+    walk(get_command(app), "bridge")
+    assert missing == []
