@@ -177,6 +177,18 @@ def test_fail_fast_stops_siblings_without_leftovers(project: Path, tmp_path: Pat
         assert not pid_alive(int((tmp_path / f"{name}.pid").read_text()))
 
 
+def _peak(events: list) -> int:
+    """The most units running at once, from their start and finish events."""
+    running, peak = 0, 0
+    for e in events:
+        if isinstance(e, UnitStarted):
+            running += 1
+            peak = max(peak, running)
+        elif type(e).__name__ == "UnitFinished":
+            running -= 1
+    return peak
+
+
 def test_matrix_max_parallel(project: Path, tmp_path: Path) -> None:
     pb = write_playbook(project, """
         stages:
@@ -188,14 +200,7 @@ def test_matrix_max_parallel(project: Path, tmp_path: Path) -> None:
     """)
     result, events = run_inproc(project, pb)
     assert result.status is Status.SUCCESS
-    running, peak = 0, 0
-    for e in events:
-        if isinstance(e, UnitStarted):
-            running += 1
-            peak = max(peak, running)
-        elif type(e).__name__ == "UnitFinished":
-            running -= 1
-    assert peak == 2
+    assert _peak(events) == 2
 
 
 def test_the_default_run_wide_limit_is_4(project: Path) -> None:
@@ -213,14 +218,7 @@ def test_the_default_run_wide_limit_is_4(project: Path) -> None:
     assert DEFAULT_MAX_PARALLEL == 4 and parallel_limit(None, load_playbook(pb)) == 4
     result, events = run_inproc(project, pb)
     assert result.status is Status.SUCCESS
-    running, peak = 0, 0
-    for e in events:
-        if isinstance(e, UnitStarted):
-            running += 1
-            peak = max(peak, running)
-        elif type(e).__name__ == "UnitFinished":
-            running -= 1
-    assert peak == 4
+    assert _peak(events) == 4
 
 
 def test_loop_until_sees_previous_iteration(project: Path) -> None:
