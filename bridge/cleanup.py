@@ -15,8 +15,8 @@ import git
 
 from bridge.errors import BridgeError
 from bridge.worktrees import (
-    BRANCH_PREFIX, WORKTREES, open_repo, prune_stale, registered_worktrees, run_git, status_entries,
-    worktree_lock,
+    BRANCH_PREFIX, LEGACY_WORKTREES, open_repo, prune_stale, registered_worktrees, run_folders, run_git,
+    status_entries, worktree_lock, worktrees_root,
 )
 
 RESCUED = "@rescued"  # '@' never occurs in a stage key: `bridge/<run>/<key>@rescued` names no stage's branch
@@ -133,7 +133,7 @@ def _clean(repo: git.Repo, root: Path, run_id: str | None, dry_run: bool,
            finished_runs: set[str] | None) -> CleanReport:
     pruned = prune_stale(repo, root, dry_run)
     branches = _bridge_branches(repo)
-    folders = {p.name for p in (root / WORKTREES).glob("*") if p.is_dir()}
+    folders = run_folders(root)
     runs = sorted(set(branches) | folders) if run_id is None else [run_id]
     registered = [w for w in registered_worktrees(repo)[1:] if Path(w["worktree"]).exists()]
     user = _user_branches(repo)
@@ -149,9 +149,9 @@ def _clean(repo: git.Repo, root: Path, run_id: str | None, dry_run: bool,
         if finished_runs is not None and run not in finished_runs:
             kept.append((f"{BRANCH_PREFIX}/{run}/*", "the run is not finished"))
             continue
-        run_dir = root / WORKTREES / run
+        run_dirs = [(base / run).resolve() for base in (worktrees_root(root), root / LEGACY_WORKTREES)]
         busy: set[str] = set()
-        mine = [w for w in registered if run_dir.resolve() in Path(w["worktree"]).resolve().parents]
+        mine = [w for w in registered if any(d in Path(w["worktree"]).resolve().parents for d in run_dirs)]
         found = _agent_branches(repo, run, mine, branches.get(run, []), user)
         agent_branches += found
         notes += [f"branch {b} was made or checked out in a worktree of run {run} (by an agent?); bridge "
@@ -190,7 +190,7 @@ def _clean(repo: git.Repo, root: Path, run_id: str | None, dry_run: bool,
             if not dry_run:
                 run_git(repo, "branch", "-D", "-q", branch)
             removed_br.append(branch)
-        if not dry_run:
+        for run_dir in run_dirs if not dry_run else []:
             for leftover in sorted(run_dir.glob("*"), reverse=True) if run_dir.exists() else []:
                 with contextlib.suppress(OSError):
                     leftover.rmdir()  # empty folders only

@@ -28,8 +28,9 @@ from bridge.playbook import Playbook, uses_worktrees
 from bridge.resolution import interrupted, recover_interrupted
 from bridge.unit import Resolve, StageResult, Unit
 from bridge.worktrees import (
-    WORKTREES, BaseInfo, WorktreeInfo, add_worktree, base_commit, branch_name, finish_worktree,
+    BaseInfo, WorktreeInfo, add_worktree, base_commit, branch_name, finish_worktree,
     open_repo, registered_worktrees, remove_worktree, run_git, worktree_lock, worktree_path,
+    worktrees_root,
 )
 from bridge.workspace import RunLayout
 
@@ -367,5 +368,5 @@ class Integration:
                                           "or commits on no branch); they are not merged back (give that stage "
                                           "`worktree:`)"))
         with contextlib.suppress(OSError):
-            (self.project / WORKTREES / self.run_id).rmdir()
+            (worktrees_root(self.project) / self.run_id).rmdir()
         return self.landing

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.errors import BridgeError
+from bridge.worktrees import worktrees_base
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -65,10 +66,13 @@ def trust_folder_for_gemini(gemini_home: Path, folder: Path) -> Path:
 def trust_worktree(kind: str, folder: Path, env: dict[str, str]) -> Path | None:
     """Pre-accept the trust prompt of an interactive `kind` CLI for a bridge worktree `folder`.
 
-    Only folders under `.bridge/worktrees/` (bridge made them from the user's own commits); the
-    config dir comes from the CLI's environment (CLAUDE_CONFIG_DIR, else HOME), as the CLI reads it.
+    Only folders where bridge makes worktrees (from the user's own commits): under
+    `worktrees_base()`, or an old run's `.bridge/worktrees/`; the config dir comes from the CLI's
+    environment (CLAUDE_CONFIG_DIR, else HOME), as the CLI reads it.
     """
-    if ".bridge/worktrees/" not in folder.resolve().as_posix() + "/":
+    resolved = Path(os.path.realpath(folder))
+    if Path(os.path.realpath(worktrees_base())) not in resolved.parents \
+            and ".bridge/worktrees/" not in resolved.as_posix() + "/":
         return None
     home = Path(env.get("HOME") or os.environ.get("HOME") or Path.home())
     if kind == "claude":

@@ -1,14 +1,15 @@
 """Git worktree lifecycle: one worktree per stage on its own branch, commit-back, patch artifacts.
 
 The user's working tree, index, HEAD and uncommitted changes are never touched here: worktrees live
-under `<repo>/.bridge/worktrees/<run>/<stage_key>` (ignored through `.git/info/exclude`, never the
-user's .gitignore). Stage keys come from `bridge.workspace.stage_key`. Merging back is
+outside it, under `worktrees_root(repo)/<run>/<stage_key>` (bridge's cache folder, one folder per
+repository). Stage keys come from `bridge.workspace.stage_key`. Merging back is
 `bridge.merge`; removing what finished runs left is `bridge.cleanup`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -28,7 +29,7 @@ except ImportError:  # Windows: the in-process lock still holds
     fcntl = None  # type: ignore[assignment]
 
 BRANCH_PREFIX = "bridge"
-WORKTREES = Path(".bridge") / "worktrees"
+LEGACY_WORKTREES = Path(".bridge") / "worktrees"  # where bridge before 0.2 made them, inside the repo
 IDENTITY = ("bridge", "bridge@localhost")
 # Bridge's own git calls run no user hooks (they may prompt, be slow, or reject agent commits) and
 # never sign (gpg may ask for a passphrase on a terminal nobody watches).
@@ -90,6 +91,35 @@ def git_argv(*args: str) -> list[str]:
     return ["git", *(x for opt in GIT_OPTIONS for x in ("-c", opt)), *args]
 
 
+def worktrees_base() -> Path:
+    """The folder holding every repository's bridge worktrees: $BRIDGE_WORKTREES, else
+    $XDG_CACHE_HOME/bridge/worktrees (~/.cache/bridge/worktrees)."""
+    if os.environ.get("BRIDGE_WORKTREES"):
+        return Path(os.environ["BRIDGE_WORKTREES"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "bridge" / "worktrees"
+
+
+def worktrees_root(repo_root: Path) -> Path:
+    """One repository's worktrees, outside its working tree: `<base>/<repo name>-<hash of its path>`."""
+    real = Path(os.path.realpath(repo_root))
+    digest = hashlib.sha256(str(real).encode()).hexdigest()[:10]
+    return worktrees_base() / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', real.name) or 'repo'}-{digest}"
+
+
+def owned(root: Path, path: Path) -> bool:
+    """Whether `path` is under a folder where bridge makes worktrees of the repository at `root`."""
+    resolved = Path(os.path.realpath(path))
+    return any(Path(os.path.realpath(base)) in resolved.parents
+               for base in (worktrees_root(root), root / LEGACY_WORKTREES))
+
+
+def run_folders(root: Path) -> set[str]:
+    """Run ids with a worktree folder of the repository at `root` (old runs' inside it included)."""
+    return {p.name for base in (worktrees_root(root), root / LEGACY_WORKTREES) if base.is_dir()
+            for p in base.iterdir() if p.is_dir()}
+
+
 @contextlib.contextmanager
 def worktree_lock(root: Path) -> Iterator[None]:
     """Serialise adding / removing / pruning worktrees of one repository, across threads and runs.
@@ -98,7 +128,7 @@ def worktree_lock(root: Path) -> Iterator[None]:
     ("failed to read .git/worktrees/x/commondir"). Not re-entrant: take it once, at the top.
     """
     exclude_from_git(root)  # before .bridge/ appears, so it never shows in `git status`
-    path = root / WORKTREES / ".lock"
+    path = worktrees_root(root) / ".lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with _LOCK, path.open("a") as fh:
         if fcntl is not None:
@@ -136,7 +166,7 @@ def branch_name(run_id: str, key: str) -> str:
 
 
 def worktree_path(repo_root: Path, run_id: str, key: str) -> Path:
-    return repo_root / WORKTREES / run_id / key
+    return worktrees_root(repo_root) / run_id / key
 
 
 def status_entries(repo: git.Repo, cwd: Path | None = None) -> list[tuple[str, str]]:
@@ -192,7 +222,7 @@ def prune_stale(repo: git.Repo, root: Path, dry_run: bool = False) -> list[str]:
         if path.exists():
             continue
         if "locked" in w:
-            if root / WORKTREES not in path.resolve().parents:
+            if not owned(root, path):
                 continue  # someone else's lock on purpose (removable media): not ours to undo
             if not dry_run:
                 run_git(repo, "worktree", "unlock", str(path))

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from bridge.cli import app
 from bridge.commands.init import PLAYBOOK
 from bridge.commands.schema import playbook_schema
+from bridge.worktrees import worktree_path
 
 REPO = Path(__file__).resolve().parent.parent
 BAD = REPO / "tests" / "playbooks_bad"
@@ -174,7 +175,7 @@ finally:
     run = tmp_path / ".bridge" / "runs" / "RUN_ID"
     assert f"--add-dir {run / 'shared'} --add-dir {tmp_path / '.bridge' / 'inbox'}" in out
     assert f"-o {run / 'stages' / 'v@1' / 'attempt-1' / 'last_message.txt'}" in out
-    assert f"cwd: {tmp_path / '.bridge' / 'worktrees' / 'RUN_ID' / 'v.1'}" in out
+    assert f"cwd: {worktree_path(tmp_path, 'RUN_ID', 'v.1')}" in out
     assert "s1: agent a (cli codex); idle_timeout 90s" in out
     assert "skipped: `if` is false here" in out
     assert "f1: agent a (cli codex); needs s1" in out and "| success" in out

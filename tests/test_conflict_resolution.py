@@ -14,6 +14,7 @@ from bridge.events import Status
 from bridge.ledger import Ledger
 from bridge.loader import load_playbook
 from bridge.resume import resume_run
+from bridge.worktrees import worktrees_root
 from tests.runhelp import (bridge, bridge_argv, git, make_git_project, pid_alive, run_inproc, wait_for,
                            write_playbook)
 from tests.test_mergeback import notes
@@ -102,7 +103,7 @@ def test_a_resolver_resolves_the_conflict_and_both_changes_land(project: Path) -
     assert f"bridge/{run}/impl-b: resolved in app.txt" in shown.stdout
     summary = (project / ".bridge" / "runs" / run / "summary.md").read_text()
     assert "resolve-impl-b" in summary and "resolved" in summary
-    assert not (project / ".bridge" / "worktrees" / run).exists()
+    assert not (worktrees_root(project) / run).exists()
     out = bridge(project, "clean")  # everything merged and landed: every branch goes
     assert out.returncode == 0, out.stderr
     assert git(project, "branch", "--list", f"bridge/{run}/*") == ""
@@ -155,7 +156,7 @@ def test_a_failing_resolver_fails_the_stage_naming_files_and_branch(project: Pat
         row = next(r for r in ledger.worktrees(run) if r["key"] == "impl-b")
         assert row["status"] == "conflict" and row["conflicts"] == ["app.txt"]
         assert ledger.unit(run, "impl-b").status == "failure"
-    assert not (project / ".bridge" / "worktrees" / run / "impl-b").exists()
+    assert not (worktrees_root(project) / run / "impl-b").exists()
 
 
 def test_a_resolver_leaving_markers_does_not_resolve(project: Path) -> None:
@@ -289,13 +290,13 @@ def test_resume_after_a_crash_mid_resolution_never_commits_the_half_done_merge(
     try:
         wait_for(lambda: pid.exists() and pid.read_text().strip(), 60, "the resolver to start")
         if writes:
-            wait_for(lambda: "resolved" in next((project / ".bridge" / "worktrees").glob("*/impl-b/app.txt"))
+            wait_for(lambda: "resolved" in next(worktrees_root(project).glob("*/impl-b/app.txt"))
                      .read_text(), 20, "the resolver's edit")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     resolver = int(pid.read_text())
-    worktree = next((project / ".bridge" / "worktrees").glob("*/impl-b"))
+    worktree = next(worktrees_root(project).glob("*/impl-b"))
     assert (worktree / "app.txt").exists()
     (worktree / "late.txt").write_text("written by the orphaned resolver after bridge died\n")
     assert git(project, "rev-parse", "HEAD") == head

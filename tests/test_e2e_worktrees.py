@@ -11,6 +11,7 @@ import pytest
 
 from bridge.events import GitNote, Status
 from bridge.proctable import run_processes
+from bridge.worktrees import worktrees_root
 from tests.runhelp import bridge, run_inproc
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -64,7 +65,7 @@ stages:
     for name in ("alpha", "beta"):
         argv = (project / ".bridge" / "runs" / result.run_id / "stages" / f"build-{name}" / "attempt-1"
                 / "argv.json").read_text()
-        assert f".bridge/worktrees/{result.run_id}/build-{name}" in argv
+        assert str(worktrees_root(project) / result.run_id / f"build-{name}") in argv
     assert (project / "alpha.txt").read_text() == "made for alpha.txt\n"
     assert (project / "beta.txt").read_text() == "made for beta.txt\n"
     assert git(project, "status", "--porcelain") == ""
@@ -76,5 +77,5 @@ stages:
     assert out.returncode == 0, out.stderr
     assert git(project, "branch", "--list", f"bridge/{result.run_id}/*") == ""
     worktrees = git(project, "worktree", "list", "--porcelain")
-    assert ".bridge/worktrees" not in worktrees
-    assert not (project / ".bridge" / "worktrees" / result.run_id).exists()
+    assert str(worktrees_root(project)) not in worktrees
+    assert not (worktrees_root(project) / result.run_id).exists()

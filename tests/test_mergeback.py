@@ -8,6 +8,7 @@ import pytest
 
 from bridge.events import GitNote, Status
 from bridge.ledger import Ledger
+from bridge.worktrees import worktrees_root
 from tests.runhelp import bridge, git, make_git_project, make_project, run_inproc, shared_dir, write_playbook
 
 
@@ -52,7 +53,7 @@ def test_parallel_implementers_land_on_the_users_branch(project: Path) -> None:
     assert {"patches/impl-a.patch", "patches/impl-a.diffstat", "patches/impl-b.patch"} <= arts
     shared = shared_dir(project, result.run_id)
     assert "+from a" in (shared / "patches" / "impl-a.patch").read_text()
-    assert not (project / ".bridge" / "worktrees" / result.run_id).exists()  # folders go, branches stay
+    assert not (worktrees_root(project) / result.run_id).exists()  # folders go, branches stay
 
     shown = bridge(project, "show", result.run_id)
     assert shown.returncode == 0, shown.stderr
@@ -198,7 +199,7 @@ def test_verify_runs_on_merged_work_when_it_could_not_land(project: Path) -> Non
     shared = shared_dir(project, result.run_id)
     assert (shared / "seen.txt").read_text() == "made"
     assert not (project / "new.txt").exists()
-    assert not (project / ".bridge" / "worktrees" / result.run_id).exists()  # the checkout went
+    assert not (worktrees_root(project) / result.run_id).exists()  # the checkout went
 
 
 def test_worktree_stage_outside_git_is_a_clear_error(tmp_path: Path) -> None:

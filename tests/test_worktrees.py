@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import json
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ from bridge.errors import BridgeError
 from bridge.merge import conflict_prompt_context, integration_branch, land, merge_back, merge_order
 from bridge.trust import trust_folder_for_claude, trust_folder_for_gemini
 from bridge.worktrees import add_worktree, base_commit, finish_worktree, worktree
+from bridge.worktrees import worktrees_root
 from tests.runhelp import git
 
 RUN = "20260101-000000-ab12"
@@ -81,9 +83,11 @@ def test_base_commit_reports_branch_and_dirty_files(repo: Path) -> None:
     assert not (repo / ".gitignore").read_text().count(".bridge")
 
 
-def test_worktree_lives_under_bridge_on_its_own_branch_and_is_ignored(repo: Path) -> None:
+def test_worktree_lives_outside_the_users_tree_on_its_own_branch(repo: Path) -> None:
     with worktree(repo, RUN, "impl", base_commit(repo)) as info:
-        assert info.path == repo / ".bridge" / "worktrees" / RUN / "impl"
+        assert info.path == worktrees_root(repo) / RUN / "impl"
+        assert repo.resolve() not in info.path.resolve().parents  # outside the user's working tree
+        assert info.path.is_relative_to(Path(os.environ["XDG_CACHE_HOME"]) / "bridge" / "worktrees")
         assert info.branch == f"bridge/{RUN}/impl"
         assert (info.path / "app.py").exists()
         assert git(info.path, "rev-parse", "--abbrev-ref", "HEAD") == info.branch
@@ -159,7 +163,7 @@ def test_same_lines_conflict_is_aborted_reported_and_branch_kept(repo: Path) -> 
     into = integration_branch(RUN)
     assert git(repo, "show", f"{into}:app.py") == "A wrote this"  # nothing half-merged
     assert not list((repo / ".git").rglob("MERGE_HEAD"))
-    assert not (repo / ".bridge" / "worktrees" / RUN / "@integration").exists()
+    assert not (worktrees_root(repo) / RUN / "@integration").exists()
     ctx = conflict_prompt_context(second)
     assert ctx["files"] == ["app.py"] and ctx["branch"] == b.branch and ctx["into"] == into
     assert "<<<<<<<" in ctx["diff"] and "B wrote this" in ctx["diff"]
@@ -390,3 +394,15 @@ def test_remove_keeps_a_worktree_whose_detached_head_holds_commits(repo: Path) -
     assert remove_worktree(info) is False and info.path.exists()
     git(repo, "branch", "keep-it", git(info.path, "rev-parse", "HEAD"))
     assert remove_worktree(info) is True and not info.path.exists()
+
+
+def test_bridge_worktrees_moves_them_and_interactive_clis_trust_them_there(repo: Path, tmp_path: Path,
+                                                                          monkeypatch) -> None:
+    from bridge.trust import trust_worktree
+
+    monkeypatch.setenv("BRIDGE_WORKTREES", str(tmp_path / "elsewhere"))
+    with worktree(repo, RUN, "impl", base_commit(repo)) as info:
+        assert info.path.parent.parent.parent == tmp_path / "elsewhere"
+        conf = tmp_path / "claude-conf"
+        assert trust_worktree("claude", info.path, {"CLAUDE_CONFIG_DIR": str(conf)}) is not None
+        assert trust_worktree("claude", repo, {"CLAUDE_CONFIG_DIR": str(conf)}) is None  # the user's own: never

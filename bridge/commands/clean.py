@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from bridge.cleanup import clean
-from bridge.worktrees import BRANCH_PREFIX, WORKTREES, open_repo, run_git
+from bridge.worktrees import BRANCH_PREFIX, open_repo, run_folders, run_git
 
 
 def _alive(pid: int | None) -> bool:
@@ -28,7 +28,7 @@ def _run_ids(root: Path) -> set[str]:
     refs = run_git(repo, "for-each-ref", "--format=%(refname:short)",
                    f"refs/heads/{BRANCH_PREFIX}/")
     ids = {r.split("/")[1] for r in refs.splitlines() if r.count("/") >= 2}
-    return ids | {p.name for p in (root / WORKTREES).glob("*") if p.is_dir()}
+    return ids | run_folders(root)
 
 
 def finished_runs(root: Path) -> set[str]:
