@@ -334,7 +334,8 @@ class Runner:
                 self._iteration_done(sid, i, Status.FAILURE, reason)
                 return StageResult(sid, Status.FAILURE, reason, tuple(units), iterations=i,
                                    continue_on_error=stage.continue_on_error)
-            self._iteration_done(sid, i, Status.RUNNING, "until not met")
+            self._iteration_done(sid, i, Status.RUNNING, f"until not met ({stage.loop.until.strip()}), "
+                                                          f"iteration {i + 1} next")
             previous = dict(inner.results)
         raise AssertionError("unreachable: a loop has at least one iteration")
 

@@ -194,7 +194,7 @@ def loop_line(event: Any) -> str:
     status = getattr(event, "status", "") or ("success" if event.done else "running")
     words = {"running": "continues", "success": "done", "failure": "failed", "cancelled": "cancelled"}
     what = words.get(status, status)
-    why = f": {event.reason}" if getattr(event, "reason", "") and status != "running" else ""
+    why = f": {event.reason}" if getattr(event, "reason", "") else ""
     return f"⟳ {event.stage_id} iteration {event.iteration} {what}{why}"
 
 
