@@ -9,7 +9,7 @@ import pytest
 
 from bridge.events import Status, UnitActivity, UnitStarted, UnitWaiting
 from bridge.ledger import Ledger
-from tests.runhelp import make_project, pid_alive, run_inproc, write_playbook
+from tests.runhelp import make_project, pid_alive, run_inproc, wait_for, write_playbook
 
 
 @pytest.fixture
@@ -303,7 +303,8 @@ def test_a_detached_child_holding_stdout_does_not_hold_the_stage(project: Path, 
     """)
     result, _ = run_inproc(project, pb)
     assert result.status is Status.SUCCESS, result.reason
-    assert not pid_alive(int((tmp_path / "sleeper.pid").read_text()))
+    sleeper = int((tmp_path / "sleeper.pid").read_text())
+    wait_for(lambda: not pid_alive(sleeper), timeout=10, what="the sleeper to be gone")  # killed, maybe not yet reaped
     with Ledger(project) as ledger:
         (attempt,) = ledger.attempts(result.run_id, "a")
         assert attempt.ended_by == "exit" and attempt.exit_code == 0  # not "stopped" after a wait
