@@ -151,7 +151,8 @@ def _clean(repo: git.Repo, root: Path, run_id: str | None, dry_run: bool,
             continue
         run_dirs = [(base / run).resolve() for base in (worktrees_root(root), root / LEGACY_WORKTREES)]
         busy: set[str] = set()
-        mine = [w for w in registered if any(d in Path(w["worktree"]).resolve().parents for d in run_dirs)]
+        mine = [w for w in registered if any(d in Path(w["worktree"]).resolve().parents for d in run_dirs)
+                or str(w.get("branch", "")).startswith(f"refs/heads/{BRANCH_PREFIX}/{run}/")]
         found = _agent_branches(repo, run, mine, branches.get(run, []), user)
         agent_branches += found
         notes += [f"branch {b} was made or checked out in a worktree of run {run} (by an agent?); bridge "

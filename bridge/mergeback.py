@@ -28,7 +28,7 @@ from bridge.playbook import Playbook, uses_worktrees
 from bridge.resolution import interrupted, recover_interrupted
 from bridge.unit import Resolve, StageResult, Unit
 from bridge.worktrees import (
-    BaseInfo, WorktreeInfo, add_worktree, base_commit, branch_name, finish_worktree,
+    BaseInfo, WorktreeInfo, add_worktree, base_commit, branch_name, checkout_of, finish_worktree,
     open_repo, registered_worktrees, remove_worktree, run_git, worktree_lock, worktree_path,
     worktrees_root,
 )
@@ -201,7 +201,7 @@ class Integration:
         repo = open_repo(self.project)
         if not run_git(repo, "branch", "--list", branch).strip():
             return None
-        path = worktree_path(self.project, self.run_id, key)
+        path = checkout_of(repo, branch) or worktree_path(self.project, self.run_id, key)
         assert self.base is not None
         return WorktreeInfo(path=path, branch=branch, base=self.base.commit, repo=self.project,
                             run_id=self.run_id, stage_key=key)

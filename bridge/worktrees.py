@@ -95,8 +95,10 @@ def worktrees_base() -> Path:
     """The folder holding every repository's bridge worktrees: $BRIDGE_WORKTREES, else
     $XDG_CACHE_HOME/bridge/worktrees (~/.cache/bridge/worktrees)."""
     if os.environ.get("BRIDGE_WORKTREES"):
-        return Path(os.environ["BRIDGE_WORKTREES"]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(os.environ["BRIDGE_WORKTREES"]).expanduser().absolute()
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(cache):  # unset, or relative: ignored, as the XDG spec says
+        cache = str(Path.home() / ".cache")
     return Path(cache) / "bridge" / "worktrees"
 
 
@@ -292,6 +294,9 @@ def add_worktree(repo_path: Path, run_id: str, key: str, base: BaseInfo | str,
     with worktree_lock(root):
         prune_stale(repo, root)
         registered = {Path(w["worktree"]).resolve(): w for w in registered_worktrees(repo)}
+        # the branch already checked out elsewhere (a run started under another cache folder, or by
+        # an older bridge inside the repository): that checkout is the unit's, resumed where it is
+        path = checkout_of(repo, branch) or path
         if path.resolve() in registered:
             if registered[path.resolve()].get("branch") != f"refs/heads/{branch}":
                 raise BridgeError(f"{path} is a worktree of another branch; "
@@ -311,6 +316,14 @@ def add_worktree(repo_path: Path, run_id: str, key: str, base: BaseInfo | str,
     copied, skipped = _copy_ignored(repo, root, path, copy)
     return WorktreeInfo(path=path, branch=branch, base=commit, repo=root, run_id=run_id,
                         stage_key=key, copied=copied, not_copied=skipped)
+
+
+def checkout_of(repo: git.Repo, branch: str) -> Path | None:
+    """Where `branch` is checked out in a worktree that still exists, or None."""
+    for w in registered_worktrees(repo)[1:]:
+        if w.get("branch") == f"refs/heads/{branch}" and Path(w["worktree"]).exists():
+            return Path(w["worktree"])
+    return None
 
 
 def unreachable_commits(repo: git.Repo, path: Path) -> int:

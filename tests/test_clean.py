@@ -201,3 +201,28 @@ def test_branches_an_agent_made_in_a_worktree_are_reported_never_deleted(repo: P
     assert info.branch in dict(report.kept) and info.branch in branches(repo)
     out = CliRunner().invoke(app, ["clean", "--dir", str(repo)])
     assert out.exit_code == 0 and "branch agent-made was made or checked out" in out.output
+
+
+def test_a_worktree_made_under_another_cache_folder_is_found_again(repo: Path, tmp_path: Path, monkeypatch) -> None:
+    # a run started with one XDG_CACHE_HOME (cron's, or before an upgrade), resumed and cleaned
+    # with another: its checkout is where git says it is, never a second one for the same branch
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache-a"))
+    first = add_worktree(repo, RUN, "impl", base_commit(repo))
+    (first.path / "half.py").write_text("half done\n")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache-b"))
+    again = add_worktree(repo, RUN, "impl", base_commit(repo))
+    assert again.path == first.path and (again.path / "half.py").exists()
+    dry = clean(repo, dry_run=True)  # its uncommitted work: kept, and so is the branch
+    assert first.branch not in dry.removed_branches and str(first.path) not in dry.removed_worktrees
+    (first.path / "half.py").unlink()
+    report = clean(repo)
+    assert report.removed_worktrees == (str(first.path),) and first.branch in report.removed_branches
+    assert not first.path.exists()
+
+
+def test_a_relative_cache_folder_is_ignored_as_xdg_says(repo: Path, monkeypatch) -> None:
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("XDG_CACHE_HOME", "relcache")
+    info = add_worktree(repo, RUN, "impl", base_commit(repo))
+    assert info.path.is_absolute() and repo.resolve() not in info.path.resolve().parents
+    assert git(repo, "status", "--porcelain") == ""
