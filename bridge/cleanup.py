@@ -129,6 +129,21 @@ def clean(repo_path: Path, run_id: str | None = None, dry_run: bool = False,
         return _clean(repo, root, run_id, dry_run, finished_runs)
 
 
+def _work_in(repo: git.Repo, path: Path) -> list[str]:
+    """The worktree's uncommitted changes, less the untracked files your repository ignores: those
+    are bridge's copies of your ignored files (the .env), where the branch's rules do not ignore them."""
+    entries = status_entries(repo, path)
+    untracked = [p for xy, p in entries if xy == "??"]
+    ignored: set[str] = set()
+    for rel in untracked:
+        try:
+            repo.git.check_ignore("-q", "--no-index", rel)  # by your repository's rules, not the branch's
+            ignored.add(rel)
+        except git.GitCommandError:
+            pass
+    return [p for xy, p in entries if not (xy == "??" and p in ignored)]
+
+
 def _clean(repo: git.Repo, root: Path, run_id: str | None, dry_run: bool,
            finished_runs: set[str] | None) -> CleanReport:
     pruned = prune_stale(repo, root, dry_run)
@@ -162,7 +177,7 @@ def _clean(repo: git.Repo, root: Path, run_id: str | None, dry_run: bool,
             why = None
             if "locked" in w:
                 why = f"locked — `git worktree unlock {path}` to allow removing it"
-            elif status_entries(repo, path):
+            elif _work_in(repo, path):
                 why = "uncommitted changes in the worktree; commit or discard them, then clean"
             if why:
                 kept.append((str(path), why))

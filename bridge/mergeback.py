@@ -291,8 +291,9 @@ class Integration:
     def _remove(self, infos: list[WorktreeInfo]) -> None:
         """Worktree folders go once their work is committed; branches stay until `bridge clean`."""
         for info in infos:
-            if info.path.exists():
-                remove_worktree(info)
+            if info.path.exists() and not remove_worktree(info):
+                self.emit(GitNote("kept", f"{info.path} kept: it holds changes that are not on {info.branch} "
+                                          "(uncommitted, or commits on no branch); `bridge clean` reports it"))
             for key, known in list(self.infos.items()):
                 if known.path == info.path:
                     del self.infos[key]

@@ -271,10 +271,11 @@ def _copy_ignored(repo: git.Repo, root: Path, dest: Path, patterns: Iterable[str
                 continue
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
+            # the contents, never a link: through a symlinked .env the agent would write the user's file
             if src.is_dir():
-                shutil.copytree(src, target, symlinks=True, dirs_exist_ok=True)
+                shutil.copytree(src, target, symlinks=False, ignore_dangling_symlinks=True, dirs_exist_ok=True)
             else:
-                shutil.copy2(src, target, follow_symlinks=False)
+                shutil.copy2(src, target)
             copied.append(rel)
     return tuple(copied), tuple(skipped)
 
@@ -339,8 +340,13 @@ def remove_worktree(info: WorktreeInfo, force: bool = False) -> bool:
     """Remove the worktree folder (the branch stays); False, and kept, on uncommitted work or on
     commits only its (detached) HEAD holds."""
     repo = open_repo(info.repo)
-    if info.path.exists() and not force and (status_entries(repo, info.path)
-                                             or unreachable_commits(repo, info.path)):
+    # bridge's own copies (the .env it copied in) are no work of the agent's, even where the branch's
+    # .gitignore does not ignore them (the user's ignore rule still uncommitted)
+    copies = {c.rstrip("/") for c in info.copied}
+    work = [p for _, p in status_entries(repo, info.path)
+            if p.rstrip("/") not in copies and not any(p.startswith(c + "/") for c in copies)] \
+        if info.path.exists() else []
+    if info.path.exists() and not force and (work or unreachable_commits(repo, info.path)):
         return False
     with worktree_lock(info.repo):
         if not info.path.exists():

@@ -406,3 +406,38 @@ def test_bridge_worktrees_moves_them_and_interactive_clis_trust_them_there(repo:
         conf = tmp_path / "claude-conf"
         assert trust_worktree("claude", info.path, {"CLAUDE_CONFIG_DIR": str(conf)}) is not None
         assert trust_worktree("claude", repo, {"CLAUDE_CONFIG_DIR": str(conf)}) is None  # the user's own: never
+
+
+def test_a_symlinked_env_is_copied_as_its_contents_never_as_the_link(repo: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.env"
+    secret.write_text("KEY=user\n")
+    (repo / ".gitignore").write_text(".env\n")
+    git(repo, "add", ".gitignore")
+    git(repo, "commit", "-q", "-m", "ignore .env")
+    (repo / ".env").symlink_to(secret)
+    with worktree(repo, RUN, "impl", base_commit(repo)) as info:
+        copy = info.path / ".env"
+        assert not copy.is_symlink() and copy.read_text() == "KEY=user\n"
+        with copy.open("a") as fh:
+            fh.write("AGENT_WROTE=1\n")
+    assert secret.read_text() == "KEY=user\n"
+
+
+def test_the_copied_env_does_not_keep_a_worktree_when_only_your_uncommitted_gitignore_ignores_it(
+        repo: Path) -> None:
+    from bridge.cleanup import clean
+    from bridge.worktrees import add_worktree, remove_worktree
+
+    (repo / ".gitignore").write_text("*.log\n")
+    git(repo, "add", ".gitignore")
+    git(repo, "commit", "-q", "-m", "gitignore without .env")
+    with (repo / ".gitignore").open("a") as fh:
+        fh.write(".env\n")  # the user's own edit, not committed
+    (repo / ".env").write_text("SECRET=1\n")
+    info = add_worktree(repo, RUN, "impl", base_commit(repo))
+    assert info.copied == (".env",)
+    assert remove_worktree(info) and not info.path.exists()  # the copy is no work of the agent's
+    kept = add_worktree(repo, RUN, "other", base_commit(repo))
+    report = clean(repo)
+    assert str(kept.path) in report.removed_worktrees and not kept.path.exists()
+    assert (repo / ".env").read_text() == "SECRET=1\n"
