@@ -87,7 +87,7 @@ class Contexts:
         self.vars, self.tasks, self.trigger, self.triggers = vars, tasks, trigger, triggers
         self.places = dag.places(playbook)
         self._visible: dict[tuple[str, bool], list[str]] = {}
-        self._views: dict[int, StageView] = {}
+        self._views: dict[int, tuple[StageResult, StageView]] = {}  # id(result) -> (result, its view)
 
     def output_rels(self, stage: Stage, matrix: dict[str, Any]) -> list[str]:
         """The stage's declared output paths for one matrix item (paths may use `matrix` / `vars`)."""
@@ -111,8 +111,8 @@ class Contexts:
         if result is None:
             return StageView(sid, "pending", Outputs({}, sid))
         cached = self._views.get(id(result))
-        if cached is not None:
-            return cached
+        if cached is not None and cached[0] is result:  # an id is reused once its object is freed
+            return cached[1]
         stage = self.places[sid].stage if sid in self.places else None
         if stage is not None and stage.matrix:
             items = tuple(self._unit_view(sid, u) for u in result.units)
@@ -126,7 +126,7 @@ class Contexts:
         else:
             view = StageView(sid, result.status.value, Outputs({}, sid), result.summary,
                              result.final_message, result.cost_usd)
-        self._views[id(result)] = view
+        self._views[id(result)] = (result, view)  # the result is held, so its id stays its own
         return view
 
     def views(self, results: dict[str, StageResult]) -> dict[str, StageView]:

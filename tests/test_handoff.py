@@ -50,3 +50,22 @@ def test_handoff_size(tmp_path: Path) -> None:
     assert h.ratio == pytest.approx(0.004)
     assert h.to_dict()["transcript_bytes"] == 1000
     assert handoff_size("abc", []).ratio is None
+
+
+def test_a_view_is_never_another_results_whose_id_was_reused() -> None:
+    # views were cached by id(result): once a result was freed its id came back for a new one (a
+    # later loop iteration's verify shown as an earlier impl)
+    from bridge.events import Status
+    from bridge.playbook import Playbook
+    from bridge.unit import StageResult
+    from bridge.views import Contexts
+
+    pb = Playbook.model_validate({"version": 1, "name": "t", "agents": {"a": {"cli": "codex"}},
+                                  "stages": {"impl": {"agent": "a", "prompt": "x"},
+                                             "verify": {"agent": "a", "prompt": "x"}}})
+    contexts = Contexts(pb, shared=Path("/tmp/none"), inbox=Path("/tmp/none"), run_id="r", vars={})
+    for _ in range(200):
+        old = StageResult("impl", Status.SUCCESS, "", ())
+        assert contexts.view("impl", old).id == "impl"
+        del old
+        assert contexts.view("verify", StageResult("verify", Status.FAILURE, "", ())).status == "failure"
