@@ -464,3 +464,21 @@ def test_an_interrupted_loop_iteration_is_cancelled_not_done(project: Path, tmp_
     with Ledger(project) as ledger:
         loop = ledger.unit(run_id, "fix")
         assert loop is not None and (loop.status, loop.iterations) == ("success", 1)
+
+
+def test_logs_of_a_loop_are_its_members_logs(project: Path) -> None:
+    # the loop's own ledger row has no attempts: `bridge logs RUN <loop>` shows its members' output
+    pb = write_playbook(project, """
+        stages:
+          fix:
+            loop:
+              until: "loop.iteration >= 2"
+              max_iterations: 2
+              stages:
+                impl: {agent: f, prompt: "FAKE: message=impl round {{ loop.iteration }}"}
+    """)
+    assert bridge(project, "run", str(pb)).returncode == 0
+    logs = bridge(project, "logs", "last", "fix")
+    assert logs.returncode == 0 and "impl round 1" in logs.stdout and "impl round 2" in logs.stdout
+    shown = bridge(project, "show", "last", "fix")
+    assert shown.returncode == 0 and "iteration" in shown.stdout

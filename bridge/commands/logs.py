@@ -46,7 +46,7 @@ def run(run_id: str, stage: str, follow: bool, directory: Path | None) -> int:
         run_row = ledger.find_run(run_id)
         if follow:
             return _follow(ledger, run_row, stage, out, redact)
-        for unit in units_for(ledger, run_row, stage):
+        for unit in units_for(ledger, run_row, stage, members=True):
             for n, stdout, stderr in _paths(ledger, run_row.id, unit.key):
                 out.write(f"==> {unit.key} attempt {n}: {stdout} <==\n")
                 if stdout.exists() and _terminal(stdout):
@@ -124,7 +124,7 @@ def _follow(ledger: Ledger, run_row: RunRow, stage: str, out: TextIO, redact: Ca
     while True:
         live = _live(ledger, run_row.id)  # before reading: output written until the end is still read
         try:
-            units: list[UnitRow] = units_for(ledger, run_row, stage)
+            units: list[UnitRow] = units_for(ledger, run_row, stage, members=True)
         except RunError:
             if not live:
                 raise

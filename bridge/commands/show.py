@@ -12,10 +12,13 @@ from bridge.ledger_schema import AttemptRow, RunRow, UnitRow
 PROMPT_HEAD = 40  # lines of the prompt shown
 
 
-def units_for(ledger: Ledger, run: RunRow, stage: str) -> list[UnitRow]:
-    """The units a STAGE argument names: a unit key exactly, else every unit of that stage id."""
+def units_for(ledger: Ledger, run: RunRow, stage: str, members: bool = False) -> list[UnitRow]:
+    """The units a STAGE argument names: a unit key exactly, else every unit of that stage id.
+    members=True: a loop's id names its members' units (the loop's own row has no attempts)."""
     units = ledger.units(run.id)
     exact = [u for u in units if u.key == stage]
+    if members and exact and exact[0].iterations is not None:
+        return [u for u in units if u.loop_id == stage]
     found = exact or [u for u in units if u.stage_id == stage]
     if not found:
         keys = ", ".join(u.key for u in units) or "none yet"
