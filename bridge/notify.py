@@ -134,6 +134,9 @@ def notify(notifies: list[Notify], summary: RunSummary, *, summary_path: Path | 
 _VAR = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+ERROR_CAP = 400  # characters of a failed notification's error kept (after masking)
+
+
 def expand(text: str, env: Mapping[str, str], used: list[str] | None = None) -> str:
     """`${NAME}` -> the value of NAME in `env` (appended to `used`); `$${NAME}` -> a literal `${NAME}`
     (for a shell). An unset NAME raises ValueError: a notification never goes to half a URL."""
@@ -190,7 +193,7 @@ def run_command(argv: list[str], body: dict[str, Any], env: dict[str, str], cwd:
     done = subprocess.run(argv, input=json.dumps(body).encode("utf-8"), env=env, timeout=timeout, cwd=cwd,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     if done.returncode != 0:
-        tail = done.stderr.decode("utf-8", "replace").strip()[-300:]
+        tail = done.stderr.decode("utf-8", "replace").strip()  # cut only once masked (_attempt)
         raise RuntimeError(f"exited with code {done.returncode}" + (f": {tail}" if tail else ""))
 
 
@@ -212,8 +215,15 @@ def _attempt(target: str, env: dict[str, str], send: Callable[[Callable[[str], s
         error = f"{type(exc).__name__}: {exc}"
     else:
         return []
+    # a value named by ${NAME} is masked whatever its length, and as it may be printed: stripped, escaped
+    named = {form for v in used for form in (v, v.strip(), v.encode("unicode_escape").decode("ascii"))
+             if len(form) >= 3}
     redact = Redactor.for_env(env, extra=used)
-    return [NotifyFailure(redact(target), redact(error))]
+    masked = Redactor(named, min_length=3)
+    error = masked(redact(error))
+    if len(error) > ERROR_CAP:
+        error = error[:ERROR_CAP // 3] + " ... " + error[-(ERROR_CAP * 2 // 3):]
+    return [NotifyFailure(masked(redact(target)), error)]
 
 
 # ---- the Markdown summary -------------------------------------------------------------------

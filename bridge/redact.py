@@ -42,8 +42,8 @@ def argv_secrets(argv: Iterable[str]) -> tuple[str, ...]:
 class Redactor:
     """Masks a fixed set of secret values; build one per process with `for_env`."""
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.secrets = tuple(sorted({s for s in secrets if len(s) >= MIN_LENGTH}, key=lambda v: (-len(v), v)))
+    def __init__(self, secrets: Iterable[str] = (), min_length: int = MIN_LENGTH) -> None:
+        self.secrets = tuple(sorted({s for s in secrets if len(s) >= min_length}, key=lambda v: (-len(v), v)))
         self._pattern = re.compile("|".join(re.escape(s) for s in self.secrets)) if self.secrets else None
 
     @classmethod

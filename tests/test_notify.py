@@ -220,3 +220,19 @@ def test_a_relative_command_is_found_in_the_project(tmp_path: Path, monkeypatch:
     assert (project / "notified.txt").read_text().strip() == str(project)  # run in the project, too
     [failure] = notify([Notify(command=["./scripts/n.sh"])], summary())  # without the project: not found
     assert "n.sh" in str(failure)
+
+
+def test_a_named_secret_is_masked_short_at_the_cut_or_with_a_tab(monkeypatch: pytest.MonkeyPatch) -> None:
+    # before: stderr was cut to 300 characters before masking (the secret's end leaked at the cut),
+    # values under 6 characters were never masked, and a tab made the printed form differ
+    monkeypatch.setenv("BRIDGE_TEST_LONG", "0123456789abcdef")
+    monkeypatch.setenv("BRIDGE_TEST_PIN", "97531")
+    monkeypatch.setenv("BRIDGE_TEST_TAB", "tab\tsecret")
+    script = ("import sys; sys.stderr.write('secret=' + sys.argv[1] + ' pin=' + sys.argv[2] + ' tab=' "
+              "+ repr(sys.argv[3]) + ' ' + 'x' * 290); sys.exit(3)")
+    [failure] = notify([Notify(command=[sys.executable, "-c", script, "${BRIDGE_TEST_LONG}",
+                                        "${BRIDGE_TEST_PIN}", "${BRIDGE_TEST_TAB}"])], summary())
+    text = str(failure)
+    for leak in ("0123456789", "9abcdef", "97531", "tab\\tsecret", "tab\tsecret"):
+        assert leak not in text, (leak, text)
+    assert "secret=*** pin=*** tab='***'" in text and "code 3" in text
