@@ -268,7 +268,9 @@ class Runner:
                 for item in matrix_items(stage.matrix)]
 
     def _all_prior_succeeded(self, sid: str, stage: Stage, scope: Scope) -> bool:
-        units = self._units(sid, stage, scope) if stage.loop is None else []
+        if stage.loop is not None:  # its own row says how it ended (its members' rows are reused as it runs)
+            return self.prior.get(sid, Prior("")).status == "success"
+        units = self._units(sid, stage, scope)
         return bool(units) and all(self.prior.get(u.key, Prior("")).status == "success" for u in units)
 
     async def _run_matrix(self, sid: str, stage: Stage, scope: Scope) -> StageResult:

@@ -288,6 +288,26 @@ def test_from_reuses_earlier_stages(project: Path, tmp_path: Path) -> None:
     assert second.stages["b"].units[0].final_message == "b got A"
 
 
+def test_only_reuses_a_loop_it_leaves_out(project: Path, tmp_path: Path) -> None:
+    # a loop left out by --only is reused as it ended (its members' last outputs), never run again
+    pb = write_playbook(project, f"""
+        stages:
+          fix:
+            loop:
+              until: "stages.verify.outputs['v.json'].status == 'pass'"
+              max_iterations: 2
+              stages:
+                verify: {{agent: f, prompt: "FAKE: count={tmp_path}/v; write={{{{ shared }}}}/v.json={{{{ '{{' }}}}\\"status\\": \\"pass\\"{{{{ '}}' }}}}", outputs: [v.json]}}
+          c: {{agent: f, needs: fix, prompt: "FAKE: count={tmp_path}/c; message=c saw {{{{ stages.verify.outputs['v.json'].status }}}}"}}
+    """)
+    first, _ = run_inproc(project, pb)
+    assert first.status is Status.SUCCESS, first.reason
+    second, _ = run_inproc(project, pb, only=("c",))
+    assert second.status is Status.SUCCESS, second.reason
+    assert len((tmp_path / "v").read_text().splitlines()) == 1  # the loop's member never ran again
+    assert second.stages["c"].units[0].final_message == "c saw pass"
+
+
 def test_a_detached_child_holding_stdout_does_not_hold_the_stage(project: Path, tmp_path: Path) -> None:
     """A CLI wrapper that leaves `setsid sleep 600 &` behind with its stdout: the stage ends when the
     agent does (its result seen, the leader gone), not when the sleeper would, and the sleeper is killed."""
