@@ -92,8 +92,8 @@ def payload(summary: RunSummary, summary_path: Path | None = None) -> dict[str, 
         "run_id": summary.run_id,
         "playbook": summary.playbook,
         "status": summary.status,
-        "started_at": _iso(summary.started_at),
-        "ended_at": _iso(summary.ended_at),
+        "started_at": _iso_json(summary.started_at),
+        "ended_at": _iso_json(summary.ended_at),
         "duration_s": round(summary.duration, 3),
         "cost_usd": reported(summary.cost_usd),  # null: no CLI reported it (shown as "-")
         "tokens": reported(summary.tokens),
@@ -315,3 +315,8 @@ def _cell(text: str) -> str:
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _iso_json(ts: float) -> str:
+    """ISO 8601 with its offset, as programs parse it: 2026-11-21T19:04:08+00:00."""
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")

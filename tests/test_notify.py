@@ -75,6 +75,9 @@ def test_webhook_receives_the_run_json(hook: tuple[Hook, str], tmp_path: Path) -
     assert body["status"] == "success" and body["duration_s"] == 754.2
     assert body["cost_usd"] == 0.42 and body["tokens"] == 12345
     assert body["summary_path"] == str(tmp_path / "summary.md")
+    from datetime import datetime
+    assert datetime.fromisoformat(body["started_at"]).timestamp() == 1714557600.0  # ISO 8601, as documented
+    assert body["ended_at"] == "2024-05-01T10:12:34+00:00"
     assert [(s["id"], s["status"], s["attempts"], s["duration_s"]) for s in body["stages"]] == [
         ("audit", "success", 1, 300.5), ("implement", "success", 2, 450.0)]
 
