@@ -63,7 +63,14 @@ def fire(path: Path, project: Path, number: int, emit: Emit, *, note: Callable[[
 
     project, path = project.resolve(), path.resolve()
     now = time.time() if now is None else now
-    what = which_fire(path, number, now)
+    try:
+        what = which_fire(path, number, now)
+    except BridgeError as exc:  # a broken playbook: the fire is recorded, and the error raised on
+        with Ledger(project) as ledger:
+            ledger.record_fire(path.stem, now, time.time(), "failed", None,
+                               f"{path}: the playbook could not be loaded: "
+                               + "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:1000])
+        raise
     overlap = what.schedule.overlap
     try:
         with fire_lock(project, what.name, overlap, stop_grace=stop_grace, note=note) as fd:

@@ -192,3 +192,13 @@ def test_fire_with_overlap_cancel_stops_the_running_fire(tmp_path: Path) -> None
         assert [f["action"] for f in ledger.fires("tick")] == ["started", "started"]
     said = project / ".bridge" / "runs" / runs["success"].id / "shared" / "tick" / "said.txt"
     assert said.read_text().strip() == "second"
+
+
+def test_a_fire_of_a_broken_playbook_is_recorded_and_says_why(tmp_path: Path) -> None:
+    project = new_project(tmp_path, playbook("skip", command="echo {{ vars.nope }}"))
+    done = subprocess.run(fire_argv(project), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "no var 'nope'" in done.stderr, done.stderr
+    with Ledger(project) as ledger:
+        [row] = ledger.fires("tick")
+        assert row["action"] == "failed" and "could not be loaded" in row["detail"]
+        assert "no var 'nope'" in row["detail"]
