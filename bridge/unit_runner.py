@@ -63,9 +63,11 @@ class UnitRunner:
                   upstream: tuple[str, ...] = ()) -> UnitResult:
         """Run `unit` (under `local`, its stage's slots, and the run's); `context()` renders its templates."""
         result = await self._attempts(unit, local, context, upstream)
+        # a unit reused from an earlier session keeps the times it ran at (its row has them)
+        when = {} if result.reused and unit.key in self.prior and not result.reused_from else {"ended": time.time()}
         self.record(unit.key, unit.stage_id, status=result.status.value, reason=result.reason,
                     error=result.error.value if result.error else None, attempts=result.attempts,
-                    ended=time.time(), tokens=result.tokens, cost_usd=result.cost_usd,
+                    **when, tokens=result.tokens, cost_usd=result.cost_usd,
                     final_message=result.final_message, summary=result.summary,
                     session_id=result.session_id, iteration=unit.iteration, matrix=unit.matrix)
         self.emit(UnitFinished(key=unit.key, stage_id=unit.stage_id, status=result.status,

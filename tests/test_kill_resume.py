@@ -9,6 +9,7 @@ never run again; no agent process of the run is left; the run's cost is the sum 
 
 from __future__ import annotations
 
+import time
 import json
 import os
 import signal
@@ -331,3 +332,22 @@ def test_a_cancel_during_a_resume_keeps_earlier_successes(tmp_path: Path) -> Non
     last = bridge(project, "resume", run_id)
     assert last.returncode == 1  # c fails again
     assert calls(tmp_path) == {"a": 3, "b": 1, "c": 3}
+
+
+def test_a_unit_reused_by_a_resume_keeps_the_times_it_ran_at(tmp_path: Path) -> None:
+    # its row used to get the resume's time as its end: summary.md and notify showed wall time
+    project = make_project(tmp_path)
+    pb = write_playbook(project, """
+        stages:
+          a: {agent: f, prompt: "FAKE: message=a"}
+          c: {agent: f, prompt: "FAKE: result=error"}
+    """)
+    assert bridge(project, "run", str(pb)).returncode == 1
+    with Ledger(project) as ledger:
+        run_id = ledger.find_run("last").id
+        before = ledger.unit(run_id, "a")
+    time.sleep(1.2)
+    assert bridge(project, "resume", run_id).returncode == 1  # c fails again; a is reused
+    with Ledger(project) as ledger:
+        after = ledger.unit(run_id, "a")
+    assert after.status == "success" and (after.started, after.ended) == (before.started, before.ended)
