@@ -65,6 +65,7 @@ class _Fire:
     scheduled_for: float
     note: str = ""
     backlog: bool = False  # a missed fire replayed by catch_up: all (later fires queue behind the backlog)
+    catch_up: bool = False  # a missed fire run late: the next fire due waits for it, whatever the overlap
 
 
 @dataclass
@@ -233,7 +234,7 @@ class Scheduler:
                        f"replaying the latest {MAX_CATCH_UP}", now)
         for i, fire in enumerate(run, 1):
             backlog = schedule.catch_up == "all"  # replayed in order, one after another, whatever the overlap
-            self._fire(name, _Fire(path, schedule.vars, fire, f"catch-up {i}/{len(run)}", backlog),
+            self._fire(name, _Fire(path, schedule.vars, fire, f"catch-up {i}/{len(run)}", backlog, True),
                        "queue-all" if backlog else schedule.overlap, now)
         return covered
 
@@ -251,7 +252,12 @@ class Scheduler:
             self._record(name, fire.scheduled_for, now, "queued",
                          f"behind the missed fires being caught up ({left} still queued); catch_up: all", fire)
             return
-        if overlap == "skip":
+        if overlap == "skip" and not queue and active is not None and active.fire.catch_up and not fire.catch_up:
+            # the fire due now is never lost to a catch-up still running: it waits for it, once
+            queue.append(fire)
+            self._record(name, fire.scheduled_for, now, "queued", "behind the catch-up of missed fires, "
+                         "which is still running (a fire due is never lost to its own catch-up)", fire)
+        elif overlap == "skip":
             self._record(name, fire.scheduled_for, now, "skipped", f"{running}; overlap: skip", fire)
         elif overlap == "queue" and queue:
             self._record(name, fire.scheduled_for, now, "skipped", "a run is already queued; overlap: queue", fire)

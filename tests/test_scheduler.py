@@ -307,6 +307,28 @@ def test_catch_up_last_and_the_fire_due_now_are_one_run(project: Path) -> None:
     assert "also for 2 missed fire(s); catch_up: last" in started
 
 
+def test_the_next_fire_waits_for_a_catch_up_still_running(project: Path) -> None:
+    """Back at 10:30 after 07:00 with catch_up: last: the 09:00 fire runs late, and is still running at
+    11:00; the 11:00 fire waits for it (once), where overlap: skip would have lost it."""
+    write(project, "a.yaml", playbook_yaml("a", "{cron: '0 * * * *', catch_up: last}"))
+    ledger = FakeLedger(last={"a": ts(2024, 5, 1, 7)})
+    clock, starter = FakeClock(ts(2024, 5, 1, 10, 30)), Starter()
+    sched = make(project, clock, ledger, starter)
+    sched.tick()
+    assert [r.request.scheduled_for for r in starter.runs] == [ts(2024, 5, 1, 10)]
+    clock.now = ts(2024, 5, 1, 11, 0, 1)
+    sched.tick()
+    assert ledger.actions()[-1] == (ts(2024, 5, 1, 11), "queued")
+    assert "behind the catch-up" in ledger.rows[-1][5]
+    starter.runs[0].code = 0
+    clock.now += 1
+    sched.tick()
+    assert [r.request.scheduled_for for r in starter.runs] == [ts(2024, 5, 1, 10), ts(2024, 5, 1, 11)]
+    clock.now = ts(2024, 5, 1, 12, 0, 1)  # no catch-up running any more: overlap: skip applies
+    sched.tick()
+    assert ledger.actions()[-1] == (ts(2024, 5, 1, 12), "skipped")
+
+
 def test_no_catch_up_without_a_recorded_fire(project: Path) -> None:
     write(project, "a.yaml", playbook_yaml("a", "{cron: '0 * * * *', catch_up: all}"))
     clock, ledger, starter = FakeClock(ts(2024, 5, 1, 12, 30)), FakeLedger(), Starter()
