@@ -229,7 +229,7 @@ def crontab_lines(items: list[Entry], project: Path) -> str:
             s = e.schedule
             log = project / ".bridge" / "logs" / "schedule" / f"{e.name}.cron.log"
             command = " ".join(_cron_quote(a) for a in run_args(e, project))
-            jitter = int(jitter_offset(e.playbook, s))
+            jitter = round(jitter_offset(e.playbook, s))  # whole seconds, as `schedule list` shows it
             sleep = f"sleep {jitter} && " if jitter else ""
             lines.append(f"# {e.playbook} ({e.path.name}): overlap {s.overlap}, catch_up {s.catch_up}"
                          + (" (not in cron: missed fires are not run)" if s.catch_up != "none" else ""))
