@@ -8,9 +8,14 @@ stages left out are skipped, and the run says so. Never prints.
 from __future__ import annotations
 
 import difflib
+import json
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from bridge import dag
 from bridge.errors import RunError
@@ -71,12 +76,36 @@ class Reuse:
                 "leave out are skipped, not reused",)
 
 
+_REUSED = re.compile(r"^reused from run (\S+)")
+
+
+def _origin(ledger: Ledger, run_id: str, row: Any) -> str:
+    """The run a unit's result was made in, following `reused from run X` back (a few hops at most)."""
+    for _ in range(20):
+        m = _REUSED.match(row.reason or "")
+        earlier = ledger.unit(m.group(1), row.key) if m else None
+        if earlier is None:
+            return run_id
+        run_id, row = m.group(1), earlier
+    return run_id
+
+
 def reuse_earlier(ledger: Ledger, playbook_path: Path, vars: dict[str, str], layout: RunLayout,
                   selected: frozenset[str]) -> Reuse:
     """The successful units, outside `selected`, of the latest earlier run of the same playbook file
-    with the same vars; their outputs are copied into this run's shared folder."""
+    with the same vars (a --var equal to its declared default counts as not given); their outputs are
+    copied into this run's shared folder."""
+    try:
+        declared = (yaml.safe_load(playbook_path.read_text(encoding="utf-8")) or {}).get("vars") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        declared = {}
+
+    def effective(given: dict[str, str]) -> dict[str, str]:
+        merged = {**(declared if isinstance(declared, dict) else {}), **given}
+        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in merged.items()}
+
     runs = [r for r in ledger.runs(200) if r.id != layout.run_id and r.playbook_path == str(playbook_path)
-            and r.vars == vars]
+            and effective(r.vars) == effective(vars)]
     if not runs:
         return Reuse()
     prev = runs[0]
@@ -87,8 +116,10 @@ def reuse_earlier(ledger: Ledger, playbook_path: Path, vars: dict[str, str], lay
             continue
         prior[row.key] = Prior("success", row.attempts, row.final_message, row.summary, row.session_id,
                                stage_id=row.stage_id, from_run=prev.id)
-        for art in ledger.artifacts(prev.id, row.key):
-            src, dst = prev_shared / art["path"], layout.shared / art["path"]
+        origin = _origin(ledger, prev.id, row)  # the run it really ran in (it may be reused there too)
+        origin_shared = prev_shared if origin == prev.id else RunLayout(layout.project, origin).shared
+        for art in ledger.artifacts(origin, row.key):
+            src, dst = origin_shared / art["path"], layout.shared / art["path"]
             if src.is_file():
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, dst)

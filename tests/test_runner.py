@@ -378,6 +378,10 @@ def test_only_and_from_reuse_only_the_same_file_with_the_same_vars(project: Path
     (started,) = [e for e in events if isinstance(e, RunStarted)]
     assert any("no earlier run of" in w and "same --var values" in w for w in started.warnings)
     assert not (tmp_path / "a-D").exists()
+    # a --var equal to its declared default is the same vars: reused
+    fifth, events = run_inproc(project, pb, from_stage="b", vars={"who": "C"})
+    assert fifth.stages["b"].final_message == "b got A for C"
+    assert any(isinstance(e, UnitFinished) and e.key == "a" and e.reused for e in events)
     # another file that happens to have the same playbook name: nothing reused either
     other = project / "sub"
     other.mkdir()
