@@ -352,7 +352,9 @@ class Integration:
                                 integration_branch=self.landing.integration_branch,
                                 commit=self.landing.commit, message=self.landing.message,
                                 files=self.landing.files)
-        if final or self.landing.landed or before is None or before.landed:
+        repeated = (before is not None and not before.landed and not self.landing.landed
+                    and before.message == self.landing.message)  # said already, at an earlier step
+        if (final or self.landing.landed or before is None or before.landed) and not repeated:
             self.emit(GitNote("landed" if self.landing.landed else "not_landed", self.landing.message,
                               branch=self.landing.integration_branch, files=self.landing.files))
 

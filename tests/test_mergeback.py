@@ -147,6 +147,7 @@ def test_dirty_tree_is_left_byte_for_byte(project: Path) -> None:
     into = f"bridge/{result.run_id}/@integration"
     waiting = notes(events, "not_landed")
     assert waiting and f"git merge {into}" in waiting[-1].message
+    assert len({n.message for n in waiting}) == len(waiting)  # each said once (it was printed twice)
     assert git(project, "show", f"{into}:a.txt") == "from a"
     out = bridge(project, "clean")
     assert out.returncode == 0, out.stderr
