@@ -3,7 +3,7 @@
 The only place the raw YAML of a playbook is touched. Problems come from four passes over the same
 file, all collected before anything is raised: YAML syntax and duplicate keys (bridge.yamlpos), the
 pydantic models (bridge.playbook), references between parts of the file (bridge.checks), and every
-template rendered once with stub values (bridge.checks.check_templates).
+template rendered once with stub values (bridge.template_checks.check_templates).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import pydantic
 
-from bridge import checks
+from bridge import checks, template_checks
 from bridge.errors import BridgeError, PlaybookError, Problem
 from bridge.playbook import Model, Playbook
 from bridge.yamlpos import Parsed, Spot, format_path, parse
@@ -92,7 +92,7 @@ def load_playbook_text(text: str, filename: str, vars: Mapping[str, str] | None 
         checked = checked.model_copy(update={"vars": {**checked.vars, **values}})
     if checked is not None and not references and not override_problems:
         # the templates too, even when a bad value elsewhere was reported: every problem at once
-        problems += checks.check_templates(checked, parsed.spots, filename, base, text.splitlines())
+        problems += template_checks.check_templates(checked, parsed.spots, filename, base, text.splitlines())
     if playbook is not None:
         playbook = checked
     if problems:
