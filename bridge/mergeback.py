@@ -239,7 +239,8 @@ class Integration:
                     f"{unit.key} committed {', '.join(bad)}, which your repository ignores (or bridge copied "
                     f"into its worktree, such as a secret in .env); bridge does not merge it, so neither the "
                     f"file nor its content reaches your branch. The branch {info.branch} is kept: look at it, "
-                    f"then merge it by hand or `git branch -D {info.branch}`")
+                    f"then merge it by hand, or `git branch -D {info.branch}` (a resume starts the stage "
+                    f"afresh only once that branch is gone; it would be refused again)")
                 self._keep(unit, info, why)
                 self._remove([info])
                 ready.remove((unit, info))
