@@ -369,11 +369,16 @@ def test_model_serve_in_the_foreground_stops_on_sigterm_and_leaves_nothing(tmp_p
         first = proc.stdout.readline()
         assert "rehearsal model serving on http://127.0.0.1:" in first, first
         url = first.split(" on ")[1].split()[0]
+        announced = ""  # what to export for each CLI, printed once the server serves: read it all first
+        while not announced.rstrip().endswith("gemini-2.5-flash"):
+            line = proc.stdout.readline()
+            assert line, announced
+            announced += line
         assert urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=10).status == 200
         assert list(tmp_path.glob("bridge-rehearsal-*"))
     finally:
         proc.send_signal(signal.SIGTERM)
         out = proc.communicate(timeout=30)[0]
     assert proc.returncode == 0, out
-    assert "export ANTHROPIC_BASE_URL=" in out and "export PATH=" not in out
+    assert "export ANTHROPIC_BASE_URL=" in announced and "export PATH=" not in announced + out
     assert list(tmp_path.glob("bridge-rehearsal-*")) == []
